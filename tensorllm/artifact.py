@@ -1,0 +1,199 @@
+"""Factorised layers on disk: save, load, apply to a model, restore, materialise as a HF folder.
+
+An artifact is a folder with two files:
+
+* ``tensors.safetensors``: the factors (Tucker: ``U1``, ``U2``, ``U3``, ``core``; LASER: ``left``, ``right``),
+* ``artifact.json``: what they are (kind, architecture, layer, ranks, grouping, dtype, relative error,
+  compression ratio) and the identity of the base model (its name, folder and the sha256 of the source
+  tensors of the layer), so that an artifact refuses to be applied to a different model.
+
+Its size grows with the compressed size, not with the model. A *variant* is a list of artifacts applied
+together (e.g. the MHA decomposition of layer 20 plus a LASER reduction of its FFN: the paper's Case 3).
+
+Usage::
+
+    artifacts = [load_artifact(p) for p in paths]
+    with apply_artifacts(model, artifacts):
+        ...                                  # evaluate the variant; weights are restored on exit
+    materialise("smollm2-135m", paths, "out/variant-hf")   # a folder from_pretrained loads
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .checkpoint import tensors_digest
+from .layouts import AttentionShape, layout_for
+from .tensorise import untensorise
+from .tucker import DECOMPOSED_MODES, mode_dot
+
+ARTIFACT_FORMAT = "tensorllm-artifact/1"
+META_FILE = "artifact.json"
+TENSORS_FILE = "tensors.safetensors"
+KINDS = ("tucker_mha", "laser_ffn")
+VARIANT_FILE = "tensorllm_variant.json"
+
+
+@dataclass
+class Artifact:
+    """One factorised edit of a model: metadata plus its factor tensors."""
+
+    path: Path
+    meta: dict
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    @property
+    def layer(self) -> int:
+        return int(self.meta["layer"])
+
+    def dense_attention(self):
+        """Tucker: the reconstructed per-head weights Ŵ (Eq. 9, then the inverse tensorisation)."""
+        out = self.tensors["core"]
+        for mode, name in zip(DECOMPOSED_MODES, ("U1", "U2", "U3")):
+            out = mode_dot(out, self.tensors[name], mode)
+        return untensorise(out, AttentionShape(**self.meta["attention_shape"]), self.meta["grouping"])
+
+
+def save_artifact(out_dir: str | Path, meta: dict, tensors: dict[str, torch.Tensor]) -> Path:
+    """Write an artifact folder atomically (a temporary folder renamed into place)."""
+    if meta.get("kind") not in KINDS:
+        raise ValueError(f"artifact kind must be one of {KINDS}; got {meta.get('kind')!r}")
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    full_meta = {"format": ARTIFACT_FORMAT, "tensorllm_version": __version__, **meta}
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp / TENSORS_FILE,
+              metadata={"format": ARTIFACT_FORMAT})
+    (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def read_meta(path: str | Path) -> dict:
+    """The JSON metadata of an artifact folder, with a clear error when it is not one."""
+    path = Path(path)
+    meta_path = path / META_FILE
+    if not meta_path.is_file() or not (path / TENSORS_FILE).is_file():
+        raise FileNotFoundError(f"{path} is not a tensorllm artifact: expected {META_FILE} and {TENSORS_FILE} in it")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise ValueError(f"{meta_path}: unsupported format {meta.get('format')!r}; this version reads {ARTIFACT_FORMAT}")
+    return meta
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    path = Path(path)
+    return Artifact(path=path, meta=read_meta(path), tensors=load_file(path / TENSORS_FILE))
+
+
+class AppliedVariant:
+    """Handle returned by :func:`apply_artifacts`: restores the original weights (also as a context manager)."""
+
+    def __init__(self, state: dict[str, torch.Tensor], originals: dict[str, torch.Tensor]):
+        self._state = state
+        self._originals = originals
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for name, original in self._originals.items():
+                self._state[name].copy_(original)
+        self._originals = {}
+
+    def __enter__(self) -> "AppliedVariant":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
+def apply_artifacts(model: torch.nn.Module, artifacts: Sequence[Artifact], verify: bool = True) -> AppliedVariant:
+    """Write the dense reconstruction of each artifact into ``model`` in place.
+
+    ``verify`` checks each Tucker artifact's base-layer sha256 against the model's current weights, so an
+    artifact made from another model (or applied twice) is refused with a clear error. Returns a handle
+    whose ``restore()`` puts the original weights back.
+    """
+    layout = layout_for(model.config)
+    shape = layout.shape(model.config)
+    state = model.state_dict()
+    prefix = layout.find_prefix(state.keys())
+    originals: dict[str, torch.Tensor] = {}
+    applied = AppliedVariant(state, originals)
+    try:
+        for artifact in artifacts:
+            _check_architecture(artifact, model.config, shape)
+            if artifact.kind == "tucker_mha":
+                names = layout.qualified(layout.attention_names(artifact.layer), prefix)
+                if verify:
+                    current = tensors_digest({n: state[n] for n in names.values()}, strip_prefix=prefix)
+                    expected = artifact.meta["base_model"]["layer_sha256"]
+                    if current != expected:
+                        raise ValueError(
+                            f"artifact {artifact.path} was made from other weights for layer {artifact.layer} "
+                            f"(base {artifact.meta['base_model'].get('name')!r}); the model's layer differs "
+                            "(another model, or an edit already applied). Pass verify=False to force."
+                        )
+                for name in names.values():
+                    originals.setdefault(name, state[name].detach().clone())
+                dense = artifact.dense_attention()
+                layout.write_attention(state, artifact.layer, shape, dense, prefix)
+            else:  # laser_ffn
+                name = prefix + layout.ffn_names(artifact.layer)[artifact.meta["matrix"]]
+                originals.setdefault(name, state[name].detach().clone())
+                with torch.no_grad():
+                    state[name].copy_(artifact.tensors["left"] @ artifact.tensors["right"])
+    except Exception:
+        applied.restore()
+        raise
+    return applied
+
+
+def _check_architecture(artifact: Artifact, config, shape: AttentionShape) -> None:
+    if artifact.meta["architecture"] != config.model_type:
+        raise ValueError(
+            f"artifact {artifact.path} is for a {artifact.meta['architecture']!r} model; this model is {config.model_type!r}"
+        )
+    if artifact.kind == "tucker_mha" and AttentionShape(**artifact.meta["attention_shape"]) != shape:
+        raise ValueError(f"artifact {artifact.path} has attention shape {artifact.meta['attention_shape']}; model has {shape}")
+    n_layers = config.num_hidden_layers
+    if not 0 <= artifact.layer < n_layers:
+        raise ValueError(f"artifact {artifact.path} edits layer {artifact.layer}; the model has layers 0..{n_layers - 1}")
+
+
+def materialise(base_model: str | Path, artifact_paths: Sequence[str | Path], out_dir: str | Path,
+                dtype: torch.dtype = torch.float32) -> Path:
+    """Save the base model with the artifacts applied as a normal HF folder (``from_pretrained`` loads it).
+
+    The folder also holds ``tensorllm_variant.json`` listing the artifacts' metadata (lineage).
+    """
+    from .models import load_model, resolve_model
+
+    folder = resolve_model(base_model)
+    model, tokenizer = load_model(folder, dtype=dtype)
+    artifacts = [load_artifact(p) for p in artifact_paths]
+    apply_artifacts(model, artifacts)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    lineage = {"base_model": str(base_model), "base_folder": str(folder),
+               "artifacts": [{"path": str(a.path), **a.meta} for a in artifacts]}
+    (out_dir / VARIANT_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
+    return out_dir

@@ -1,0 +1,136 @@
+"""Read one layer's tensors straight from a Hugging Face folder's safetensors files.
+
+Decomposing one layer of a 7B model must not need the 7B model in memory: safetensors files are
+memory-mapped, and :class:`Checkpoint` materialises only the tensors that are asked for, from a single
+``model.safetensors`` or from shards listed in ``model.safetensors.index.json``.
+
+Usage::
+
+    ckpt = Checkpoint("path/to/hf-folder")
+    weights = ckpt.attention(layer=15)          # AttentionWeights, paper orientation
+    digest = ckpt.layer_digest(layer=15)        # sha256 of the layer's source tensors
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .layouts import AttentionLayout, AttentionShape, AttentionWeights, layout_for
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+
+class Checkpoint:
+    """A local HF checkpoint folder: its config, its layout, and lazy access to single tensors."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        if not (self.folder / "config.json").is_file():
+            raise FileNotFoundError(f"{self.folder} has no config.json; expected a Hugging Face model folder")
+        self.weight_map = self._weight_map()
+
+    def _weight_map(self) -> dict[str, str]:
+        index = self.folder / INDEX_FILE
+        if index.is_file():
+            return json.loads(index.read_text())["weight_map"]
+        single = self.folder / SINGLE_FILE
+        if single.is_file():
+            with safe_open(single, framework="pt") as handle:
+                return {name: SINGLE_FILE for name in handle.keys()}
+        found = sorted(p.name for p in self.folder.iterdir())
+        raise FileNotFoundError(
+            f"{self.folder} has neither {SINGLE_FILE} nor {INDEX_FILE} (found: {found}); "
+            "only safetensors checkpoints are supported (convert .bin files with save_pretrained)."
+        )
+
+    @cached_property
+    def config(self):
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(self.folder)
+
+    @cached_property
+    def layout(self) -> AttentionLayout:
+        return layout_for(self.config)
+
+    @cached_property
+    def shape(self) -> AttentionShape:
+        return self.layout.shape(self.config)
+
+    @cached_property
+    def prefix(self) -> str:
+        return self.layout.find_prefix(self.weight_map.keys())
+
+    @property
+    def n_layers(self) -> int:
+        return self.layout.n_layers(self.config)
+
+    def check_layer(self, layer: int) -> int:
+        if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < self.n_layers:
+            raise ValueError(f"layer={layer!r} is out of range: this model has layers 0..{self.n_layers - 1}")
+        return layer
+
+    def tensors(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Load only ``names`` (grouped by shard; each file is opened memory-mapped)."""
+        by_file: dict[str, list[str]] = {}
+        for name in names:
+            if name not in self.weight_map:
+                raise KeyError(f"{name!r} is not in the checkpoint {self.folder}")
+            by_file.setdefault(self.weight_map[name], []).append(name)
+        out: dict[str, torch.Tensor] = {}
+        for filename, wanted in by_file.items():
+            with safe_open(self.folder / filename, framework="pt") as handle:
+                for name in wanted:
+                    out[name] = handle.get_tensor(name)
+        return out
+
+    def attention_names(self, layer: int) -> list[str]:
+        return list(self.layout.qualified(self.layout.attention_names(self.check_layer(layer)), self.prefix).values())
+
+    def attention(self, layer: int) -> AttentionWeights:
+        """Layer ``layer``'s Q, K, V, O per head (reads four tensors, or two for fused layouts)."""
+        tensors = self.tensors(self.attention_names(layer))
+        return self.layout.read_attention(tensors, layer, self.shape, self.prefix)
+
+    def ffn_name(self, layer: int, role: str) -> str:
+        names = self.layout.ffn_names(self.check_layer(layer))
+        if role not in names:
+            raise ValueError(f"FFN matrix {role!r} does not exist for {self.config.model_type}; allowed: {sorted(names)}")
+        return self.prefix + names[role]
+
+    def layer_digest(self, layer: int) -> str:
+        """sha256 of the layer's attention tensors (see :func:`tensors_digest`): the base model's identity."""
+        return tensors_digest(self.tensors(self.attention_names(layer)), strip_prefix=self.prefix)
+
+    def identity(self) -> str:
+        """A cheap identity of the whole checkpoint: sha256 of config.json and the file names and sizes.
+
+        Used in cache keys; layer-level identities use :meth:`layer_digest` (content hash).
+        """
+        digest = hashlib.sha256((self.folder / "config.json").read_bytes())
+        for filename in sorted(set(self.weight_map.values())):
+            path = self.folder / filename
+            digest.update(f"{filename}|{path.stat().st_size}|{int(path.stat().st_mtime)}".encode())
+        return digest.hexdigest()[:16]
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor], strip_prefix: str = "") -> str:
+    """sha256 over names (without ``strip_prefix``), dtypes, shapes and bytes, in name order.
+
+    The same layer read from a checkpoint file or from a loaded model gives the same digest, so an
+    artifact can check that it is applied to the model it was made from.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tensors.items()):
+        short = name[len(strip_prefix):] if strip_prefix and name.startswith(strip_prefix) else name
+        digest.update(f"{short}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,181 @@
+"""One step of the pipeline as one typed function: decompose a layer at several ranks, write artifacts.
+
+The CLI (``tensorllm decompose``) and the Prefect task call :func:`decompose_layer`; it reads only the
+layer's tensors from the checkpoint (memory-mapped safetensors), tensorises them (Eqs. 7-8), runs the
+shared-factor Tucker decomposition for every rank configuration (reusing work across ranks) and writes
+one artifact per configuration. An artifact that already exists with the same base-layer digest,
+ranks, grouping and format is reused, so a re-run does no work.
+
+Usage::
+
+    records = decompose_layer("smollm2-135m", layer=15, rank_list=[(64, 32, 4)], out_root="runs/artifacts")
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .artifact import read_meta, save_artifact
+from .checkpoint import Checkpoint
+from .laser import laser_rank, low_rank
+from .models import resolve_model
+from .tensorise import Grouping, check_grouping, slice_labels, tensor_shape, tensorise
+from .tucker import RankSpec, resolve_ranks, tucker_sweep
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ArtifactRecord:
+    """A small, serialisable summary of one artifact (what tasks pass around instead of tensors)."""
+
+    artifact: str
+    kind: str
+    layer: int
+    ranks: list[int] | None
+    grouping: str | None
+    rel_error: float
+    compression_ratio: float
+    seconds: float
+    reused: bool
+    matrix: str | None = None
+    rho: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def model_slug(name: str) -> str:
+    """A filesystem-safe short name for a model name or path."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(name)).name or str(name)).strip("_") or "model"
+
+
+def tucker_artifact_dir(out_root: Path, model: str, layer: int, grouping: str, ranks: Sequence[int]) -> Path:
+    r1, r2, r3 = ranks
+    return Path(out_root) / model_slug(model) / f"layer{layer:03d}-mha-{grouping}-r{r1}x{r2}x{r3}"
+
+
+def decompose_layer(
+    model: str,
+    layer: int,
+    rank_list: Sequence[RankSpec],
+    *,
+    grouping: Grouping = "kv",
+    out_root: str | Path = "runs/artifacts",
+    device: str = "cpu",
+    n_iter_max: int = 25,
+    tol: float = 1e-6,
+) -> list[ArtifactRecord]:
+    """Decompose the MHA weights of ``layer`` at every rank in ``rank_list``; one artifact each."""
+    check_grouping(grouping)
+    if not rank_list:
+        raise ValueError("rank_list is empty: give at least one (R1, R2, R3)")
+    folder = resolve_model(model)
+    ckpt = Checkpoint(folder)
+    ckpt.check_layer(layer)
+    shape = ckpt.shape
+    dims = tensor_shape(shape, grouping)
+    resolved = [resolve_ranks(r, dims) for r in rank_list]
+    digest = ckpt.layer_digest(layer)
+    dirs = [tucker_artifact_dir(Path(out_root), model, layer, grouping, r) for r in resolved]
+
+    records: dict[int, ArtifactRecord] = {}
+    todo: list[int] = []
+    for i, (ranks, path) in enumerate(zip(resolved, dirs)):
+        existing = _reusable(path, digest, ranks, grouping)
+        if existing is not None:
+            records[i] = _record(path, existing, reused=True)
+        else:
+            todo.append(i)
+    if todo:
+        start = time.perf_counter()
+        weights = ckpt.attention(layer)
+        source_dtype = str(weights.q.dtype).removeprefix("torch.")
+        tensor = tensorise(weights.to(device=device, dtype=torch.float32), shape, grouping)
+        read_seconds = time.perf_counter() - start
+        results = tucker_sweep(tensor, [resolved[i] for i in todo], n_iter_max=n_iter_max, tol=tol)
+        for i, result in zip(todo, results):
+            meta = {
+                "kind": "tucker_mha",
+                "architecture": ckpt.config.model_type,
+                "layer": layer,
+                "ranks": list(result.ranks),
+                "grouping": grouping,
+                "tensor_shape": list(dims),
+                "slice_labels": slice_labels(shape, grouping),
+                "attention_shape": asdict(shape),
+                "dtype": source_dtype,
+                "rel_error": result.rel_error,
+                "original_params": shape.n_params,
+                "compressed_params": result.n_params,
+                "compression_ratio": result.compression_ratio(shape.n_params),
+                "hooi_iterations": result.n_iter,
+                "converged": result.converged,
+                "seconds": result.seconds + read_seconds / len(todo),
+                "device": str(tensor.device),
+                "base_model": {"name": str(model), "folder": str(folder), "layer_sha256": digest},
+            }
+            tensors = {"U1": result.factors[0], "U2": result.factors[1], "U3": result.factors[2], "core": result.core}
+            save_artifact(dirs[i], meta, {k: v.float() for k, v in tensors.items()})
+            records[i] = _record(dirs[i], meta, reused=False)
+            log.info("layer %d ranks %s: rel_error %.4f, CR %.1fx, %.2fs", layer, result.ranks,
+                     result.rel_error, meta["compression_ratio"], meta["seconds"])
+    return [records[i] for i in range(len(resolved))]
+
+
+def _reusable(path: Path, digest: str, ranks: Sequence[int], grouping: str) -> dict | None:
+    try:
+        meta = read_meta(path)
+    except (FileNotFoundError, ValueError):
+        return None
+    same = (meta.get("base_model", {}).get("layer_sha256") == digest and meta.get("ranks") == list(ranks)
+            and meta.get("grouping") == grouping)
+    return meta if same else None
+
+
+def _record(path: Path, meta: dict, reused: bool) -> ArtifactRecord:
+    return ArtifactRecord(artifact=str(path), kind=meta["kind"], layer=meta["layer"], ranks=meta.get("ranks"),
+                          grouping=meta.get("grouping"), rel_error=meta["rel_error"],
+                          compression_ratio=meta["compression_ratio"], seconds=0.0 if reused else meta["seconds"],
+                          reused=reused, matrix=meta.get("matrix"), rho=meta.get("rho"))
+
+
+def laser_layer(model: str, layer: int, matrix: str, rho: float, *, out_root: str | Path = "runs/artifacts") -> ArtifactRecord:
+    """LASER on one FFN matrix (``fc_in``, ``fc_up`` or ``fc_out``) of ``layer``; one artifact."""
+    folder = resolve_model(model)
+    ckpt = Checkpoint(folder)
+    name = ckpt.ffn_name(layer, matrix)
+    weight = ckpt.tensors([name])[name]
+    rank = laser_rank(tuple(weight.shape), rho)
+    path = Path(out_root) / model_slug(model) / f"layer{layer:03d}-laser-{matrix}-rank{rank}"
+    digest = _matrix_digest(ckpt, name)
+    try:
+        meta = read_meta(path)
+        if meta.get("base_model", {}).get("layer_sha256") == digest:
+            return _record(path, meta, reused=True)
+    except (FileNotFoundError, ValueError):
+        pass
+    start = time.perf_counter()
+    factors = low_rank(weight, rho)
+    meta = {
+        "kind": "laser_ffn", "architecture": ckpt.config.model_type, "layer": layer, "matrix": matrix,
+        "rho": rho, "rank": factors.rank, "dtype": str(weight.dtype).removeprefix("torch."),
+        "rel_error": factors.rel_error, "original_params": weight.numel(), "compressed_params": factors.n_params,
+        "compression_ratio": weight.numel() / factors.n_params, "seconds": time.perf_counter() - start,
+        "base_model": {"name": str(model), "folder": str(folder), "layer_sha256": digest},
+    }
+    save_artifact(path, meta, {"left": factors.left.float(), "right": factors.right.float()})
+    return _record(path, meta, reused=False)
+
+
+def _matrix_digest(ckpt: Checkpoint, name: str) -> str:
+    from .checkpoint import tensors_digest
+
+    return tensors_digest(ckpt.tensors([name]), strip_prefix=ckpt.prefix)

@@ -1,0 +1,158 @@
+"""Tiny random Hugging Face models, built from configs, for unit tests (no download, fp32, deterministic).
+
+One entry per attention layout the library supports; several entries share a layout but differ in what
+the tests must cover (MHA vs GQA, biases, fused/interleaved QKV, encoder vs decoder)::
+
+    from tiny_models import TINY_CONFIGS, build_tiny
+
+    model = build_tiny("llama_gqa")            # LlamaForCausalLM, 6 query heads / 2 KV heads, eval mode
+    base = build_tiny("bert", task_head=False)  # BertModel instead of BertForMaskedLM
+
+Every model has 2 layers, a 64-token vocabulary and eager attention (the per-head computation is
+plain ``matmul``/``softmax``, which keeps forward hooks on the attention modules meaningful and the
+numbers reproducible). Weights come from the model's own initialiser under ``torch.manual_seed(seed)``.
+
+``ATTENTION_OUT_PROJ[name]`` is the dotted path (with ``{l}`` for the layer) of the module whose *input*
+is the concatenation of the per-head attention outputs, ``[..., n_heads * d_head]``, relative to the
+model built with ``task_head=True``; tests hook it to see what each head produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import transformers
+from transformers import PretrainedConfig
+
+VOCAB = 64
+N_LAYERS = 2
+MAX_POSITIONS = 64
+
+
+def _llama(**overrides) -> PretrainedConfig:
+    kwargs = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=N_LAYERS,
+                  num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=MAX_POSITIONS)
+    kwargs.update(overrides)
+    return transformers.LlamaConfig(**kwargs)
+
+
+def _llama_gqa() -> PretrainedConfig:
+    # 6 query heads share 2 KV heads (group size 3), d_head = 48 / 6 = 8
+    return _llama(hidden_size=48, num_attention_heads=6, num_key_value_heads=2)
+
+
+def _mistral() -> PretrainedConfig:
+    return transformers.MistralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=2,
+                                      head_dim=8, max_position_embeddings=MAX_POSITIONS, sliding_window=None)
+
+
+def _qwen2() -> PretrainedConfig:
+    # Qwen2 has biases on q/k/v (not on o); GQA with 2 KV heads
+    return transformers.Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=2,
+                                    max_position_embeddings=MAX_POSITIONS, use_sliding_window=False)
+
+
+def _gpt2() -> PretrainedConfig:
+    # Conv1D weights ([in, out]); c_attn fuses Q|K|V; biases everywhere
+    return transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=N_LAYERS, n_head=4,
+                                   n_positions=MAX_POSITIONS, bos_token_id=0, eos_token_id=0)
+
+
+def _gptj() -> PretrainedConfig:
+    # rotary on the first 4 of the 8 dims of each head (default rotary_dim=64 exceeds d_head)
+    return transformers.GPTJConfig(vocab_size=VOCAB, n_embd=32, n_layer=N_LAYERS, n_head=4, rotary_dim=4,
+                                   n_positions=MAX_POSITIONS, bos_token_id=0, eos_token_id=0)
+
+
+def _gpt_neox() -> PretrainedConfig:
+    # query_key_value rows interleaved per head; partial rotary (default factor 0.25); biases
+    return transformers.GPTNeoXConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=N_LAYERS, num_attention_heads=4,
+                                      max_position_embeddings=MAX_POSITIONS)
+
+
+def _opt() -> PretrainedConfig:
+    # biases on all four projections
+    return transformers.OPTConfig(vocab_size=VOCAB, hidden_size=32, word_embed_proj_dim=32, ffn_dim=64,
+                                  num_hidden_layers=N_LAYERS, num_attention_heads=4,
+                                  max_position_embeddings=MAX_POSITIONS)
+
+
+def _bert() -> PretrainedConfig:
+    return transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                   num_hidden_layers=N_LAYERS, num_attention_heads=4,
+                                   max_position_embeddings=MAX_POSITIONS)
+
+
+def _roberta() -> PretrainedConfig:
+    # positions start after pad_token_id (=1), hence the +2
+    return transformers.RobertaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=N_LAYERS, num_attention_heads=4,
+                                      max_position_embeddings=MAX_POSITIONS + 2)
+
+
+#: name -> factory of a fresh tiny config
+TINY_CONFIGS: dict[str, Callable[[], PretrainedConfig]] = {
+    "llama": _llama,
+    "llama_gqa": _llama_gqa,
+    "mistral": _mistral,
+    "qwen2": _qwen2,
+    "gpt2": _gpt2,
+    "gptj": _gptj,
+    "gpt_neox": _gpt_neox,
+    "opt": _opt,
+    "bert": _bert,
+    "roberta": _roberta,
+}
+
+#: names whose task-head model is a masked LM (encoders); all others are causal LMs
+ENCODERS = frozenset({"bert", "roberta"})
+
+#: module (with "{l}" for the layer) whose input is the concatenated per-head attention output
+ATTENTION_OUT_PROJ: dict[str, str] = {
+    "llama": "model.layers.{l}.self_attn.o_proj",
+    "llama_gqa": "model.layers.{l}.self_attn.o_proj",
+    "mistral": "model.layers.{l}.self_attn.o_proj",
+    "qwen2": "model.layers.{l}.self_attn.o_proj",
+    "gpt2": "transformer.h.{l}.attn.c_proj",
+    "gptj": "transformer.h.{l}.attn.out_proj",
+    "gpt_neox": "gpt_neox.layers.{l}.attention.dense",
+    "opt": "model.decoder.layers.{l}.self_attn.out_proj",
+    "bert": "bert.encoder.layer.{l}.attention.output.dense",
+    "roberta": "roberta.encoder.layer.{l}.attention.output.dense",
+}
+
+
+def tiny_config(name: str) -> PretrainedConfig:
+    """A fresh config for ``name`` (one of :data:`TINY_CONFIGS`), with eager attention."""
+    try:
+        config = TINY_CONFIGS[name]()
+    except KeyError:
+        raise KeyError(f"no tiny model {name!r}; choose from {sorted(TINY_CONFIGS)}") from None
+    config._attn_implementation = "eager"
+    return config
+
+
+def build_tiny(name: str, *, task_head: bool = True, seed: int = 0) -> torch.nn.Module:
+    """A tiny random fp32 model in eval mode; the same ``(name, task_head, seed)`` gives the same weights.
+
+    ``task_head=True`` gives ``*ForCausalLM`` (``*ForMaskedLM`` for encoders), whose parameter names carry
+    the usual prefix ("model.", "transformer.", "bert.", ...); ``task_head=False`` gives the bare model.
+    """
+    config = tiny_config(name)
+    if task_head:
+        auto = transformers.AutoModelForMaskedLM if name in ENCODERS else transformers.AutoModelForCausalLM
+    else:
+        auto = transformers.AutoModel
+    torch.manual_seed(seed)
+    model = auto.from_config(config, attn_implementation="eager", dtype=torch.float32)
+    return model.float().eval()
+
+
+def sample_input_ids(batch: int = 2, seq_len: int = 7, seed: int = 1) -> torch.Tensor:
+    """Deterministic token ids in ``[2, VOCAB)`` (skips ids 0/1, which some configs use as pad)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(2, VOCAB, (batch, seq_len), generator=generator)
