@@ -91,6 +91,108 @@ def cmd_decompose(args) -> int:
     return 0
 
 
+# ---- sweep ---------------------------------------------------------------------------------------
+def parse_layers(text: str) -> str | list[int]:
+    """``"last 4"``, ``"all"`` or ``"20,21,22"``."""
+    text = text.strip()
+    if text == "all" or text.startswith("last"):
+        return text
+    try:
+        return [int(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--layers must be 'last N', 'all' or comma-separated integers; got {text!r}") from None
+
+
+def parse_laser(text: str) -> dict:
+    """``fc_in:0.1`` -> {"matrix": "fc_in", "rho": 0.1}."""
+    try:
+        matrix, rho = text.split(":")
+        return {"matrix": matrix, "rho": float(rho)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--laser must be MATRIX:RHO, e.g. fc_in:0.1; got {text!r}") from None
+
+
+SWEEP_OPTIONS = {  # CLI flag -> flow parameter
+    "model": "model", "dataset": "datasets", "layers": "layers", "ranks": "ranks", "grouping": "grouping",
+    "laser": "laser", "val_limit": "val_limit", "test_limit": "test_limit", "generate": "generate",
+    "selection_metric": "selection_metric", "test_top_k": "test_top_k", "registered_model": "registered_model",
+    "ray_address": "ray_address", "mlflow_tracking_uri": "mlflow_tracking_uri", "artifacts_root": "artifacts_root",
+    "batch_size": "batch_size",
+}
+
+
+def cmd_sweep(args) -> int:
+    from pathlib import Path
+
+    from flows.services import prefect_api, set_quiet_defaults
+
+    params = {flow_name: getattr(args, flag) for flag, flow_name in SWEEP_OPTIONS.items()
+              if getattr(args, flag) is not None}
+    if "ranks" in params:
+        params["ranks"] = [list(r) for r in params["ranks"]]
+    root = Path.cwd()
+    set_quiet_defaults()
+    with prefect_api(root) as api_url:
+        from flows.compress_sweep import compress_sweep  # imported once PREFECT_API_URL is set
+        from tensorllm.registry import default_tracking_uri
+
+        summary = compress_sweep(**params)
+    uri = params.get("mlflow_tracking_uri") or default_tracking_uri(root)
+    print_sweep(summary, uri, api_url)
+    if args.json:
+        emit_json({**summary, "mlflow_tracking_uri": uri, "prefect_api_url": api_url})
+    return 0
+
+
+def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
+    metric = summary["selection_metric"]
+    key = f"val_{metric}"
+    base = summary["baseline"]
+    print(f"\nBaseline {key} {base[key]:.4f} (loss {base['val_loss']:.4f}), registered as version {base['version']}")
+    print(f"{'variant':48s} {'ver':>4s} {'CR':>8s} {'rel_err':>8s} {key:>14s} {'val_loss':>9s}")
+    for row in summary["variants"]:
+        cr = f"{row['compression_ratio']:.1f}x" if row.get("compression_ratio") else "-"
+        err = f"{row['rel_error']:.3f}" if row.get("rel_error") is not None else "-"
+        print(f"{row['name']:48s} {row['version']:>4d} {cr:>8s} {err:>8s} {row[key]:>14.4f} {row['val_loss']:>9.4f}")
+    decision = summary["decision"]
+    print(f"\nDecision: {decision['reason']}")
+    champion = summary["champion_version"]
+    name = summary["registered_model"]
+    if champion is not None:
+        print(f"Champion: {name} version {champion}  ->  tensorllm models load {name}@champion --out DIR")
+    else:
+        print(f"No champion yet for {name}.")
+    print(f"MLflow store: {tracking_uri}   (UI: mlflow ui --backend-store-uri {tracking_uri})")
+    print(f"Prefect API: {api_url}   (runs: prefect flow-run ls; UI: prefect server start, PREFECT_HOME=runs/prefect)")
+
+
+# ---- models (the MLflow registry) -------------------------------------------------------------------
+def cmd_models(args) -> int:
+    from tensorllm.registry import Registry
+
+    registry = Registry(args.mlflow_tracking_uri)
+    if args.models_command == "list":
+        rows = registry.list_models()
+        for row in rows:
+            aliases = ", ".join(f"{a}=v{v}" for a, v in row.get("aliases", {}).items()) or "-"
+            print(f"{row['name']:40s} versions {row['versions']:>3d}  latest v{row['latest_version']}  aliases {aliases}")
+        if not rows:
+            print("No registered models (run `tensorllm sweep` first).")
+        if args.json:
+            emit_json({"models": rows})
+    elif args.models_command == "show":
+        info = registry.show(args.spec)
+        print(json.dumps(info, indent=2, sort_keys=True, default=str))
+        if args.json:
+            emit_json(info)
+    else:  # load
+        out = registry.load(args.spec, args.out)
+        print(f"Wrote a Hugging Face folder: {out}\n  AutoModelForCausalLM.from_pretrained({str(out)!r})")
+        if args.json:
+            emit_json({"spec": args.spec, "out": str(out)})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tensorllm", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"tensorllm {__version__}")
@@ -112,6 +214,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_decompose)
+
+    p = sub.add_parser("sweep", help="run the Prefect flow: decompose layers x ranks on Ray, evaluate, register, promote")
+    p.add_argument("--model", help="default smollm2-135m")
+    p.add_argument("--dataset", action="append", help="evaluation dataset (repeat for several); default qa_wikidata")
+    p.add_argument("--layers", type=parse_layers, help="'last N', 'all' or '20,21,22' (default 'last 4')")
+    p.add_argument("--ranks", type=parse_ranks, action="append", help="R1,R2,R3 (repeat); integers or fractions")
+    p.add_argument("--grouping", choices=["kv", "replicate"])
+    p.add_argument("--laser", type=parse_laser, action="append", help="LASER MATRIX:RHO combined with each variant")
+    p.add_argument("--val-limit", type=int)
+    p.add_argument("--test-limit", type=int)
+    p.add_argument("--generate", action=argparse.BooleanOptionalAction, default=None,
+                   help="greedy-generation accuracy for generative datasets (default on)")
+    p.add_argument("--selection-metric", choices=["accuracy", "top1_accuracy", "loss"])
+    p.add_argument("--test-top-k", type=int)
+    p.add_argument("--registered-model")
+    p.add_argument("--ray-address", help="existing Ray cluster (default: a private local Ray)")
+    p.add_argument("--mlflow-tracking-uri", help="default $MLFLOW_TRACKING_URI or sqlite under runs/mlflow")
+    p.add_argument("--artifacts-root")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("models", help="query the MLflow registry: list, show, load")
+    p.add_argument("--mlflow-tracking-uri", help="default $MLFLOW_TRACKING_URI or sqlite under runs/mlflow")
+    models = p.add_subparsers(dest="models_command", required=True)
+    q = models.add_parser("list", help="registered models with their versions and aliases")
+    q.add_argument("--json", action="store_true")
+    q = models.add_parser("show", help="metrics, params and lineage of NAME, NAME@ALIAS or NAME/VERSION")
+    q.add_argument("spec")
+    q.add_argument("--json", action="store_true")
+    q = models.add_parser("load", help="materialise NAME@ALIAS or NAME/VERSION as a Hugging Face folder")
+    q.add_argument("spec")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
     return parser
 
 

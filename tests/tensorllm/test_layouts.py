@@ -5,11 +5,17 @@ uses for head ``h``. We perturb one head's block through ``read_attention -> mod
 and watch the input of the attention output projection (the concatenated per-head outputs): only that
 head's columns (or, for a K/V block under GQA, the columns of the query heads sharing that KV head)
 may move. For O, the change of the projection's output must be exactly ``input_h @ delta^T``.
+
+A second, finer observable separates Q from K from V (which the output columns alone cannot: a layout
+that swapped Q and K would still be head-local): wrapping the modeling file's ``eager_attention_forward``
+captures the per-head ``query``/``key``/``value`` the model actually attends with. Perturbing ``q[h]`` by
+``delta`` must move ``query[:, h]`` only, by ``x @ delta`` (up to the rotary rotation, which keeps norms).
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 import types
 
 import pytest
@@ -28,7 +34,15 @@ from tensorllm.layouts import (
     OPTLayout,
     layout_for,
 )
-from tiny_models import ATTENTION_OUT_PROJ, TINY_CONFIGS, build_tiny, sample_input_ids, tiny_config
+from tiny_models import (
+    ATTENTION_MODULE,
+    ATTENTION_OUT_PROJ,
+    ROTARY,
+    TINY_CONFIGS,
+    build_tiny,
+    sample_input_ids,
+    tiny_config,
+)
 
 ARCHS = sorted(TINY_CONFIGS)
 
@@ -305,6 +319,77 @@ def test_qkv_block_drives_only_its_heads(name, kind, models):
                 else:
                     # other heads run the identical computation on identical inputs; 1e-6 only guards fp noise
                     assert change <= 1e-6, f"layer {layer} {kind}[{index}] changed head {h} by {change}"
+
+
+def _run_capturing_qkv(model, name, input_ids, monkeypatch):
+    """Run the model; return {layer: (x, query, key, value)} as the attention function receives them."""
+    modeling = sys.modules[type(model).__module__]
+    original = modeling.eager_attention_forward
+    layers = {id(model.get_submodule(ATTENTION_MODULE[name].format(l=layer))): layer for layer in range(2)}
+    records, inputs, hooks = {}, {}, []
+
+    def capture(module, query, key, value, *args, **kwargs):
+        # OPT multiplies the query by 1/sqrt(d_head) itself and passes scaling=1.0; rescale every query to the
+        # un-scaled projection x @ W^Q so that all architectures compare alike
+        standard = query.shape[-1] ** -0.5
+        scaling = kwargs.get("scaling") or standard
+        query = query * (scaling / standard) if scaling != standard else query
+        records[layers[id(module)]] = (query.detach().clone(), key.detach().clone(), value.detach().clone())
+        return original(module, query, key, value, *args, **kwargs)
+
+    for layer in range(2):
+        module = model.get_submodule(ATTENTION_MODULE[name].format(l=layer))
+
+        def pre_hook(_module, args, kwargs, layer=layer):
+            inputs[layer] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+
+        hooks.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+    with monkeypatch.context() as patch:
+        patch.setattr(modeling, "eager_attention_forward", capture)
+        try:
+            with torch.no_grad():
+                model(input_ids=input_ids)
+        finally:
+            for handle in hooks:
+                handle.remove()
+    assert records.keys() == inputs.keys() == {0, 1}, "the attention function was not called once per layer"
+    return {layer: (inputs[layer], *records[layer]) for layer in range(2)}
+
+
+@pytest.mark.parametrize("kind", ["q", "k", "v"])
+@pytest.mark.parametrize("name", ARCHS)
+def test_qkv_block_is_the_models_projection_of_that_head(name, kind, models, monkeypatch):
+    model = models[name]
+    _, _, shape, _ = _layout_parts(model)
+    ids = sample_input_ids()
+    base = _run_capturing_qkv(model, name, ids, monkeypatch)
+    slot = {"q": 1, "k": 2, "v": 3}[kind]
+    n_blocks = shape.n_heads if kind == "q" else shape.n_kv_heads
+    generator = torch.Generator().manual_seed(3)
+    for layer in range(2):
+        for index in range(n_blocks):
+            delta = 0.5 * torch.randn(shape.d_model, shape.d_head, generator=generator)
+            run = _run_capturing_qkv(_perturbed_copy(model, layer, kind, index, delta), name, ids, monkeypatch)
+            x = base[layer][0]
+            assert torch.equal(run[layer][0], x)  # the layer's input does not depend on its own attention
+            for other in (1, 2, 3):  # the other two projections are untouched
+                if other != slot:
+                    assert torch.equal(run[layer][other], base[layer][other]), (kind, other)
+            assert run[layer][slot].shape[1] == n_blocks  # [batch, heads, seq, d_head], KV heads unrepeated
+            change = run[layer][slot] - base[layer][slot]
+            others = torch.cat([change[:, :index], change[:, index + 1:]], dim=1)
+            # the same GEMM on unchanged weight rows; 1e-6 only guards fp noise
+            assert others.abs().max() <= 1e-6, f"layer {layer} {kind}[{index}] moved other heads"
+            head_change = change[:, index]  # [batch, seq, d_head]
+            expected = x @ delta  # the block in paper orientation: x @ W_i
+            if kind == "v" or name not in ROTARY:
+                # fp32 difference of two projections with O(1) terms: rounding ~1e-7, 1e-5 leaves margin
+                torch.testing.assert_close(head_change, expected, atol=1e-5, rtol=1e-5)
+            else:
+                # rotary rotates each position's vector (orthogonal map), so only the norms must agree;
+                # a mis-sliced block would give a different vector norm, not a rotated copy
+                torch.testing.assert_close(head_change.norm(dim=-1), expected.norm(dim=-1), atol=1e-5, rtol=1e-5)
+            assert expected.abs().max() > 1e-2  # the identity is not vacuous
 
 
 @pytest.mark.parametrize("name", ARCHS)

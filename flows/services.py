@@ -1,0 +1,108 @@
+"""Start (and stop, by PID) a local Prefect API server when none is configured.
+
+Ray workers must report to a real Prefect API: with the ephemeral API each worker starts its own
+temporary server (notes/stack.md, section 2). So ``tensorllm sweep`` uses ``PREFECT_API_URL`` when it
+is set, and otherwise starts ``prefect server start`` on a free loopback port with a project-local
+``PREFECT_HOME`` (``runs/prefect``; its database and task-result cache survive between runs), waits
+for ``/api/health``, and stops exactly that process when done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+QUIET_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+}
+
+
+def set_quiet_defaults(prefect_home: Path | None = None) -> None:
+    """Telemetry off and sane timeouts, without overriding anything the user set."""
+    for key, value in QUIET_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if prefect_home is not None:
+        os.environ.setdefault("PREFECT_HOME", str(prefect_home.resolve()))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(api_url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited early with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"the Prefect API at {api_url} was not healthy after {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path, timeout: float = 180, log_file: Path | None = None) -> Iterator[str]:
+    """Run ``prefect server start`` for the duration of the block; yields its API URL."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home.resolve()), **{k: os.environ.get(k, v) for k, v in QUIET_DEFAULTS.items()}}
+    env.pop("PREFECT_API_URL", None)
+    out = open(log_file or home / "server.log", "ab")
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    api_url = f"http://127.0.0.1:{port}/api"
+    try:
+        log.info("Starting a local Prefect server (pid %d) at %s", process.pid, api_url)
+        wait_healthy(api_url, timeout, process)
+        yield api_url
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        out.close()
+
+
+@contextlib.contextmanager
+def prefect_api(project_root: Path) -> Iterator[str]:
+    """``PREFECT_API_URL`` if set (a server you run), else a local server started for this block."""
+    existing = os.environ.get("PREFECT_API_URL")
+    if existing:
+        yield existing
+        return
+    with prefect_server(project_root / "runs" / "prefect") as api_url:
+        previous_home = os.environ.get("PREFECT_HOME")
+        os.environ["PREFECT_API_URL"] = api_url
+        os.environ["PREFECT_HOME"] = str((project_root / "runs" / "prefect").resolve())
+        try:
+            yield api_url
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
+            if previous_home is None:
+                os.environ.pop("PREFECT_HOME", None)
+            else:
+                os.environ["PREFECT_HOME"] = previous_home

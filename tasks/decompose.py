@@ -1,0 +1,31 @@
+"""Decomposition tasks: one per layer (all rank configurations of it), and LASER on one FFN matrix.
+
+Each reads only its layer's tensors from the checkpoint and writes artifacts to disk; it returns the
+small :class:`tensorllm.decompose.ArtifactRecord` dicts. ``model_identity`` and ``code_version`` are not
+used in the body: they are inputs so that they enter the cache key.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+
+from tensorllm.decompose import decompose_layer, laser_layer
+
+from .caching import CACHE_EXPIRATION, PIPELINE_CACHE
+from .resources import best_device
+
+
+@task(name="decompose-layer", cache_policy=PIPELINE_CACHE, cache_expiration=CACHE_EXPIRATION, retries=1,
+      retry_delay_seconds=5, task_run_name="decompose-layer-{layer}")
+def decompose_layer_task(model: str, layer: int, ranks: list, grouping: str, out_root: str,
+                         model_identity: str, code_version: str) -> list[dict]:
+    records = decompose_layer(model, layer, [tuple(r) for r in ranks], grouping=grouping, out_root=out_root,
+                              device=best_device())
+    return [record.to_dict() for record in records]
+
+
+@task(name="laser-ffn", cache_policy=PIPELINE_CACHE, cache_expiration=CACHE_EXPIRATION, retries=1,
+      retry_delay_seconds=5, task_run_name="laser-{matrix}-layer-{layer}-rho-{rho}")
+def laser_task(model: str, layer: int, matrix: str, rho: float, out_root: str, model_identity: str,
+               code_version: str) -> dict:
+    return laser_layer(model, layer, matrix, rho, out_root=out_root).to_dict()

@@ -1,0 +1,60 @@
+"""MLflow tasks: register a variant, add metrics, promote, log the sweep report.
+
+They run in the flow process (called directly, not submitted to Ray): the sqlite store wants one writer.
+Registration is idempotent (a variant key registered before returns its existing version), so they
+are not cached by Prefect.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tensorllm.plots import accuracy_vs_compression, layer_rank_heatmap
+from tensorllm.registry import Registry, VariantRecord
+
+
+@task(name="register-variant", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      task_run_name="register-{record[name]}")
+def register_variant_task(tracking_uri: str | None, registered_model: str, record: dict) -> int:
+    return Registry(tracking_uri).register_variant(VariantRecord(**record), registered_model)
+
+
+@task(name="update-metrics", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def update_metrics_task(tracking_uri: str | None, registered_model: str, version: int, metrics: dict) -> None:
+    Registry(tracking_uri).update_metrics(registered_model, version, metrics)
+
+
+@task(name="current-champion", cache_policy=NO_CACHE)
+def champion_task(tracking_uri: str | None, registered_model: str) -> dict | None:
+    return Registry(tracking_uri).champion(registered_model)
+
+
+@task(name="apply-promotion", cache_policy=NO_CACHE)
+def apply_promotion_task(tracking_uri: str | None, registered_model: str, promote: bool, version: int | None,
+                         tags: dict[str, str]) -> int | None:
+    """Move the ``champion`` alias (or only record why not); returns the champion version afterwards."""
+    registry = Registry(tracking_uri)
+    if promote:
+        registry.set_champion(registered_model, version, tags)
+    else:
+        registry.record_decision(registered_model, tags)
+    champion = registry.champion(registered_model)
+    return int(champion["version"]) if champion else None
+
+
+@task(name="log-sweep", cache_policy=NO_CACHE)
+def log_sweep_task(tracking_uri: str | None, registered_model: str, summary: dict, reports_dir: str, metric: str) -> str:
+    """Draw the sweep's figures and log them with the summary as one MLflow run."""
+    out = Path(reports_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    key = f"val_{metric}"
+    rows = [r for r in summary["variants"] if r.get("ranks") and r.get("compression_ratio")]
+    files = []
+    if rows:
+        baseline = summary["baseline"][key]
+        files.append(accuracy_vs_compression(rows, baseline, key, out / "accuracy_vs_compression.png"))
+        files.append(layer_rank_heatmap(rows, baseline, key, out / "layer_rank_heatmap.png"))
+    return Registry(tracking_uri).log_sweep(registered_model, summary, files)

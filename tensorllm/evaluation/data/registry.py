@@ -1,0 +1,98 @@
+"""Dataset registry: a name -> its local loader and its hub loader; :func:`load_task` is the one entry point.
+
+Local data (the default) is read from ``data_dir``: the argument, else ``$TENSORLLM_DATA_DIR``, else the
+``data/`` folder of the source checkout. ``source="hub"`` uses LASER's Hugging Face datasets instead
+(needs network; never used by the tests).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import bios, counterfact, fever, hotpotqa, qa_wikidata
+from .task import Task
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("local", "hub")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to load one dataset: ``local(data_dir, tokenizer, strict=..., **options)`` and ``hub(tokenizer, **options)``."""
+
+    name: str
+    local: Callable[..., Task]
+    hub: Callable[..., Task]
+    description: str
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(qa_wikidata.NAME, qa_wikidata.load_local, qa_wikidata.load_hub, "BIG-bench WikidataQA (generative)"),
+        DatasetSpec(hotpotqa.NAME, hotpotqa.load_local, hotpotqa.load_hub, "HotpotQA dev questions (generative)"),
+        DatasetSpec(fever.NAME, fever.load_local, fever.load_hub, "FEVER claims, true vs false (classification)"),
+        DatasetSpec(bios.NAME, bios.load_local, bios.load_hub, "Bias in Bios professions (classification)"),
+        DatasetSpec(counterfact.NAME, counterfact.load_local, counterfact.load_hub, "CounterFact true targets (generative)"),
+    )
+}
+
+
+def dataset_names() -> list[str]:
+    """The names :func:`load_task` accepts."""
+    return list(DATASETS)
+
+
+def check_dataset_name(name: str) -> DatasetSpec:
+    """The spec of ``name``; an unknown name raises with the list of allowed names."""
+    try:
+        return DATASETS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown dataset {name!r}; allowed: {dataset_names()}") from None
+
+
+def default_data_dir() -> Path:
+    """``$TENSORLLM_DATA_DIR`` if set, else ``<checkout>/data`` (where the copied data lives)."""
+    env = os.environ.get("TENSORLLM_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[3] / "data"
+
+
+def load_task(
+    name: str,
+    tokenizer=None,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    source: str = "local",
+    strict: bool = True,
+    **options,
+) -> Task:
+    """Load dataset ``name`` as a :class:`Task` with the paper's prompts.
+
+    ``tokenizer`` is needed by hotpotqa (answer-length filter) and bios_profession (single-token
+    candidates); passing it always is simplest. ``strict=False`` skips malformed lines and counts them
+    (``task.counts["skipped_malformed"]``) instead of raising. ``options`` go to the dataset's loader
+    (e.g. ``include_accountant_1000=True`` or ``professions=[...]`` for bios_profession,
+    ``paraphrases=False`` for counterfact); an option the loader does not take raises.
+    """
+    spec = check_dataset_name(name)
+    if source not in SOURCES:
+        raise ValueError(f"Unknown source {source!r}; allowed: {list(SOURCES)}")
+    loader = spec.local if source == "local" else spec.hub
+    accepted = set(inspect.signature(loader).parameters) - {"data_dir", "tokenizer", "strict"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"Dataset {name!r} ({source}) does not take option(s) {unknown}; it takes {sorted(accepted)}")
+    if source == "hub":
+        return loader(tokenizer, **options)
+    folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data_dir {folder} is not a folder; pass data_dir= or set TENSORLLM_DATA_DIR")
+    return loader(folder, tokenizer, strict=strict, **options)

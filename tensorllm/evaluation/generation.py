@@ -1,0 +1,64 @@
+"""Greedy generation for the generative tasks, and the answer-matching rule.
+
+Accuracy (LASER): greedy decoding of up to ``max_new_tokens`` (10 for WikidataQA and CounterFact, 15 for
+HotpotQA; at least one token), then a case-insensitive test of whether the stripped gold answer occurs
+in the generated text. LASER decodes prompt + continuation, so an answer already in the prompt counts as
+correct; that inflates accuracy (e.g. comparison questions in HotpotQA name both candidate answers).
+We match against the **continuation only** by default; ``include_prompt=True`` reproduces LASER.
+
+Generation always runs the full model (every new token needs all layers), so the layer-L hidden-state
+cache does not speed it up; see :mod:`.evaluate`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from transformers import GenerationConfig
+
+from .batching import Batch
+
+log = logging.getLogger(__name__)
+
+
+def answer_matches(answer: str, continuation: str, prompt: str = "", include_prompt: bool = False) -> bool:
+    """Case-insensitive containment of the stripped answer in the continuation (or prompt + continuation)."""
+    needle = answer.strip().lower()
+    if not needle:
+        raise ValueError("cannot match an empty answer")
+    haystack = (prompt + continuation) if include_prompt else continuation
+    return needle in haystack.strip().lower()
+
+
+def greedy_config(max_new_tokens: int, pad_id: int, eos_id: int | Sequence[int] | None) -> GenerationConfig:
+    """A fresh greedy config (the model's own generation_config may ask for sampling: ignored on purpose)."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=1,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=pad_id,
+        eos_token_id=eos_id,
+    )
+
+
+@torch.no_grad()
+def generate_batch(model: nn.Module, batch: Batch, config: GenerationConfig) -> list[list[int]]:
+    """New token ids per row (padding after an early EOS removed), for a left-padded batch of prompts.
+
+    ``generate`` derives position ids from the attention mask, so left padding is handled.
+    """
+    out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config)
+    new = out[:, batch.input_ids.shape[1] :].tolist()
+    eos = config.eos_token_id
+    eos_set = set(eos if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else []))
+    rows = []
+    for tokens in new:
+        cut = next((i + 1 for i, t in enumerate(tokens) if t in eos_set), len(tokens))
+        rows.append(tokens[:cut])
+    return rows

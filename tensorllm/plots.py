@@ -1,0 +1,61 @@
+"""Sweep figures: accuracy vs compression ratio, and a layer x rank heatmap of validation accuracy.
+
+Both take plain rows (dicts with ``layer``, ``ranks``, ``compression_ratio`` and a metric), so they can be
+drawn from the flow's records or from a JSON summary. matplotlib runs headless (Agg backend).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def accuracy_vs_compression(rows: list[dict], baseline: float, metric: str, out: Path) -> Path:
+    """Scatter of the validation metric against the layer's MHA compression ratio (log x), one colour per layer."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    layers = sorted({r["layer"] for r in rows})
+    cmap = plt.get_cmap("viridis", max(len(layers), 2))
+    for i, layer in enumerate(layers):
+        pts = [r for r in rows if r["layer"] == layer]
+        ax.scatter([p["compression_ratio"] for p in pts], [p[metric] for p in pts], color=cmap(i), label=f"layer {layer}")
+    ax.axhline(baseline, color="k", linestyle="--", linewidth=1, label="baseline")
+    ax.set_xscale("log")
+    ax.set_xlabel("MHA compression ratio of the edited layer (log)")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Validation metric vs compression")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def layer_rank_heatmap(rows: list[dict], baseline: float, metric: str, out: Path) -> Path:
+    """Heatmap: rows = layers, columns = rank configurations, colour = metric minus baseline."""
+    layers = sorted({r["layer"] for r in rows})
+    ranks = sorted({tuple(r["ranks"]) for r in rows}, key=lambda t: (-t[0], -t[1], -t[2]))
+    grid = [[float("nan")] * len(ranks) for _ in layers]
+    for r in rows:
+        grid[layers.index(r["layer"])][ranks.index(tuple(r["ranks"]))] = r[metric] - baseline
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(ranks), 1.0 + 0.45 * len(layers)))
+    finite = [abs(v) for row in grid for v in row if v == v]
+    bound = max(finite) if finite else 1.0
+    image = ax.imshow(grid, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
+    ax.set_xticks(range(len(ranks)), ["x".join(map(str, t)) for t in ranks], rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(layers)), [str(layer) for layer in layers], fontsize=7)
+    ax.set_xlabel("ranks R1xR2xR3")
+    ax.set_ylabel("layer")
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            if value == value:
+                ax.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(image, ax=ax, label=f"{metric} - baseline")
+    ax.set_title("Validation metric change by layer and ranks", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,630 @@
+"""MLflow registry of compressed variants: one run + one model version per variant, champions by alias.
+
+This is the only module of the library that imports mlflow. A *variant* is a base model plus a list of
+artifact folders (see :mod:`tensorllm.artifact`); what is registered is **not** the model's weights but a
+small folder, so the store grows with the compressed size::
+
+    variant/
+      variant.json                 # key, name, base_model, artifacts' metadata (lineage), in apply order
+      artifacts/<basename>/        # each artifact folder: artifact.json + tensors.safetensors
+
+Each :meth:`Registry.register_variant` call logs one MLflow run (params, metrics, tags, extra files, and
+the folder above under ``variant/``) and creates one version of a registered model whose ``source`` is
+``runs:/<run_id>/variant``. It is idempotent on ``VariantRecord.key`` (version tag ``variant_key``).
+:meth:`Registry.load` downloads a version's folder and rebuilds a normal Hugging Face folder with
+:func:`tensorllm.artifact.materialise`.
+
+Usage::
+
+    reg = Registry()                                   # sqlite store under ./runs/mlflow unless MLFLOW_TRACKING_URI
+    v = reg.register_variant(record, "smollm2-135m-qa")
+    reg.set_champion("smollm2-135m-qa", v, {"reason": "val_accuracy +2.1 pts over champion"})
+    reg.show("smollm2-135m-qa@champion")
+    reg.load("smollm2-135m-qa@champion", Path("out/champion-hf"))   # AutoModelForCausalLM.from_pretrained(...)
+
+Model specs: ``NAME`` (the champion if set, else the latest version), ``NAME@ALIAS`` (``@latest`` is
+built into MLflow) or ``NAME/VERSION``; a ``models:/`` prefix is accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+# Defaults only: never override what the user set.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow  # noqa: E402
+import mlflow.artifacts  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .artifact import META_FILE, TENSORS_FILE, VARIANT_FILE, materialise, read_meta  # noqa: E402
+
+DEFAULT_EXPERIMENT = "tensorllm"
+DEFAULT_ALIAS = "champion"
+VARIANT_DIR = "variant"              # run artifact path of the registered folder
+VARIANT_JSON = "variant.json"
+VARIANT_FORMAT = "tensorllm-variant/1"
+KEY_TAG = "variant_key"
+KEY_SHA_TAG = "variant_key_sha256"   # hex digest of the key: safe to use inside MLflow filter strings
+METRIC_TAG_PREFIX = "metric."
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ALIAS_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_NAME_RULE = "letters, digits, '_', '.', '-' (starting with a letter or digit)"
+_PAGE = 1000
+
+
+def default_tracking_uri(root: Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else a sqlite store at ``<root or cwd>/runs/mlflow/mlflow.db`` (absolute)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    folder = (Path(root) if root is not None else Path.cwd()).expanduser().resolve() / "runs" / "mlflow"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@dataclass
+class VariantRecord:
+    """Everything registered for one variant (the flow builds it; see the module docstring)."""
+
+    key: str
+    name: str
+    base_model: str
+    artifacts: list[str] = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_spec(spec: str) -> tuple[str, str | None, int | None]:
+    """``"NAME"`` -> (NAME, None, None); ``"NAME@ALIAS"`` -> (NAME, ALIAS, None); ``"NAME/3"`` -> (NAME, None, 3).
+
+    A leading ``models:/`` is accepted. Raises ValueError naming what is wrong and the allowed forms.
+    """
+    forms = "allowed forms: 'NAME', 'NAME@ALIAS' or 'NAME/VERSION' (e.g. 'smollm2-qa', 'smollm2-qa@champion', 'smollm2-qa/3')"
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"empty model spec {spec!r}; {forms}")
+    text = spec.strip()
+    if text.startswith("models:/"):
+        text = text[len("models:/"):]
+    alias: str | None = None
+    version: int | None = None
+    if "@" in text and "/" in text:
+        raise ValueError(f"model spec {spec!r} has both '@' and '/': give an alias or a version, not both; {forms}")
+    if text.count("@") > 1 or text.count("/") > 1:
+        raise ValueError(f"model spec {spec!r} is malformed (more than one '@' or '/'); {forms}")
+    if "@" in text:
+        name, alias = text.split("@")
+        if not alias:
+            raise ValueError(f"model spec {spec!r} has an empty alias after '@'; {forms}")
+        if not _ALIAS_RE.match(alias):
+            raise ValueError(f"alias {alias!r} in model spec {spec!r} is invalid: use letters, digits, '_' and '-'")
+    elif "/" in text:
+        name, raw = text.split("/")
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"version {raw!r} in model spec {spec!r} must be a positive integer; {forms}")
+        version = int(raw)
+    else:
+        name = text
+    if not name:
+        raise ValueError(f"model spec {spec!r} has no model name; {forms}")
+    _check_name(name, what=f"model name in spec {spec!r}")
+    return name, alias, version
+
+
+def _check_name(name: str, what: str = "registered model name") -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"{what} {name!r} is invalid: use {_NAME_RULE}")
+    return name
+
+
+def _check_alias(alias: str) -> str:
+    if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
+        raise ValueError(f"alias {alias!r} is invalid: use letters, digits, '_' and '-'")
+    if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise ValueError(f"alias {alias!r} is reserved by MLflow ('latest' and 'v<N>'); pick another name")
+    return alias
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _param_value(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)) or value is None:
+        return str(value)
+    try:
+        return json.dumps(value, sort_keys=True, default=str)
+    except TypeError:
+        return str(value)
+
+
+def _float_metrics(metrics: Mapping[str, float] | None, what: str) -> dict[str, float]:
+    """Metric values as floats; ``None`` values are dropped (not computed), anything else non-numeric is an error."""
+    out: dict[str, float] = {}
+    for key, value in (metrics or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, (bool, str)) or not (isinstance(value, (int, float)) or hasattr(value, "__float__")):
+            raise TypeError(f"{what}: metric {key!r} must be a number, got {type(value).__name__} {value!r}")
+        out[str(key)] = float(value)
+    return out
+
+
+def _metric_tag(value: float) -> str:
+    return repr(float(value)) if math.isfinite(value) else str(value)
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _safe_relpath(name: str, what: str) -> str:
+    rel = Path(name)
+    if not name or rel.is_absolute() or ".." in rel.parts:
+        raise ValueError(f"{what} {name!r} must be a relative file name without '..'")
+    return rel.as_posix()
+
+
+class Registry:
+    """The MLflow side of the pipeline (tracking store + model registry), on a sqlite store by default."""
+
+    def __init__(self, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        self.experiment_name = experiment
+        self.experiment_id = self._ensure_experiment(experiment)
+
+    def __repr__(self) -> str:
+        return f"Registry(tracking_uri={self.tracking_uri!r}, experiment={self.experiment_name!r})"
+
+    # ------------------------------------------------------------------ setup
+
+    def _artifact_location(self) -> str | None:
+        """For a sqlite store: ``<db folder>/artifacts``; otherwise the server's default."""
+        uri = self.tracking_uri
+        if uri.startswith("sqlite:///"):
+            db = Path(uri[len("sqlite:///"):])
+            if db.name and str(db) != ":memory:":
+                return str((db.parent / "artifacts").resolve())
+        return None
+
+    def _ensure_experiment(self, name: str) -> str:
+        if not name or not isinstance(name, str):
+            raise ValueError(f"experiment name must be a non-empty string; got {name!r}")
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            try:
+                return self.client.create_experiment(name, artifact_location=self._artifact_location())
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                exp = self.client.get_experiment_by_name(name)  # created concurrently by another process
+        if exp.lifecycle_stage == "deleted":
+            raise ValueError(
+                f"MLflow experiment {name!r} is deleted in {self.tracking_uri}; restore it "
+                f"(MlflowClient().restore_experiment({exp.experiment_id!r})) or use another experiment name"
+            )
+        return exp.experiment_id
+
+    def _ensure_registered_model(self, name: str) -> None:
+        try:
+            self.client.create_registered_model(
+                name, tags={"created_by": "tensorllm"},
+                description="TensorLLM variants: each version is a base model + factorised-layer artifacts",
+            )
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+    # ------------------------------------------------------------------ lookups
+
+    def _registered_names(self) -> list[str]:
+        names: list[str] = []
+        token = None
+        while True:
+            page = self.client.search_registered_models(max_results=_PAGE, page_token=token)
+            names.extend(m.name for m in page)
+            token = page.token
+            if not token:
+                return sorted(names)
+
+    def _get_model(self, name: str):
+        _check_name(name)
+        try:
+            return self.client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            names = self._registered_names()
+            raise ValueError(
+                f"no registered model {name!r} in {self.tracking_uri}; registered models: "
+                f"{', '.join(names) if names else '(none)'}"
+            ) from None
+
+    def _versions(self, name: str, filter_extra: str = "") -> list:
+        query = f"name='{name}'" + (f" and {filter_extra}" if filter_extra else "")
+        out: list = []
+        token = None
+        while True:
+            page = self.client.search_model_versions(query, max_results=_PAGE, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return sorted(out, key=lambda mv: int(mv.version))
+
+    def _get_version(self, name: str, version: int):
+        self._get_model(name)
+        try:
+            version = int(version)
+        except (TypeError, ValueError):
+            raise ValueError(f"model version must be a positive integer; got {version!r}") from None
+        try:
+            return self.client.get_model_version(name, str(version))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            versions = [int(mv.version) for mv in self._versions(name)]
+            raise ValueError(
+                f"registered model {name!r} has no version {version}; versions: "
+                f"{', '.join(map(str, versions)) if versions else '(none)'}"
+            ) from None
+
+    def _aliases(self, name: str) -> dict[str, int]:
+        return {alias: int(v) for alias, v in (self._get_model(name).aliases or {}).items()}
+
+    def _find_by_key(self, name: str, key: str):
+        sha = hashlib.sha256(key.encode()).hexdigest()
+        try:
+            candidates = self._versions(name, f"tags.{KEY_SHA_TAG} = '{sha}'")
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        matches = [mv for mv in candidates if mv.tags.get(KEY_TAG) == key]
+        return matches[0] if matches else None
+
+    def _resolve(self, spec: str):
+        """A spec -> (model version entity, how it was chosen)."""
+        name, alias, version = parse_spec(spec)
+        if version is not None:
+            return self._get_version(name, version), f"{name}/{version}"
+        aliases = self._aliases(name)  # also checks that the model exists
+        if alias is None:
+            if DEFAULT_ALIAS in aliases:
+                return self._get_version(name, aliases[DEFAULT_ALIAS]), f"{name}@{DEFAULT_ALIAS}"
+            alias = "latest"
+        if alias.lower() == "latest":
+            versions = self._versions(name)
+            if not versions:
+                raise ValueError(f"registered model {name!r} has no versions yet")
+            return versions[-1], f"{name}@latest"
+        if alias not in aliases:
+            listed = ", ".join(f"{a} -> {v}" for a, v in sorted(aliases.items()))
+            raise ValueError(
+                f"registered model {name!r} has no alias {alias!r}; its aliases: "
+                f"{listed if listed else '(none)'} (and the built-in 'latest')"
+            )
+        return self._get_version(name, aliases[alias]), f"{name}@{alias}"
+
+    # ------------------------------------------------------------------ register
+
+    def register_variant(self, record: VariantRecord, registered_model: str) -> int:
+        """Log one run and create one version of ``registered_model`` for ``record``; returns the version.
+
+        Idempotent: if a version tagged ``variant_key == record.key`` exists, its number is returned and
+        nothing is created. A run left behind by an earlier call that failed before the version was created
+        (finished, same key, same registered model) is reused instead of logging a second one.
+        """
+        _check_name(registered_model)
+        if not isinstance(record.key, str) or not record.key:
+            raise ValueError(f"VariantRecord.key must be a non-empty string; got {record.key!r}")
+        if len(record.key) > 5000:
+            raise ValueError(f"VariantRecord.key is {len(record.key)} characters; keep it under 5000 (hash it)")
+        if not record.name:
+            raise ValueError("VariantRecord.name must be a non-empty string")
+        existing = self._find_by_key(registered_model, record.key)
+        if existing is not None:
+            return int(existing.version)
+
+        metas = [read_meta(p) for p in record.artifacts]  # clear error if a path is not an artifact
+        files = {_safe_relpath(n, "VariantRecord.files name"): Path(p) for n, p in (record.files or {}).items()}
+        for rel, path in files.items():
+            if not path.is_file():
+                raise FileNotFoundError(f"VariantRecord.files[{rel!r}] = {str(path)!r} is not a file")
+        metrics = _float_metrics(record.metrics, "VariantRecord.metrics")
+        kind = record.tags.get("kind") or ("variant" if record.artifacts else "baseline")
+        sha = hashlib.sha256(record.key.encode()).hexdigest()
+        tags = {"kind": kind, "base_model": str(record.base_model), "variant_name": record.name,
+                "registered_model": registered_model, "tensorllm_version": __version__,
+                **{str(k): str(v) for k, v in (record.tags or {}).items()},
+                KEY_TAG: record.key, KEY_SHA_TAG: sha}
+
+        self._ensure_registered_model(registered_model)
+        run_id = self._reusable_run(registered_model, record.key, sha)
+        if run_id is None:
+            run_id = self._log_variant_run(record, metas, files, metrics, tags)
+
+        version_tags = {**tags, **{METRIC_TAG_PREFIX + k: _metric_tag(v) for k, v in metrics.items()}}
+        version_tags.pop("registered_model", None)
+        n = len(record.artifacts)
+        mv = self.client.create_model_version(
+            registered_model, source=f"runs:/{run_id}/{VARIANT_DIR}", run_id=run_id, tags=version_tags,
+            description=f"{record.name}: {record.base_model} + {n} artifact{'s' if n != 1 else ''}",
+        )
+        # Another process may have registered the same key meanwhile: keep the oldest version, drop ours.
+        first = self._find_by_key(registered_model, record.key)
+        if first is not None and int(first.version) < int(mv.version):
+            self.client.delete_model_version(registered_model, mv.version)
+            return int(first.version)
+        return int(mv.version)
+
+    def _reusable_run(self, registered_model: str, key: str, sha: str) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.{KEY_SHA_TAG} = '{sha}' and tags.registered_model = '{registered_model}' "
+                          "and attributes.status = 'FINISHED'",
+            max_results=10,
+        )
+        for run in runs:
+            if run.data.tags.get(KEY_TAG) == key:
+                return run.info.run_id
+        return None
+
+    def _log_variant_run(self, record: VariantRecord, metas: list[dict], files: dict[str, Path],
+                         metrics: dict[str, float], tags: dict[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=record.name, tags=tags)
+        run_id = run.info.run_id
+        try:
+            params = [Param(str(k), _param_value(v)) for k, v in (record.params or {}).items()]
+            for chunk in _chunks(params, 100):
+                self.client.log_batch(run_id, params=chunk)
+            now = _now_ms()
+            for chunk in _chunks([Metric(k, v, now, 0) for k, v in metrics.items()], 1000):
+                self.client.log_batch(run_id, metrics=chunk)
+            with tempfile.TemporaryDirectory(prefix="tensorllm-register-") as tmp:
+                folder = Path(tmp) / VARIANT_DIR
+                (folder / "artifacts").mkdir(parents=True)
+                entries = []
+                used: set[str] = set()
+                for path, meta in zip(record.artifacts, metas):
+                    base = Path(path).resolve().name
+                    dest = base
+                    i = 2
+                    while dest in used:  # two artifacts with the same folder name: keep both
+                        dest, i = f"{base}-{i}", i + 1
+                    used.add(dest)
+                    (folder / "artifacts" / dest).mkdir()
+                    for fname in (META_FILE, TENSORS_FILE):
+                        shutil.copy2(Path(path) / fname, folder / "artifacts" / dest / fname)
+                    entries.append({"dir": f"artifacts/{dest}", "source_path": str(Path(path).resolve()), **meta})
+                variant = {"format": VARIANT_FORMAT, "tensorllm_version": __version__, "key": record.key,
+                           "name": record.name, "base_model": str(record.base_model), "artifacts": entries}
+                (folder / VARIANT_JSON).write_text(json.dumps(variant, indent=2, sort_keys=True))
+                self.client.log_artifacts(run_id, str(folder), VARIANT_DIR)
+                if files:
+                    extra = Path(tmp) / "files"
+                    for rel, path in files.items():
+                        (extra / rel).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(path, extra / rel)
+                    self.client.log_artifacts(run_id, str(extra))
+        except BaseException:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
+    # ------------------------------------------------------------------ update
+
+    def update_metrics(self, registered_model: str, version: int, metrics: dict[str, float]) -> None:
+        """Log more metrics to the version's run and mirror them as version tags ``metric.<name>``."""
+        mv = self._get_version(registered_model, version)
+        values = _float_metrics(metrics, "update_metrics")
+        if not values:
+            return
+        if not mv.run_id:
+            raise ValueError(f"{registered_model}/{version} has no run to log metrics to")
+        now = _now_ms()
+        for chunk in _chunks([Metric(k, v, now, 0) for k, v in values.items()], 1000):
+            self.client.log_batch(mv.run_id, metrics=chunk)
+        for k, v in values.items():
+            self.client.set_model_version_tag(registered_model, mv.version, METRIC_TAG_PREFIX + k, _metric_tag(v))
+
+    # ------------------------------------------------------------------ read
+
+    def version_info(self, registered_model: str, version: int) -> dict:
+        """version, run_id, params, metrics, tags (of the version), aliases, source, and a few more fields."""
+        return self._info(self._get_version(registered_model, version))
+
+    def _info(self, mv) -> dict:
+        params: dict = {}
+        metrics: dict = {}
+        run_tags: dict = {}
+        run_name = None
+        if mv.run_id:
+            try:
+                run = self.client.get_run(mv.run_id)
+                params, metrics = dict(run.data.params), dict(run.data.metrics)
+                run_tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+                run_name = run.info.run_name
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+        aliases = sorted(a for a, v in self._aliases(mv.name).items() if v == int(mv.version))
+        return {
+            "name": mv.name, "version": int(mv.version), "run_id": mv.run_id, "run_name": run_name,
+            "params": params, "metrics": metrics, "tags": dict(mv.tags or {}), "run_tags": run_tags,
+            "aliases": aliases, "source": mv.source, "description": mv.description,
+            "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def champion(self, registered_model: str, alias: str = DEFAULT_ALIAS) -> dict | None:
+        """version_info of the version holding ``alias``; None if the alias is unset or the model is not registered yet."""
+        _check_name(registered_model)
+        _check_alias(alias)
+        try:
+            model = self.client.get_registered_model(registered_model)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        version = (model.aliases or {}).get(alias)
+        return None if version is None else self.version_info(registered_model, int(version))
+
+    # ------------------------------------------------------------------ decisions
+
+    def set_champion(self, registered_model: str, version: int, decision: dict[str, str],
+                     alias: str = DEFAULT_ALIAS) -> None:
+        """Point ``alias`` at ``version`` and record why.
+
+        Version tags ``promotion.<key>`` (+ ``promotion.alias``, ``promotion.time``, ``promotion.previous_version``);
+        registered-model tags ``last_promotion.*`` and ``last_decision.*`` (with ``promoted=true``).
+        """
+        _check_alias(alias)
+        mv = self._get_version(registered_model, version)
+        previous = self._aliases(registered_model).get(alias)
+        record = {**{str(k): str(v) for k, v in (decision or {}).items()}, "alias": alias, "time": _now_iso(),
+                  "version": str(mv.version), "previous_version": "" if previous is None else str(previous)}
+        self.client.set_registered_model_alias(registered_model, alias, mv.version)
+        for k, v in record.items():
+            if k != "version":
+                self.client.set_model_version_tag(registered_model, mv.version, f"promotion.{k}", v)
+        self._replace_model_tags(registered_model, "last_promotion.", record)
+        self._replace_model_tags(registered_model, "last_decision.", {**record, "promoted": "true"})
+
+    def record_decision(self, registered_model: str, decision: dict[str, str]) -> None:
+        """Record a decision that promoted nothing: registered-model tags ``last_decision.*`` (``promoted=false``)."""
+        self._get_model(registered_model)
+        record = {**{str(k): str(v) for k, v in (decision or {}).items()}, "time": _now_iso(), "promoted": "false"}
+        self._replace_model_tags(registered_model, "last_decision.", record)
+
+    def _replace_model_tags(self, name: str, prefix: str, values: dict[str, str]) -> None:
+        stale = [k for k in self._get_model(name).tags if k.startswith(prefix) and k[len(prefix):] not in values]
+        for k in stale:
+            self.client.delete_registered_model_tag(name, k)
+        for k, v in values.items():
+            self.client.set_registered_model_tag(name, prefix + k, v)
+
+    def log_sweep(self, registered_model: str, summary: dict, files: list[Path]) -> str:
+        """One run named "sweep": scalar entries of ``summary`` as params (text) / metrics (numbers),
+        the whole summary as ``summary.json``, and ``files`` (plots, tables) as artifacts; returns the run id."""
+        _check_name(registered_model)
+        paths = [Path(f) for f in files or []]
+        for p in paths:
+            if not p.is_file():
+                raise FileNotFoundError(f"log_sweep: {str(p)!r} is not a file")
+        run = self.client.create_run(self.experiment_id, run_name="sweep",
+                                     tags={"kind": "sweep", "registered_model": registered_model,
+                                           "tensorllm_version": __version__})
+        run_id = run.info.run_id
+        try:
+            params, metrics = [], []
+            now = _now_ms()
+            for k, v in (summary or {}).items():
+                if isinstance(v, bool) or isinstance(v, str):
+                    params.append(Param(str(k), str(v)[:6000]))
+                elif isinstance(v, (int, float)):
+                    metrics.append(Metric(str(k), float(v), now, 0))
+            for chunk in _chunks(params, 100):
+                self.client.log_batch(run_id, params=chunk)
+            for chunk in _chunks(metrics, 1000):
+                self.client.log_batch(run_id, metrics=chunk)
+            with tempfile.TemporaryDirectory(prefix="tensorllm-sweep-") as tmp:
+                summary_file = Path(tmp) / "summary.json"
+                summary_file.write_text(json.dumps(summary or {}, indent=2, sort_keys=True, default=str))
+                self.client.log_artifact(run_id, str(summary_file))
+            for p in paths:
+                self.client.log_artifact(run_id, str(p))
+        except BaseException:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+        try:
+            self.client.set_registered_model_tag(registered_model, "last_sweep.run_id", run_id)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        return run_id
+
+    def list_models(self) -> list[dict]:
+        """One dict per registered model: name, latest_version, n_versions, aliases (alias -> version), champion, tags."""
+        out = []
+        for name in self._registered_names():
+            model = self.client.get_registered_model(name)  # search results may omit aliases
+            versions = [int(mv.version) for mv in self._versions(name)]
+            aliases = {a: int(v) for a, v in (model.aliases or {}).items()}
+            out.append({"name": name, "latest_version": max(versions) if versions else None,
+                        "n_versions": len(versions), "aliases": aliases, "champion": aliases.get(DEFAULT_ALIAS),
+                        "tags": dict(model.tags or {}), "description": model.description})
+        return out
+
+    def _variant_json(self, mv) -> dict:
+        with tempfile.TemporaryDirectory(prefix="tensorllm-show-") as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{mv.source.rstrip('/')}/{VARIANT_JSON}", dst_path=tmp,
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            return json.loads(Path(local).read_text())
+
+    def show(self, spec: str) -> dict:
+        """version_info of the spec's version plus its lineage (base_model, key, artifacts' metadata)."""
+        mv, resolved = self._resolve(spec)
+        info = self._info(mv)
+        variant = self._variant_json(mv)
+        info.update({"spec": spec, "resolved": resolved, "base_model": variant.get("base_model"),
+                     "key": variant.get("key"), "variant_name": variant.get("name"),
+                     "artifacts": variant.get("artifacts", [])})
+        return info
+
+    # ------------------------------------------------------------------ load
+
+    def load(self, spec: str, out_dir: Path) -> Path:
+        """Download the spec's variant folder and materialise base model + artifacts as a HF folder in ``out_dir``.
+
+        ``out_dir/tensorllm_variant.json`` records the lineage, with the registry coordinates of the version.
+        """
+        mv, resolved = self._resolve(spec)
+        out_dir = Path(out_dir)
+        with tempfile.TemporaryDirectory(prefix="tensorllm-load-") as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=mv.source, dst_path=tmp, tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri))
+            if not (local / VARIANT_JSON).is_file():
+                raise FileNotFoundError(f"{mv.name}/{mv.version} ({mv.source}) has no {VARIANT_JSON}: not a tensorllm variant")
+            variant = json.loads((local / VARIANT_JSON).read_text())
+            paths = [local / entry["dir"] for entry in variant.get("artifacts", [])]
+            materialise(variant["base_model"], paths, out_dir)
+        lineage_file = out_dir / VARIANT_FILE
+        lineage = json.loads(lineage_file.read_text()) if lineage_file.is_file() else {}
+        uri = f"models:/{mv.name}/{mv.version}"
+        for item, entry in zip(lineage.get("artifacts", []), variant.get("artifacts", [])):
+            item["path"] = f"{uri}/{entry['dir']}"
+        lineage["registry"] = {"tracking_uri": self.tracking_uri, "model": mv.name, "version": int(mv.version),
+                               "spec": spec, "resolved": resolved, "run_id": mv.run_id, "source": mv.source,
+                               "key": variant.get("key"), "variant_name": variant.get("name")}
+        lineage_file.write_text(json.dumps(lineage, indent=2, sort_keys=True))
+        return out_dir
