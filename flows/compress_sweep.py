@@ -52,7 +52,7 @@ def ray_runner(address: str | None) -> RayTaskRunner:
     return RayTaskRunner(address=address)
 
 
-@flow(name="compress-sweep", log_prints=True)
+@flow(name="compress-sweep")
 def compress_sweep(
     model: str = "smollm2-135m",
     datasets: list[DatasetName] = ["qa_wikidata"],  # noqa: B006 (Prefect copies parameters)
@@ -117,7 +117,7 @@ def run_sweep(config: SweepConfig) -> dict:
         return dict(model=config.model, artifacts=artifacts, dataset=dataset, split=split,
                     limit=config.val_limit if split == "val" else config.test_limit, first_changed_layer=first_layer,
                     generate=config.generate, batch_size=config.batch_size, out_root=str(evals_dir),
-                    model_identity=identity, code_version=version, cache_layers=layers)
+                    model_identity=identity, code_version=version)
 
     with remote_options(num_cpus=1, num_gpus=gpus):
         baseline_val = {d: evaluate_task.submit(**eval_args(d, "val", [], None)) for d in config.datasets}
@@ -161,7 +161,8 @@ def run_sweep(config: SweepConfig) -> dict:
         v["test"] = {d: test_futures[(v["name"], d)].result() for d in config.datasets}
         update_metrics_task(config.mlflow_tracking_uri, config.registered_model, v["version"], _flat_metrics(v["test"], "test"))
     for v in tested[1:]:
-        v["paired"] = {d: paired_comparison_task(baseline["test"][d]["examples"], v["test"][d]["examples"])
+        v["paired"] = {d: paired_comparison_task(baseline["test"][d]["examples"], v["test"][d]["examples"],
+                                                 "top1_correct" if metric == "top1_accuracy" else "correct")
                        for d in config.datasets}
         update_metrics_task(config.mlflow_tracking_uri, config.registered_model, v["version"], _paired_metrics(v["paired"]))
 
@@ -228,23 +229,29 @@ def _variant_record(config: SweepConfig, v: dict, common: dict, settings: dict) 
             "params": params, "metrics": metrics, "tags": tags, "files": files}
 
 
-def _mean(per_dataset: dict[str, dict], metric: str) -> float:
+def _mean(per_dataset: dict[str, dict], metric: str) -> float | None:
+    """Mean of ``metric`` over datasets (None when a dataset did not measure it, e.g. accuracy without generation)."""
     values = [r[metric] for r in per_dataset.values()]
-    return sum(values) / len(values)
+    return None if any(v is None for v in values) else sum(values) / len(values)
 
 
 def _flat_metrics(per_dataset: dict[str, dict], split: str) -> dict[str, float]:
     """``{split}_{metric}`` (mean over datasets) plus ``{dataset}.{split}_{metric}`` for each dataset."""
     out: dict[str, float] = {}
     for name in ("accuracy", "top1_accuracy", "loss"):
-        out[f"{split}_{name}"] = _mean(per_dataset, name)
+        value = _mean(per_dataset, name)
+        if value is not None:
+            out[f"{split}_{name}"] = value
     for dataset, r in per_dataset.items():
-        out[f"{dataset}.{split}_accuracy"] = r["accuracy"]
-        out[f"{dataset}.{split}_accuracy_ci_low"], out[f"{dataset}.{split}_accuracy_ci_high"] = r["accuracy_ci"]
-        out[f"{dataset}.{split}_top1_accuracy"] = r["top1_accuracy"]
-        out[f"{dataset}.{split}_loss"] = r["loss"]
-        out[f"{dataset}.{split}_n"] = r["n"]
-        out[f"{dataset}.{split}_examples_per_second"] = r["examples_per_second"]
+        prefix = f"{dataset}.{split}"
+        if r["accuracy"] is not None:
+            out[f"{prefix}_accuracy"] = r["accuracy"]
+            out[f"{prefix}_accuracy_ci_low"], out[f"{prefix}_accuracy_ci_high"] = r["accuracy_ci"]
+        out[f"{prefix}_top1_accuracy"] = r["top1_accuracy"]
+        out[f"{prefix}_loss"] = r["loss"]
+        out[f"{prefix}_loss_ci_low"], out[f"{prefix}_loss_ci_high"] = r["loss_ci"]
+        out[f"{prefix}_n"] = r["n"]
+        out[f"{prefix}_examples_per_second"] = r["examples_per_second"]
     return out
 
 

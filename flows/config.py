@@ -12,11 +12,13 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 DatasetName = Literal["qa_wikidata", "hotpotqa", "fever", "bios_profession", "counterfact"]
 SelectionMetric = Literal["accuracy", "top1_accuracy", "loss"]
 LaserMatrix = Literal["fc_in", "fc_up", "fc_out"]
+
+GENERATIVE_DATASETS = ("qa_wikidata", "hotpotqa", "counterfact")
 
 DEFAULT_RANKS: list[tuple[float, float, float]] = [(0.5, 0.5, 0.5), (0.25, 0.5, 0.5), (0.1, 0.25, 0.25)]
 
@@ -69,6 +71,16 @@ class SweepConfig(BaseModel):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
             raise ValueError(f"registered_model must be letters, digits, '_', '.', '-'; got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _accuracy_needs_generation(self):
+        generative = [d for d in self.datasets if d in GENERATIVE_DATASETS]
+        if self.selection_metric == "accuracy" and not self.generate and generative:
+            raise ValueError(
+                f"selection_metric='accuracy' needs generate=True for the generative dataset(s) {generative}; "
+                "use selection_metric='top1_accuracy' (teacher-forced, fast) or turn generation on"
+            )
+        return self
 
     def resolve_layers(self, n_layers: int) -> list[int]:
         """The layer indices of the sweep for a model with ``n_layers`` layers."""

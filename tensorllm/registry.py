@@ -41,13 +41,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-# Defaults only: never override what the user set.
+# Defaults only: never override what the user set. No telemetry; no progress bars for our small downloads.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow  # noqa: E402
 import mlflow.artifacts  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from . import __version__  # noqa: E402
@@ -180,6 +181,17 @@ def _metric_tag(value: float) -> str:
     return repr(float(value)) if math.isfinite(value) else str(value)
 
 
+def _decision_tags(decision: Mapping | None) -> dict[str, str]:
+    """Decision keys without a leading ``promotion.`` (callers may pass them prefixed or bare), values as text."""
+    out: dict[str, str] = {}
+    for k, v in (decision or {}).items():
+        key = str(k).removeprefix("promotion.")
+        if not key:
+            raise ValueError(f"decision key {k!r} is empty once the 'promotion.' prefix is removed")
+        out[key] = "" if v is None else str(v)
+    return out
+
+
 def _chunks(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -210,7 +222,7 @@ class Registry:
         """For a sqlite store: ``<db folder>/artifacts``; otherwise the server's default."""
         uri = self.tracking_uri
         if uri.startswith("sqlite:///"):
-            db = Path(uri[len("sqlite:///"):])
+            db = Path(uri[len("sqlite:///"):].split("?")[0])
             if db.name and str(db) != ":memory:":
                 return str((db.parent / "artifacts").resolve())
         return None
@@ -356,8 +368,14 @@ class Registry:
         metas = [read_meta(p) for p in record.artifacts]  # clear error if a path is not an artifact
         files = {_safe_relpath(n, "VariantRecord.files name"): Path(p) for n, p in (record.files or {}).items()}
         for rel, path in files.items():
+            if rel.split("/")[0] == VARIANT_DIR:
+                raise ValueError(f"VariantRecord.files name {rel!r} is reserved: '{VARIANT_DIR}/' holds the registered folder")
             if not path.is_file():
                 raise FileNotFoundError(f"VariantRecord.files[{rel!r}] = {str(path)!r} is not a file")
+        params = {str(k): _param_value(v) for k, v in (record.params or {}).items()}
+        for k, v in params.items():
+            if len(v) > 6000:
+                raise ValueError(f"VariantRecord.params[{k!r}] is {len(v)} characters once serialised; MLflow allows 6000")
         metrics = _float_metrics(record.metrics, "VariantRecord.metrics")
         kind = record.tags.get("kind") or ("variant" if record.artifacts else "baseline")
         sha = hashlib.sha256(record.key.encode()).hexdigest()
@@ -369,7 +387,7 @@ class Registry:
         self._ensure_registered_model(registered_model)
         run_id = self._reusable_run(registered_model, record.key, sha)
         if run_id is None:
-            run_id = self._log_variant_run(record, metas, files, metrics, tags)
+            run_id = self._log_variant_run(record, metas, params, files, metrics, tags)
 
         version_tags = {**tags, **{METRIC_TAG_PREFIX + k: _metric_tag(v) for k, v in metrics.items()}}
         version_tags.pop("registered_model", None)
@@ -397,13 +415,12 @@ class Registry:
                 return run.info.run_id
         return None
 
-    def _log_variant_run(self, record: VariantRecord, metas: list[dict], files: dict[str, Path],
-                         metrics: dict[str, float], tags: dict[str, str]) -> str:
+    def _log_variant_run(self, record: VariantRecord, metas: list[dict], params: dict[str, str],
+                         files: dict[str, Path], metrics: dict[str, float], tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=record.name, tags=tags)
         run_id = run.info.run_id
         try:
-            params = [Param(str(k), _param_value(v)) for k, v in (record.params or {}).items()]
-            for chunk in _chunks(params, 100):
+            for chunk in _chunks([Param(k, v) for k, v in params.items()], 100):
                 self.client.log_batch(run_id, params=chunk)
             now = _now_ms()
             for chunk in _chunks([Metric(k, v, now, 0) for k, v in metrics.items()], 1000):
@@ -505,11 +522,12 @@ class Registry:
 
         Version tags ``promotion.<key>`` (+ ``promotion.alias``, ``promotion.time``, ``promotion.previous_version``);
         registered-model tags ``last_promotion.*`` and ``last_decision.*`` (with ``promoted=true``).
+        Keys of ``decision`` may be given bare (``reason``) or already prefixed (``promotion.reason``).
         """
         _check_alias(alias)
         mv = self._get_version(registered_model, version)
         previous = self._aliases(registered_model).get(alias)
-        record = {**{str(k): str(v) for k, v in (decision or {}).items()}, "alias": alias, "time": _now_iso(),
+        record = {**_decision_tags(decision), "alias": alias, "time": _now_iso(),
                   "version": str(mv.version), "previous_version": "" if previous is None else str(previous)}
         self.client.set_registered_model_alias(registered_model, alias, mv.version)
         for k, v in record.items():
@@ -521,7 +539,7 @@ class Registry:
     def record_decision(self, registered_model: str, decision: dict[str, str]) -> None:
         """Record a decision that promoted nothing: registered-model tags ``last_decision.*`` (``promoted=false``)."""
         self._get_model(registered_model)
-        record = {**{str(k): str(v) for k, v in (decision or {}).items()}, "time": _now_iso(), "promoted": "false"}
+        record = {**_decision_tags(decision), "time": _now_iso(), "promoted": "false"}
         self._replace_model_tags(registered_model, "last_decision.", record)
 
     def _replace_model_tags(self, name: str, prefix: str, values: dict[str, str]) -> None:
@@ -573,23 +591,31 @@ class Registry:
         return run_id
 
     def list_models(self) -> list[dict]:
-        """One dict per registered model: name, latest_version, n_versions, aliases (alias -> version), champion, tags."""
+        """One dict per registered model: name, latest_version, versions (how many), aliases (alias -> version), champion, tags."""
         out = []
         for name in self._registered_names():
             model = self.client.get_registered_model(name)  # search results may omit aliases
             versions = [int(mv.version) for mv in self._versions(name)]
             aliases = {a: int(v) for a, v in (model.aliases or {}).items()}
             out.append({"name": name, "latest_version": max(versions) if versions else None,
-                        "n_versions": len(versions), "aliases": aliases, "champion": aliases.get(DEFAULT_ALIAS),
+                        "versions": len(versions), "aliases": aliases, "champion": aliases.get(DEFAULT_ALIAS),
                         "tags": dict(model.tags or {}), "description": model.description})
         return out
 
+    def _download(self, mv, uri: str, dst: str) -> Path:
+        try:
+            return Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=dst, tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri))
+        except (MlflowException, OSError) as exc:
+            raise FileNotFoundError(
+                f"{mv.name}/{mv.version}: cannot download {uri} ({type(exc).__name__}: {exc}); a tensorllm version's "
+                f"source is runs:/<run_id>/{VARIANT_DIR} holding {VARIANT_JSON}"
+            ) from exc
+
     def _variant_json(self, mv) -> dict:
         with tempfile.TemporaryDirectory(prefix="tensorllm-show-") as tmp:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{mv.source.rstrip('/')}/{VARIANT_JSON}", dst_path=tmp,
-                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-            return json.loads(Path(local).read_text())
+            local = self._download(mv, f"{mv.source.rstrip('/')}/{VARIANT_JSON}", tmp)
+            return json.loads(local.read_text())
 
     def show(self, spec: str) -> dict:
         """version_info of the spec's version plus its lineage (base_model, key, artifacts' metadata)."""
@@ -611,8 +637,7 @@ class Registry:
         mv, resolved = self._resolve(spec)
         out_dir = Path(out_dir)
         with tempfile.TemporaryDirectory(prefix="tensorllm-load-") as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=mv.source, dst_path=tmp, tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri))
+            local = self._download(mv, mv.source, tmp)
             if not (local / VARIANT_JSON).is_file():
                 raise FileNotFoundError(f"{mv.name}/{mv.version} ({mv.source}) has no {VARIANT_JSON}: not a tensorllm variant")
             variant = json.loads((local / VARIANT_JSON).read_text())

@@ -47,6 +47,21 @@ def greedy_config(max_new_tokens: int, pad_id: int, eos_id: int | Sequence[int] 
     )
 
 
+def _as_set(value) -> set[int]:
+    if value is None:
+        return set()
+    return {int(v) for v in value} if isinstance(value, (list, tuple)) else {int(value)}
+
+
+def stop_tokens(model: nn.Module, config: GenerationConfig) -> set[int]:
+    """EOS ids that end a row: the config's, else the model's defaults (``generate`` falls back to them too)."""
+    ours = _as_set(config.eos_token_id)
+    if ours:
+        return ours
+    defaults = getattr(model, "generation_config", None)
+    return _as_set(getattr(defaults, "eos_token_id", None)) | _as_set(getattr(model.config, "eos_token_id", None))
+
+
 @torch.no_grad()
 def generate_batch(model: nn.Module, batch: Batch, config: GenerationConfig) -> list[list[int]]:
     """New token ids per row (padding after an early EOS removed), for a left-padded batch of prompts.
@@ -55,8 +70,7 @@ def generate_batch(model: nn.Module, batch: Batch, config: GenerationConfig) -> 
     """
     out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config)
     new = out[:, batch.input_ids.shape[1] :].tolist()
-    eos = config.eos_token_id
-    eos_set = set(eos if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else []))
+    eos_set = stop_tokens(model, config)
     rows = []
     for tokens in new:
         cut = next((i + 1 for i, t in enumerate(tokens) if t in eos_set), len(tokens))

@@ -111,7 +111,7 @@ def run_teacher_forced(
         raise ValueError("run_teacher_forced with a layer needs a HiddenStateCache")
 
     key = cache_key(model, layer, batches, label=label, model_id=model_id)
-    entry = cache.get(key, device)
+    entry = cache.get(key)  # on the CPU; each batch moves to the device when it runs
     if entry is not None and [tuple(e.hidden.shape[:2]) for e in entry] != [tuple(b.input_ids.shape) for b in batches]:
         log.warning("hidden-state cache entry %s does not match the batch layout; recomputing", key)
         entry = None
@@ -121,7 +121,7 @@ def run_teacher_forced(
         def record(_index: int, batch: Batch, keep: int) -> torch.Tensor:
             with record_layer_input(model, layer) as recorder:
                 tail = forward_tail_logits(model, batch, keep)
-            recorded.append(LayerInput(recorder.hidden, recorder.tuple_len))
+            recorded.append(LayerInput(recorder.hidden.to("cpu"), recorder.tuple_len))  # keep GPU memory flat
             return tail
 
         scores = _score_batches(model, batches, answers, candidate_ids, device, record)
@@ -130,7 +130,8 @@ def run_teacher_forced(
         return TeacherForcedRun(scores, "miss", key)
 
     def replay(index: int, batch: Batch, keep: int) -> torch.Tensor:
-        with replay_prefix(model, layer, entry[index]):
+        stored = LayerInput(entry[index].hidden.to(device), entry[index].tuple_len)
+        with replay_prefix(model, layer, stored):
             return forward_tail_logits(model, batch, keep)
 
     log.info("layer cache hit: running layers %d.. only (%s)", layer, key)

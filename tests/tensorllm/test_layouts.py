@@ -41,6 +41,7 @@ from tiny_models import (
     TINY_CONFIGS,
     build_tiny,
     sample_input_ids,
+    single_thread,
     tiny_config,
 )
 
@@ -70,6 +71,12 @@ PREFIXES = {
 
 #: architectures whose attention projections carry biases (Qwen2: q/k/v only)
 BIASED = {"qwen2", "gpt2", "gpt_neox", "opt", "bert", "roberta"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

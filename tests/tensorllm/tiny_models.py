@@ -12,6 +12,9 @@ Every model has 2 layers, a 64-token vocabulary and eager attention (the per-hea
 plain ``matmul``/``softmax``, which keeps forward hooks on the attention modules meaningful and the
 numbers reproducible). Weights come from the model's own initialiser under ``torch.manual_seed(seed)``.
 
+Models this small run fastest on one thread, and on a busy machine torch's default thread pool can be
+tens of times slower; test modules wrap themselves in :func:`single_thread`.
+
 ``ATTENTION_MODULE[name]`` is the dotted path (with ``{l}`` for the layer) of the attention module that
 projects Q, K, V and hands them, as ``[batch, heads, seq, d_head]``, to the modeling file's
 ``eager_attention_forward`` (its ``hidden_states`` input is what the Q/K/V projections see).
@@ -22,7 +25,8 @@ model built with ``task_head=True``; tests hook it to see what each head produce
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import transformers
@@ -144,6 +148,17 @@ ATTENTION_OUT_PROJ: dict[str, str] = {
     "bert": "bert.encoder.layer.{l}.attention.output.dense",
     "roberta": "roberta.encoder.layer.{l}.attention.output.dense",
 }
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch ops on one intra-op thread inside the block (restores the previous setting)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def tiny_config(name: str) -> PretrainedConfig:

