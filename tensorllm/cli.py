@@ -91,6 +91,59 @@ def cmd_decompose(args) -> int:
     return 0
 
 
+# ---- evaluate ------------------------------------------------------------------------------------
+def cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from .artifact import apply_artifacts, load_artifact
+    from .checkpoint import Checkpoint
+    from .evaluation import EvalConfig, compare_paired, evaluate
+    from .evaluation.runtime import default_device, default_dtype, parse_dtype
+    from .models import cache_dir, load_model, resolve_model
+
+    folder = resolve_model(args.model)
+    device = args.device or str(default_device())
+    dtype = parse_dtype(args.dtype) if args.dtype else default_dtype(device)
+    model, tokenizer = load_model(folder, dtype=dtype, device=device)
+    artifacts = [load_artifact(p) for p in args.variant or []]
+    first_layer = min(a.layer for a in artifacts) if artifacts else None
+    identity = Checkpoint(folder).identity()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def run(label: str, layer: int | None):
+        config = EvalConfig(dataset=args.dataset, split=args.split, limit=args.limit, batch_size=args.batch_size,
+                            generate=args.generate, first_changed_layer=layer, model_id=identity,
+                            cache_dir=cache_dir() / "hidden-states")
+        return evaluate(model, tokenizer, config, examples_out=out / f"{label}-{args.dataset}-{args.split}.jsonl")
+
+    base = run("base", None) if (not artifacts or args.compare_base) else None
+    result = base
+    if artifacts:
+        with apply_artifacts(model, artifacts):
+            result = run("variant", first_layer)
+    label = "variant (" + ", ".join(a.path.name for a in artifacts) + ")" if artifacts else "base model"
+    acc = "n/a (generation off)" if result.accuracy is None else (
+        f"{result.accuracy:.4f}  95% CI [{result.accuracy_ci[0]:.4f}, {result.accuracy_ci[1]:.4f}]")
+    print(f"{args.model} {label} on {args.dataset}/{args.split}: n={result.n}")
+    print(f"  accuracy       {acc}")
+    print(f"  top-1 accuracy {result.top1_accuracy:.4f}  95% CI [{result.top1_accuracy_ci[0]:.4f}, {result.top1_accuracy_ci[1]:.4f}]")
+    print(f"  loss           {result.loss:.4f}  95% CI [{result.loss_ci[0]:.4f}, {result.loss_ci[1]:.4f}]")
+    print(f"  speed          {result.examples_per_second:.2f} examples/s on {result.device} ({result.dtype}); "
+          f"per-example rows: {result.examples_path}")
+    payload = result.to_dict()
+    if base is not None and artifacts:
+        metric = "correct" if result.accuracy is not None else "top1_correct"
+        paired = compare_paired(base.examples_path, result.examples_path, metric=metric)
+        print(f"  vs base        accuracy {paired.accuracy_diff:+.4f} (McNemar p={paired.mcnemar_p:.3g}), "
+              f"loss {paired.loss_diff:+.4f} 95% CI [{paired.loss_diff_ci[0]:+.4f}, {paired.loss_diff_ci[1]:+.4f}]")
+        payload["base"] = base.to_dict()
+        payload["paired"] = paired.to_dict()
+    if args.json:
+        emit_json(payload)
+    return 0
+
+
 # ---- sweep ---------------------------------------------------------------------------------------
 def parse_layers(text: str) -> str | list[int]:
     """``"last 4"``, ``"all"`` or ``"20,21,22"``."""
@@ -214,6 +267,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_decompose)
+
+    p = sub.add_parser("evaluate", help="evaluate the base model, or with artifacts applied, on a dataset split")
+    p.add_argument("model")
+    p.add_argument("--dataset", required=True, choices=["qa_wikidata", "hotpotqa", "fever", "bios_profession", "counterfact"])
+    p.add_argument("--split", choices=["val", "test", "all"], default="val")
+    p.add_argument("--limit", type=int, help="the first N items of the split")
+    p.add_argument("--variant", action="append", help="artifact folder to apply (repeat to combine)")
+    p.add_argument("--compare-base", action="store_true", help="also evaluate the base model; print paired statistics")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--generate", action=argparse.BooleanOptionalAction, default=True,
+                   help="greedy-generation accuracy for generative datasets (default on)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--dtype", help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--out", default="runs/evaluations/cli", help="folder for the per-example jsonl files")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sweep", help="run the Prefect flow: decompose layers x ranks on Ray, evaluate, register, promote")
     p.add_argument("--model", help="default smollm2-135m")

@@ -34,13 +34,13 @@ def fever_prompt(claim: str) -> str:
 
 
 def bios_prompt(bio: str) -> str:
-    """LASER's Bios-profession prompt; the ``"."`` after the bio is added only when it does not already end a sentence.
+    """LASER's Bios-profession prompt; the ``"."`` after the bio only when it ends in neither ``"."`` nor ``"?"``.
 
-    The local bios mostly end with ``"."``; adding one unconditionally would give ``".."``, which LASER's
-    data (LabHC ``hard_text``) also mostly avoids. Documented choice, same rule as FEVER (plus ``"!"``).
+    Same rule as FEVER (and as LASER-derived code for the Bios prompts): most bios already end with a
+    period, and an unconditional ``"."`` would give ``".."``.
     """
     bio = bio.strip()
-    if not bio.endswith((".", "?", "!")):
+    if not bio.endswith(_END_PUNCT):
         bio += "."
     return (
         f"Consider the following text: {bio} What is the profession of the person in this text? "

@@ -95,17 +95,17 @@ def read_csv(path: Path, columns: Sequence[str], policy: MalformedPolicy) -> Ite
         if missing:
             raise DataFormatError(path, 1, f"header {header} lacks column(s) {missing}; required: {list(columns)}")
         positions = {c: header.index(c) for c in columns}
-        start = reader.line_num
+        last = reader.line_num  # physical line where the previous row ended
         while True:
             try:
                 row = next(reader)
             except StopIteration:
                 break
             except csv.Error as exc:
-                policy.bad(path, reader.line_num, f"CSV error: {exc}")
+                policy.bad(path, last + 1, f"CSV error: {exc}")
+                last = reader.line_num
                 continue
-            number = start + 1 if start is not None else reader.line_num
-            start = reader.line_num  # a quoted field may span lines: report the row's first line
+            number, last = last + 1, reader.line_num  # a quoted field may span lines: report the row's first line
             if not row:
                 continue
             if len(row) != len(header):
