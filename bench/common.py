@@ -92,6 +92,7 @@ class Timing:
 
     times: list[float]
     result: Any = field(default=None, repr=False)
+    cpu_times: list[float] = field(default_factory=list)  # process CPU seconds (all threads) per call
 
     @property
     def median(self) -> float:
@@ -101,23 +102,33 @@ class Timing:
     def best(self) -> float:
         return min(self.times)
 
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_times) if self.cpu_times else float("nan")
+
     def to_dict(self) -> dict:
-        return {"median_s": self.median, "best_s": self.best, "times_s": self.times}
+        return {"median_s": self.median, "best_s": self.best, "times_s": self.times, "cpu_s": self.cpu_times}
 
 
 def time_call(fn: Callable[[], Any], *, device: Any = None, repeats: int = 1, warmup: int = 0) -> Timing:
-    """Time ``fn()`` ``repeats`` times after ``warmup`` untimed calls, synchronising the device around each."""
+    """Time ``fn()`` ``repeats`` times after ``warmup`` untimed calls, synchronising the device around each.
+
+    Records wall-clock seconds and the process's CPU seconds (all threads; on a shared, oversubscribed
+    CPU the CPU time is the steadier of the two, on CUDA only the wall time means anything).
+    """
     result = None
     for _ in range(warmup):
         result = fn()
     sync(device)
-    times = []
+    times, cpu = [], []
     for _ in range(max(1, repeats)):
+        cpu_start = time.process_time()
         start = time.perf_counter()
         result = fn()
         sync(device)
         times.append(time.perf_counter() - start)
-    return Timing(times, result)
+        cpu.append(time.process_time() - cpu_start)
+    return Timing(times, result, cpu)
 
 
 class Stopwatch:

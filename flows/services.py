@@ -87,6 +87,18 @@ def prefect_server(home: Path, timeout: float = 180, log_file: Path | None = Non
         out.close()
 
 
+def drain_prefect_clients(timeout: float = 15) -> None:
+    """Send the logs and events still queued in this process before the server goes away; otherwise
+    Prefect's exit handlers retry against a stopped server and the process lingers for a minute."""
+    try:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+    except ImportError:  # prefect never imported in this process
+        return
+    APILogWorker.drain_all(timeout=timeout)
+    EventsWorker.drain_all(timeout=timeout)
+
+
 @contextlib.contextmanager
 def prefect_api(project_root: Path) -> Iterator[str]:
     """``PREFECT_API_URL`` if set (a server you run), else a local server started for this block."""
@@ -100,6 +112,7 @@ def prefect_api(project_root: Path) -> Iterator[str]:
         os.environ["PREFECT_HOME"] = str((project_root / "runs" / "prefect").resolve())
         try:
             yield api_url
+            drain_prefect_clients()
         finally:
             os.environ.pop("PREFECT_API_URL", None)
             if previous_home is None:

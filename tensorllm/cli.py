@@ -324,8 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Configure our own logger only: a root handler would print Prefect's and Ray's records a second time.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("tensorllm", "flows", "tasks"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, KeyError, ModuleNotFoundError) as exc:

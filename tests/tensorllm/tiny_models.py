@@ -191,3 +191,33 @@ def sample_input_ids(batch: int = 2, seq_len: int = 7, seed: int = 1) -> torch.T
     """Deterministic token ids in ``[2, VOCAB)`` (skips ids 0/1, which some configs use as pad)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(2, VOCAB, (batch, seq_len), generator=generator)
+
+
+def tiny_tokenizer():
+    """A word-level fast tokenizer over the 64-token vocabulary: ``<unk>``=0, ``<s>``=1, ``</s>``=2, ``w3``..``w63``.
+
+    Text is split on whitespace, so ``"w5 w17"`` encodes to ``[5, 17]``; ``</s>`` doubles as the pad token.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, VOCAB)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>", pad_token="</s>")
+
+
+def save_tiny_with_tokenizer(name: str, folder, *, seed: int = 0, **save_kwargs):
+    """Save ``build_tiny(name, seed=seed)`` (task head) and :func:`tiny_tokenizer` as a HF folder.
+
+    ``save_kwargs`` go to ``save_pretrained`` (e.g. ``max_shard_size="20KB"`` for a sharded checkpoint).
+    Returns ``(folder, model)``: the folder as a ``Path`` and the in-memory model that was saved.
+    """
+    from pathlib import Path
+
+    folder = Path(folder)
+    model = build_tiny(name, seed=seed)
+    model.save_pretrained(folder, **save_kwargs)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder, model
