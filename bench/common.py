@@ -148,10 +148,48 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self._start
 
 
+def _proc_status_kib(field_name: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def peak_rss_mib() -> float:
-    """Peak resident set size of *this* process so far, in MiB (Linux ru_maxrss is in KiB)."""
+    """Peak resident set size of *this* process, in MiB.
+
+    On Linux this is ``VmHWM`` from /proc/self/status: the peak of this process image only, and
+    resettable with :func:`reset_peak_rss`. Beware of ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` in a
+    child process: Linux carries the *parent's* high-water mark across fork+exec into it, so a child
+    started by a 2 GiB parent reports >= 2 GiB whatever it does (measured here: a 13 MiB child of an
+    800 MiB parent reported 814 MiB). ru_maxrss is the fallback off Linux only.
+    """
+    hwm = _proc_status_kib("VmHWM")
+    if hwm is not None:
+        return hwm / 1024
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def current_rss_mib() -> float | None:
+    """Resident set size now (``VmRSS``), in MiB; None where /proc is missing."""
+    rss = _proc_status_kib("VmRSS")
+    return None if rss is None else rss / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS to its current RSS (Linux >= 4.0: ``/proc/self/clear_refs`` = 5).
+
+    Call it after imports to measure the peak of the work alone. Returns False where unsupported.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 # ------------------------------------------------------------------------------------------ machine info
@@ -343,22 +381,23 @@ import importlib.util, json, resource, sys, time, traceback
 path, func, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
 kwargs = json.loads(sys.stdin.read())
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {bench!r})
+from common import peak_rss_mib
 out = {{}}
 try:
     spec = importlib.util.spec_from_file_location("_bench_isolated", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out["rss_after_import_mib"] = peak_rss_mib()
     start = time.perf_counter()
     out["result"] = getattr(module, func)(**kwargs)
     out["call_s"] = time.perf_counter() - start
-    out["rss_after_import_mib"] = rss_before / 1024
     out["ok"] = True
 except BaseException as exc:
     out["ok"] = False
     out["error"] = f"{{type(exc).__name__}}: {{exc}}"
     out["traceback"] = traceback.format_exc()
-out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out["peak_rss_mib"] = peak_rss_mib()
+out["ru_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # includes the parent's peak
 print(prefix + json.dumps(out, default=str), flush=True)
 """
 
@@ -367,9 +406,10 @@ def run_isolated(path: str | Path, func: str, kwargs: dict | None = None, *, tim
                  env: dict | None = None) -> dict:
     """Call ``func(**kwargs)`` defined in the file ``path`` in a fresh Python process.
 
-    Returns ``{"ok", "result", "call_s", "peak_rss_mib", "rss_after_import_mib", "wall_s"}`` (``peak_rss_mib``
-    is the child's ru_maxrss: the whole process, imports included; ``rss_after_import_mib`` is the
-    peak after importing ``path``, a baseline). On a timeout: ``{"ok": False, "timed_out": True}``.
+    Returns ``{"ok", "result", "call_s", "peak_rss_mib", "rss_after_import_mib", "wall_s"}``: ``peak_rss_mib``
+    is the child's own peak RSS (:func:`peak_rss_mib`, VmHWM: imports included, unless ``func`` called
+    :func:`reset_peak_rss`), ``rss_after_import_mib`` the peak after importing ``path``.
+    On a timeout: ``{"ok": False, "timed_out": True}``.
     ``kwargs`` and the result must be JSON-serialisable. The child's stderr is passed through.
     """
     code = _RUNNER.format(repo=str(REPO_ROOT), bench=str(BENCH_DIR))

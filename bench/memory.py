@@ -28,7 +28,6 @@ Results: ``bench/results/memory.json`` (``memory-quick.json`` with --quick).
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import sys
 import tempfile
@@ -37,7 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import base_parser, finish, pick_device, print_table, run_isolated  # noqa: E402
+from common import (base_parser, current_rss_mib, finish, peak_rss_mib, pick_device, print_table,  # noqa: E402
+                    reset_peak_rss, run_isolated)
 
 FULL = {"hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 16, "intermediate_size": 2816,
         "vocab_size": 32000}
@@ -47,8 +47,11 @@ RANKS = {1024: [64, 16, 2], 512: [32, 16, 2]}
 DTYPE = "float16"
 
 
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _start_work() -> dict:
+    """Called by a child after its imports: note the imports' peak and reset the peak for the work."""
+    out = {"import_peak_mib": peak_rss_mib(), "rss_start_mib": current_rss_mib()}
+    out["peak_reset"] = reset_peak_rss()
+    return out
 
 
 # ----------------------------------------------------------------------------------- synthetic checkpoint
@@ -108,7 +111,7 @@ def child_baseline() -> dict:
 
     import tensorllm.decompose  # noqa: F401
 
-    return {"rss_before_work_mib": _rss_mib()}
+    return _start_work()
 
 
 def child_decompose(folder: str, layer: int, ranks: list, out_root: str, device: str) -> dict:
@@ -117,7 +120,7 @@ def child_decompose(folder: str, layer: int, ranks: list, out_root: str, device:
 
     from tensorllm.decompose import decompose_layer
 
-    before = _rss_mib()
+    out = _start_work()
     if device.startswith("cuda"):
         torch.cuda.init()
         torch.cuda.reset_peak_memory_stats()
@@ -125,9 +128,8 @@ def child_decompose(folder: str, layer: int, ranks: list, out_root: str, device:
     records = decompose_layer(folder, layer=layer, rank_list=[tuple(ranks)], out_root=out_root, device=device)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    out = {"rss_before_work_mib": before, "seconds": time.perf_counter() - start,
-           "rel_error": records[0].rel_error, "compression_ratio": records[0].compression_ratio,
-           "reused": records[0].reused}
+    out.update(seconds=time.perf_counter() - start, rel_error=records[0].rel_error,
+               compression_ratio=records[0].compression_ratio, reused=records[0].reused)
     if device.startswith("cuda"):
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -141,7 +143,7 @@ def child_load_full(folder: str) -> dict:
 
     import tensorllm.decompose  # noqa: F401  (same imports as the decompose case)
 
-    before = _rss_mib()
+    out = _start_work()
     start = time.perf_counter()
     state = {}
     for shard in sorted(Path(folder).glob("*.safetensors")):
@@ -149,8 +151,8 @@ def child_load_full(folder: str) -> dict:
     # touch every tensor (a model load copies them into parameters)
     n_bytes = sum(t.numel() * t.element_size() for t in state.values())
     checksum = float(sum(float(t.float().sum()) for t in state.values()))
-    return {"rss_before_work_mib": before, "seconds": time.perf_counter() - start,
-            "loaded_mib": n_bytes / 2**20, "checksum": checksum}
+    out.update(seconds=time.perf_counter() - start, loaded_mib=n_bytes / 2**20, checksum=checksum)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -181,9 +183,9 @@ def main() -> None:
         base = run_isolated(__file__, "child_baseline")
         if not base.get("ok"):
             raise SystemExit(f"baseline child failed: {base.get('error')}")
-        baseline = base["peak_rss_mib"]
+        baseline = base["result"]["import_peak_mib"]
         rows.append({"case": "baseline (imports only)", "n_layers": None, "peak_rss_mib": baseline,
-                     "delta_mib": 0.0, "seconds": None, "disk_mib": None})
+                     "rss_start_mib": base["result"]["rss_start_mib"], "seconds": None, "disk_mib": None})
 
         for kind in ("decompose_layer", "load_full"):
             for n in (n_small, n_big):
@@ -197,17 +199,20 @@ def main() -> None:
                 if not child.get("ok"):
                     raise SystemExit(f"{kind} on {n} layers failed: {child.get('error')}")
                 res = child["result"]
-                row = {"case": kind, "n_layers": n, "peak_rss_mib": child["peak_rss_mib"],
-                       "delta_mib": child["peak_rss_mib"] - baseline,
-                       "work_delta_mib": child["peak_rss_mib"] - res["rss_before_work_mib"],
+                work_peak = child["peak_rss_mib"]  # peak since the reset after imports
+                row = {"case": kind, "n_layers": n, "peak_rss_mib": max(work_peak, res["import_peak_mib"]),
+                       "work_peak_mib": work_peak, "rss_start_mib": res["rss_start_mib"],
+                       "work_growth_mib": work_peak - res["rss_start_mib"], "import_peak_mib": res["import_peak_mib"],
+                       "peak_reset": res["peak_reset"], "ru_maxrss_mib": child.get("ru_maxrss_mib"),
                        "seconds": res["seconds"], "disk_mib": ckpts[n]["disk_mib"],
                        "largest_shard_mib": ckpts[n]["largest_shard_mib"]}
                 for key in ("rel_error", "compression_ratio", "cuda_peak_mib", "loaded_mib"):
                     if key in res:
                         row[key] = res[key]
                 rows.append(row)
-                print(f"  {kind:16s} {n:3d} layers: peak RSS {row['peak_rss_mib']:.0f} MiB "
-                      f"(+{row['delta_mib']:.0f} over baseline), {row['seconds']:.2f}s", flush=True)
+                print(f"  {kind:16s} {n:3d} layers: peak RSS {row['peak_rss_mib']:.0f} MiB, during the work "
+                      f"{work_peak:.0f} MiB (+{row['work_growth_mib']:.0f} over its start), {row['seconds']:.2f}s",
+                      flush=True)
     finally:
         if args.keep:
             print(f"kept {root}")
@@ -219,28 +224,32 @@ def main() -> None:
         small = next(r for r in rows if r["case"] == kind and r["n_layers"] == n_small)
         big = next(r for r in rows if r["case"] == kind and r["n_layers"] == n_big)
         ratios[kind] = {"peak_rss_ratio": big["peak_rss_mib"] / small["peak_rss_mib"],
-                        "delta_ratio": big["delta_mib"] / small["delta_mib"] if small["delta_mib"] > 0 else None,
+                        "work_peak_ratio": big["work_peak_mib"] / small["work_peak_mib"],
+                        "work_growth_ratio": (big["work_growth_mib"] / small["work_growth_mib"]
+                                              if small["work_growth_mib"] > 1 else None),
                         "disk_ratio": big["disk_mib"] / small["disk_mib"]}
-        big["ratio_vs_N"] = ratios[kind]["peak_rss_ratio"]
-        big["delta_ratio_vs_N"] = ratios[kind]["delta_ratio"]
+        big.update(peak_ratio=ratios[kind]["peak_rss_ratio"], work_peak_ratio=ratios[kind]["work_peak_ratio"],
+                   growth_ratio=ratios[kind]["work_growth_ratio"])
     print_table(rows, [
         ("case", "{}"), ("n_layers", "{}", "layers"), ("disk_mib", "{:.0f}", "ckpt MiB on disk"),
-        ("peak_rss_mib", "{:.0f}", "peak RSS MiB"), ("delta_mib", "{:+.0f}", "over baseline MiB"),
-        ("ratio_vs_N", "{:.2f}x", f"peak {n_big}L/{n_small}L"),
-        ("delta_ratio_vs_N", "{:.2f}x", f"over-baseline {n_big}L/{n_small}L"),
+        ("peak_rss_mib", "{:.0f}", "peak RSS MiB"), ("peak_ratio", "{:.2f}x", f"{n_big}L/{n_small}L"),
+        ("work_peak_mib", "{:.0f}", "peak in work MiB"), ("work_peak_ratio", "{:.2f}x", f"{n_big}L/{n_small}L"),
+        ("work_growth_mib", "{:+.0f}", "work growth MiB"), ("growth_ratio", "{:.2f}x", f"{n_big}L/{n_small}L"),
         ("seconds", "{:.2f}", "seconds"), ("cuda_peak_mib", "{:.0f}", "CUDA peak MiB"),
-    ], title=f"Peak RSS of one fresh process per case, device={device}")
-    flat = ratios["decompose_layer"]["peak_rss_ratio"] < 1.10
-    grows = ratios["load_full"]["peak_rss_ratio"] > 1.5
+    ], title=f"Peak RSS, one fresh process per case, device={device}")
+    flat = ratios["decompose_layer"]["peak_rss_ratio"] < 1.10 and ratios["decompose_layer"]["work_peak_ratio"] < 1.10
+    grows = ratios["load_full"]["work_peak_ratio"] > 1.5
     summary = {"decompose_peak_rss_flat": flat, "load_full_grows": grows, "ratios": ratios,
                "layer": layer, "ranks": ranks, "dims": dims, "dtype": DTYPE}
-    print(f"\ndecompose_layer peak RSS {n_big}L/{n_small}L = {ratios['decompose_layer']['peak_rss_ratio']:.3f} "
-          f"({'flat' if flat else 'GROWS'}); load_full {ratios['load_full']['peak_rss_ratio']:.2f} "
-          f"(disk {ratios['load_full']['disk_ratio']:.2f})")
+    print(f"\ndecompose_layer {n_big}L/{n_small}L: peak RSS x{ratios['decompose_layer']['peak_rss_ratio']:.3f}, "
+          f"work peak x{ratios['decompose_layer']['work_peak_ratio']:.3f} ({'flat' if flat else 'GROWS'}); "
+          f"load_full: work peak x{ratios['load_full']['work_peak_ratio']:.2f} "
+          f"(checkpoint on disk x{ratios['load_full']['disk_ratio']:.2f})")
     finish("memory", rows, args, device=device, extra={"summary": summary, "definitions": {
-        "peak_rss_mib": "ru_maxrss of a fresh process running only that case (imports included)",
-        "delta_mib": "peak_rss_mib - peak RSS of the imports-only baseline process",
-        "work_delta_mib": "peak_rss_mib - the child's ru_maxrss just before the measured call",
+        "peak_rss_mib": "peak RSS (VmHWM) of a fresh process running only that case, imports included",
+        "work_peak_mib": "peak RSS between the end of the imports (peak reset via /proc/self/clear_refs) and the end",
+        "work_growth_mib": "work_peak_mib - the RSS when the work started",
+        "ru_maxrss_mib": "the child's ru_maxrss: NOT used, Linux carries the parent's peak into it across fork+exec",
     }})
 
 

@@ -126,8 +126,8 @@ class AppliedVariant:
 def apply_artifacts(model: torch.nn.Module, artifacts: Sequence[Artifact], verify: bool = True) -> AppliedVariant:
     """Write the dense reconstruction of each artifact into ``model`` in place.
 
-    ``verify`` checks each Tucker artifact's base-layer sha256 against the model's current weights, so an
-    artifact made from another model (or applied twice) is refused with a clear error. Returns a handle
+    ``verify`` checks each artifact's sha256 of its source tensors against the model's current weights, so
+    an artifact made from another model (or applied twice) is refused with a clear error. Returns a handle
     whose ``restore()`` puts the original weights back.
     """
     layout = layout_for(model.config)
@@ -140,22 +140,17 @@ def apply_artifacts(model: torch.nn.Module, artifacts: Sequence[Artifact], verif
         for artifact in artifacts:
             _check_architecture(artifact, model.config, shape)
             if artifact.kind == "tucker_mha":
-                names = layout.qualified(layout.attention_names(artifact.layer), prefix)
+                names = list(layout.qualified(layout.attention_names(artifact.layer), prefix).values())
                 if verify:
-                    current = tensors_digest({n: state[n] for n in names.values()}, strip_prefix=prefix)
-                    expected = artifact.meta["base_model"]["layer_sha256"]
-                    if current != expected:
-                        raise ValueError(
-                            f"artifact {artifact.path} was made from other weights for layer {artifact.layer} "
-                            f"(base {artifact.meta['base_model'].get('name')!r}); the model's layer differs "
-                            "(another model, or an edit already applied). Pass verify=False to force."
-                        )
-                for name in names.values():
+                    _verify_base(artifact, {n: state[n] for n in names}, prefix)
+                for name in names:
                     originals.setdefault(name, state[name].detach().clone())
                 dense = artifact.dense_attention()
                 layout.write_attention(state, artifact.layer, shape, dense, prefix)
             else:  # laser_ffn
                 name = prefix + layout.ffn_names(artifact.layer)[artifact.meta["matrix"]]
+                if verify:
+                    _verify_base(artifact, {name: state[name]}, prefix)
                 originals.setdefault(name, state[name].detach().clone())
                 with torch.no_grad():
                     state[name].copy_(artifact.tensors["left"] @ artifact.tensors["right"])
@@ -163,6 +158,20 @@ def apply_artifacts(model: torch.nn.Module, artifacts: Sequence[Artifact], verif
         applied.restore()
         raise
     return applied
+
+
+def _verify_base(artifact: Artifact, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    """Refuse an artifact whose source tensors differ from the model's (digest in the source dtype, so a
+    bf16 checkpoint loaded in fp32 still matches: bf16 -> fp32 -> bf16 is exact)."""
+    source_dtype = getattr(torch, artifact.meta.get("dtype", ""), None)
+    if isinstance(source_dtype, torch.dtype):
+        tensors = {n: t.to(source_dtype) for n, t in tensors.items()}
+    if tensors_digest(tensors, strip_prefix=prefix) != artifact.meta["base_model"]["layer_sha256"]:
+        raise ValueError(
+            f"artifact {artifact.path} was made from other weights for layer {artifact.layer} "
+            f"(base {artifact.meta['base_model'].get('name')!r}); the model's weights differ "
+            "(another model, or an edit already applied). Pass verify=False to force."
+        )
 
 
 def _check_architecture(artifact: Artifact, config, shape: AttentionShape) -> None:

@@ -53,8 +53,16 @@ class ArtifactRecord:
 
 
 def model_slug(name: str) -> str:
-    """A filesystem-safe short name for a model name or path."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(name)).name or str(name)).strip("_") or "model"
+    """A filesystem-safe folder name for a model: the name itself for registry names and hub ids, and
+    ``<folder name>-<sha256 of the absolute path>[:8]`` for local folders, so two local models that share
+    a folder name (``a/model``, ``b/model``) never share artifacts."""
+    path = Path(str(name)).expanduser()
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.name or str(name)).strip("_") or "model"
+    if path.exists():
+        import hashlib
+
+        return f"{base}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "model"
 
 
 def tucker_artifact_dir(out_root: Path, model: str, layer: int, grouping: str, ranks: Sequence[int]) -> Path:
@@ -154,11 +162,11 @@ def laser_layer(model: str, layer: int, matrix: str, rho: float, *, out_root: st
     name = ckpt.ffn_name(layer, matrix)
     weight = ckpt.tensors([name])[name]
     rank = laser_rank(tuple(weight.shape), rho)
-    path = Path(out_root) / model_slug(model) / f"layer{layer:03d}-laser-{matrix}-rank{rank}"
+    path = Path(out_root) / model_slug(model) / f"layer{layer:03d}-laser-{matrix}-rho{rho:g}-rank{rank}"
     digest = _matrix_digest(ckpt, name)
     try:
         meta = read_meta(path)
-        if meta.get("base_model", {}).get("layer_sha256") == digest:
+        if meta.get("base_model", {}).get("layer_sha256") == digest and meta.get("rho") == rho:
             return _record(path, meta, reused=True)
     except (FileNotFoundError, ValueError):
         pass

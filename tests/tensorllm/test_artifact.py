@@ -33,7 +33,7 @@ from tensorllm.artifact import (
 from tensorllm.checkpoint import Checkpoint
 from tensorllm.decompose import decompose_layer, laser_layer
 from tensorllm.models import load_model
-from tiny_models import sample_input_ids, save_tiny_with_tokenizer, single_thread, tiny_tokenizer
+from tiny_models import build_tiny, sample_input_ids, save_tiny_with_tokenizer, single_thread, tiny_tokenizer
 
 ARCHS = ["llama", "llama_gqa", "gpt2", "gpt_neox", "opt"]
 FULL = (1.0, 1.0, 1.0)
@@ -256,8 +256,6 @@ def test_artifact_for_a_missing_layer(folders, models, out_root, tmp_path):
         apply_artifacts(models("llama"), [artifact])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: apply_artifacts never checks a LASER artifact's base_model.layer_sha256, "
-                                       "so a laser_ffn artifact made from another model is applied silently")
 def test_verify_refuses_laser_artifact_from_another_model(folders, models, out_root):
     laser = load_artifact(laser_layer(str(folders["llama_other"]), 1, "fc_in", 0.1, out_root=out_root).artifact)
     model = models("llama")
@@ -269,18 +267,13 @@ def test_verify_refuses_laser_artifact_from_another_model(folders, models, out_r
         model.load_state_dict(state)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the layer digest hashes dtype and bytes, so an artifact made from a "
-                                       "bf16/fp16 checkpoint is refused by a model loaded in fp32 (the default of "
-                                       "load_model and materialise): materialise(...) always fails for half checkpoints")
 def test_materialise_from_a_bf16_checkpoint(tmp_path):
     folder = tmp_path / "llama_bf16"
-    from tiny_models import build_tiny
-
     build_tiny("llama").to(torch.bfloat16).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     [record] = decompose_layer(str(folder), layer=1, rank_list=[LOW], out_root=tmp_path / "artifacts")
     assert read_meta(record.artifact)["dtype"] == "bfloat16"
-    out = materialise(folder, [record.artifact], tmp_path / "variant")  # dtype=float32 by default
+    out = materialise(folder, [record.artifact], tmp_path / "variant")  # dtype=float32 by default (raises)
     assert (out / VARIANT_FILE).is_file()
 
 
@@ -299,6 +292,16 @@ def test_rerun_reuses_the_artifact(folders, tmp_path):
     assert decompose(folders, tmp_path, "opt", (0.25, 0.5, 0.5)).reused
     # another grouping or other ranks are new work
     assert not decompose(folders, tmp_path, "opt", (8, 4, 1)).reused
+
+
+def test_models_with_the_same_folder_name_do_not_share_artifacts(tmp_path):
+    first, _ = save_tiny_with_tokenizer("llama", tmp_path / "a" / "model", seed=0)
+    second, _ = save_tiny_with_tokenizer("llama", tmp_path / "b" / "model", seed=1)
+    [a] = decompose_layer(str(first), layer=1, rank_list=[LOW], out_root=tmp_path / "artifacts")
+    [b] = decompose_layer(str(second), layer=1, rank_list=[LOW], out_root=tmp_path / "artifacts")
+    assert a.artifact != b.artifact
+    # the first model's artifact must still describe the first model
+    assert read_meta(a.artifact)["base_model"]["layer_sha256"] == Checkpoint(first).layer_digest(1)
 
 
 def test_several_ranks_in_one_call(folders, tmp_path):

@@ -15,6 +15,8 @@ well-separated spectrum, like real attention weights, so the best rank-(R1, R2, 
 
 from __future__ import annotations
 
+import random
+
 import math
 import time
 
@@ -174,9 +176,9 @@ def test_not_worse_than_tensorly(shape, ranks, kind, seed):
     assert ours.rel_error == pytest.approx(rel_error(x, ours.reconstruct()), abs=1e-6)
 
 
-# Unstructured Gaussian tensors where the ST-HOSVD start leads HOOI to a worse stationary point than
-# TensorLy's HOSVD start (measured: ours - TensorLy = 0.0047, 0.0025, 0.0043, 0.0077). Starting our HOOI
-# from the plain HOSVD factors reaches TensorLy's error or better in every one of these cases.
+# Unstructured Gaussian tensors on which a *pure* ST-HOSVD start (all modes sequential, small first) led
+# HOOI to a worse stationary point than TensorLy's HOSVD start (measured then: ours - TensorLy = 0.0047,
+# 0.0025, 0.0043, 0.0077). The start is now HOSVD on every mode up to 1024 wide (tucker.initial_factors).
 ST_HOSVD_LOSSES = [
     (0, (16, 8, 4, 3), (8, 4, 2)),
     (1, (32, 8, 4, 4), (16, 4, 2)),
@@ -185,9 +187,6 @@ ST_HOSVD_LOSSES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ST-HOSVD initialisation (small modes first) makes HOOI converge to a "
-                                       "worse stationary point than TensorLy's HOSVD start on some Gaussian tensors "
-                                       "(up to 0.0077 worse, > the 1e-3 requirement)")
 def test_not_worse_than_tensorly_on_hard_gaussian_tensors():
     gaps = []
     for seed, shape, ranks in ST_HOSVD_LOSSES:
@@ -196,8 +195,24 @@ def test_not_worse_than_tensorly_on_hard_gaussian_tensors():
     assert max(gaps) <= TOL_VS_TENSORLY, gaps
 
 
+def test_not_worse_than_tensorly_on_many_random_shapes_and_ranks():
+    """40 random (shape, ranks) Gaussian cases, the hardest kind for HOOI (no spectral gap)."""
+    rng = random.Random(0)
+    gaps = []
+    while len(gaps) < 40:
+        shape = (rng.choice([8, 12, 16, 24]), rng.choice([4, 6, 8]), rng.choice([4, 6, 8]), rng.choice([1, 2, 3]))
+        ranks = tuple(rng.randint(1, d) for d in shape[:3])
+        try:
+            resolve_ranks(ranks, shape)
+        except ValueError:
+            continue  # infeasible ranks are rejected by design (tested elsewhere)
+        x = gaussian(shape, seed=len(gaps))
+        gaps.append(tucker_decompose(x, ranks).rel_error - tensorly_error(x, ranks))
+    assert max(gaps) <= TOL_VS_TENSORLY, max(gaps)
+
+
 def test_hosvd_start_fixes_the_hard_gaussian_cases():
-    """Pins down the cause of the xfail above: the same HOOI from plain-HOSVD factors meets the requirement."""
+    """Plain-HOSVD factors as an explicit start also meet the requirement (the reference start)."""
     for seed, shape, ranks in ST_HOSVD_LOSSES:
         x = gaussian(shape, seed=seed)
         hosvd = [torch.linalg.svd(unfold(x, m), full_matrices=False).U for m in range(3)]
