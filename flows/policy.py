@@ -71,12 +71,12 @@ def decide(candidates: list[Candidate], baseline: Candidate, current: Candidate 
 
 def comparable_champion(info: dict | None, settings: dict, metric: str) -> Candidate | None:
     """The current champion as a :class:`Candidate`, when its validation numbers are comparable with this
-    sweep's (same datasets, split size and accuracy mode); else None (it is then not a bar to clear)."""
+    sweep's (same datasets, validation size and selection metric); else None (it is then not a bar to clear)."""
     if info is None:
         return None
     tags, metrics = info["tags"], info["metrics"]
     same = (tags.get("datasets") == ",".join(settings["datasets"]) and tags.get("val_limit") == str(settings["val_limit"])
-            and tags.get("generate") == str(settings["generate"]) and f"val_{metric}" in metrics)
+            and tags.get("selection_metric") == metric and f"val_{metric}" in metrics)
     if not same:
         return None
     return Candidate(int(info["version"]), tags.get("variant_name", "champion"), float(metrics[f"val_{metric}"]),
@@ -86,7 +86,8 @@ def comparable_champion(info: dict | None, settings: dict, metric: str) -> Candi
 def decision_tags(decision: Decision, paired: dict | None) -> dict[str, str]:
     """Tags that record a decision, with the champion's paired test comparison against the baseline."""
     tags = {f"promotion.{k}": v for k, v in decision.as_tags().items()}
-    for dataset, stats in (paired or {}).items():
-        for key, value in stats.items():
-            tags[f"promotion.test_vs_baseline.{dataset}.{key}"] = str(value)
+    for dataset, by_column in (paired or {}).items():
+        for column, stats in by_column.items():
+            for key, value in stats.items():
+                tags[f"promotion.test_vs_baseline.{dataset}.{column}.{key}"] = str(value)
     return tags

@@ -25,7 +25,7 @@ REGISTERED = "tiny-e2e"
 
 def sweep_params(tiny_llm: Path, tmp: Path) -> dict:
     return dict(model=str(tiny_llm), datasets=["qa_wikidata"], layers=[2, 3], ranks=[(16, 8, 2), (0.5, 0.5, 0.5)],
-                val_limit=8, test_limit=8, generate=False, selection_metric="top1_accuracy", test_top_k=1,
+                val_limit=8, test_limit=8, generate=True, selection_metric="top1_accuracy", test_top_k=1,
                 registered_model=REGISTERED, mlflow_tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
                 artifacts_root=str(tmp / "runs" / "artifacts"), batch_size=8)
 
@@ -80,7 +80,7 @@ def test_sweep_registers_every_variant_and_promotes_the_best(first_run):
         assert int(aliases["champion"]) == best and summary["champion_version"] == best
         tags = client.get_model_version(REGISTERED, str(best)).tags
         assert tags["promotion.decision"] == "promote"
-        assert "promotion.test_vs_baseline.qa_wikidata.mcnemar_p" in tags  # paired test comparison recorded
+        assert "promotion.test_vs_baseline.qa_wikidata.top1_correct.mcnemar_p" in tags  # paired test comparison
     else:
         assert "champion" not in aliases and summary["champion_version"] is None
     # every variant carries the method's numbers

@@ -36,10 +36,11 @@ def test_unknown_dataset_and_bad_names_are_rejected():
         SweepConfig(registered_model="bad name!")
 
 
-def test_accuracy_selection_needs_generation_for_generative_sets():
-    with pytest.raises(ValidationError, match="top1_accuracy"):
-        SweepConfig(datasets=["qa_wikidata"], generate=False, selection_metric="accuracy")
-    SweepConfig(datasets=["fever"], generate=False, selection_metric="accuracy")  # classification: fine
+def test_generation_runs_where_it_is_needed():
+    fast = SweepConfig(selection_metric="top1_accuracy", generate=True)
+    assert (fast.generate_for("val"), fast.generate_for("test")) == (False, True)  # report only
+    paper = SweepConfig(selection_metric="accuracy", generate=False)
+    assert (paper.generate_for("val"), paper.generate_for("test")) == (True, False)  # selection needs it
 
 
 def test_keys_are_stable_and_code_version_is_content_based():

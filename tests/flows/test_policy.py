@@ -53,16 +53,18 @@ def test_loss_metric_prefers_lower_values():
 
 
 def test_champion_is_comparable_only_with_the_same_settings():
-    settings = {"datasets": ["fever"], "val_limit": 100, "generate": True}
-    info = {"version": "5", "tags": {"datasets": "fever", "val_limit": "100", "generate": "True", "variant_name": "x"},
+    settings = {"datasets": ["fever"], "val_limit": 100}
+    info = {"version": "5", "tags": {"datasets": "fever", "val_limit": "100", "selection_metric": "accuracy",
+                                     "variant_name": "x"},
             "metrics": {"val_accuracy": 0.6, "val_loss": 0.7}}
     assert comparable_champion(info, settings, "accuracy") == Candidate(5, "x", 0.6, 0.7)
     assert comparable_champion(info, {**settings, "val_limit": 50}, "accuracy") is None
+    assert comparable_champion(info, settings, "loss") is None  # selected by another metric
     assert comparable_champion(None, settings, "accuracy") is None
 
 
 def test_decision_tags_carry_the_paired_comparison():
     tags = decision_tags(decide([cand(2, 0.5, 1.0)], BASELINE, None, "accuracy"),
-                         {"fever": {"accuracy_diff": 0.02, "mcnemar_p": 0.3}})
+                         {"fever": {"correct": {"accuracy_diff": 0.02, "mcnemar_p": 0.3}}})
     assert tags["promotion.decision"] == "promote"
-    assert tags["promotion.test_vs_baseline.fever.mcnemar_p"] == "0.3"
+    assert tags["promotion.test_vs_baseline.fever.correct.mcnemar_p"] == "0.3"
