@@ -17,6 +17,7 @@ GQA ``1 < n_kv_heads < n_heads`` (query head ``i`` uses KV head ``i // (n_heads 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 
@@ -61,7 +62,7 @@ class AttentionWeights:
         return AttentionWeights(*(getattr(self, n).clone() for n in ATTENTION_KINDS))
 
 
-class AttentionLayout:
+class AttentionLayout(ABC):
     """Base class: parameter names and per-head slicing for one family of architectures."""
 
     model_types: tuple[str, ...] = ()
@@ -86,9 +87,9 @@ class AttentionLayout:
         return config.num_hidden_layers
 
     # ---- names ----------------------------------------------------------------------------------
+    @abstractmethod
     def attention_names(self, layer: int) -> dict[str, str]:
         """Weight names (without prefix) this layout reads for ``layer``: role -> name."""
-        raise NotImplementedError  # every concrete layout overrides it
 
     def ffn_names(self, layer: int) -> dict[str, str]:
         base = self.layer_template.format(l=layer)
@@ -110,14 +111,15 @@ class AttentionLayout:
         return {role: prefix + name for role, name in names.items()}
 
     # ---- read / write ---------------------------------------------------------------------------
+    @abstractmethod
     def read_attention(self, tensors: Mapping[str, torch.Tensor], layer: int, shape: AttentionShape,
                        prefix: str = "") -> AttentionWeights:
-        raise NotImplementedError  # every concrete layout overrides it
+        """Layer ``layer``'s per-head weights from ``tensors`` (views where the layout allows)."""
 
+    @abstractmethod
     def write_attention(self, tensors: MutableMapping[str, torch.Tensor], layer: int, shape: AttentionShape,
                         weights: AttentionWeights, prefix: str = "") -> None:
         """Copy ``weights`` into the stored tensors in place (dtype of the stored tensors is kept)."""
-        raise NotImplementedError  # every concrete layout overrides it
 
 
 def _split_rows(weight: torch.Tensor, n: int, d: int) -> torch.Tensor:
@@ -191,7 +193,24 @@ class BertLayout(SeparateLinearLayout):
     ffn = {"fc_in": "intermediate.dense.weight", "fc_out": "output.dense.weight"}
 
 
-class GPT2Layout(AttentionLayout):
+class FusedViewLayout(AttentionLayout):
+    """Layouts whose per-head blocks are *views* into fused tensors: ``_views`` returns the four views
+    (q, k, v, o in paper orientation); reading copies nothing, writing copies into the views in place."""
+
+    @abstractmethod
+    def _views(self, tensors, layer, shape, prefix) -> tuple[torch.Tensor, ...]:
+        """The four per-head views (q, k, v, o) into the fused tensors."""
+
+    def read_attention(self, tensors, layer, shape, prefix=""):
+        return AttentionWeights(*self._views(tensors, layer, shape, prefix))
+
+    def write_attention(self, tensors, layer, shape, weights, prefix=""):
+        with torch.no_grad():
+            for view, new in zip(self._views(tensors, layer, shape, prefix), (weights.q, weights.k, weights.v, weights.o)):
+                view.copy_(new)
+
+
+class GPT2Layout(FusedViewLayout):
     """GPT-2: ``Conv1D`` weights are ``[in, out]``; ``c_attn`` fuses Q|K|V along the output columns."""
 
     model_types = ("gpt2",)
@@ -213,16 +232,8 @@ class GPT2Layout(AttentionLayout):
                 _split_cols(v, shape.n_heads, shape.d_head),
                 o.reshape(shape.n_heads, shape.d_head, o.shape[1]).transpose(1, 2))
 
-    def read_attention(self, tensors, layer, shape, prefix=""):
-        return AttentionWeights(*self._views(tensors, layer, shape, prefix))
 
-    def write_attention(self, tensors, layer, shape, weights, prefix=""):
-        with torch.no_grad():
-            for view, new in zip(self._views(tensors, layer, shape, prefix), (weights.q, weights.k, weights.v, weights.o)):
-                view.copy_(new)
-
-
-class GPTNeoXLayout(AttentionLayout):
+class GPTNeoXLayout(FusedViewLayout):
     """GPT-NeoX / Pythia: ``query_key_value`` rows are ordered (head, {q,k,v}, d_head)."""
 
     model_types = ("gpt_neox",)
@@ -240,14 +251,6 @@ class GPTNeoXLayout(AttentionLayout):
         per_head = qkv.reshape(shape.n_heads, 3, shape.d_head, qkv.shape[1])  # rows: head, {q,k,v}, d
         q, k, v = (per_head[:, j].transpose(1, 2) for j in range(3))
         return q, k, v, _split_cols(o, shape.n_heads, shape.d_head)
-
-    def read_attention(self, tensors, layer, shape, prefix=""):
-        return AttentionWeights(*self._views(tensors, layer, shape, prefix))
-
-    def write_attention(self, tensors, layer, shape, weights, prefix=""):
-        with torch.no_grad():
-            for view, new in zip(self._views(tensors, layer, shape, prefix), (weights.q, weights.k, weights.v, weights.o)):
-                view.copy_(new)
 
 
 LAYOUTS: tuple[AttentionLayout, ...] = (LlamaLayout(), GPT2Layout(), GPTJLayout(), GPTNeoXLayout(), OPTLayout(),
