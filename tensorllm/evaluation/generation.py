@@ -12,7 +12,6 @@ cache does not speed it up; see :mod:`.evaluate`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import torch
@@ -20,8 +19,6 @@ from torch import nn
 from transformers import GenerationConfig
 
 from .batching import Batch
-
-log = logging.getLogger(__name__)
 
 
 def answer_matches(answer: str, continuation: str, prompt: str = "", include_prompt: bool = False) -> bool:

@@ -9,21 +9,18 @@ that ignore their input and return the stored hidden states. Everything else in 
 norm, LM head) runs as usual, and the layers keep their indices. The stubs are swapped back in a
 ``finally`` block. While a replay is running the model must not be used by another thread.
 
-Only families checked bit-for-bit against a full forward (tests/tensorllm/evaluation/test_layer_skip.py)
+Only families checked bit-for-bit against a full forward (tests/tensorllm/evaluation/test_layer_cache.py)
 are enabled (:data:`VERIFIED_MODEL_TYPES`); others fall back to a full forward with a log line.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-
-log = logging.getLogger(__name__)
 
 #: model types whose layer stack was checked to give identical logits with replayed prefixes
 VERIFIED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gpt2")

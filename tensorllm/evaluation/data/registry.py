@@ -8,7 +8,6 @@ Local data (the default) is read from ``data_dir``: the argument, else ``$TENSOR
 from __future__ import annotations
 
 import inspect
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,8 +15,6 @@ from pathlib import Path
 
 from . import bios, counterfact, fever, hotpotqa, qa_wikidata
 from .task import Task
-
-log = logging.getLogger(__name__)
 
 SOURCES = ("local", "hub")
 
