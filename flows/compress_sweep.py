@@ -121,7 +121,9 @@ def run_sweep(config: SweepConfig) -> dict:
                     model_identity=identity, code_version=version)
 
     with remote_options(num_cpus=1, num_gpus=gpus):
-        baseline_val = {d: evaluate_task.submit(**eval_args(d, "val", [], None)) for d in config.datasets}
+        # the baseline's full pass also caches the inputs of every sweep layer for the variants
+        baseline_val = {d: evaluate_task.submit(**eval_args(d, "val", [], None), fill_layers=layers)
+                        for d in config.datasets}
         decompositions = {layer: decompose_layer_task.submit(config.model, layer, rank_specs, config.grouping,
                                                              str(artifacts_dir), identity, version) for layer in layers}
         lasers = {(layer, spec.matrix, spec.rho): laser_task.submit(config.model, layer, spec.matrix, spec.rho,

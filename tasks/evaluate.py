@@ -32,14 +32,19 @@ def variant_label(artifacts: list[str]) -> str:
       retry_delay_seconds=5, task_run_name="evaluate-{dataset}-{split}-{first_changed_layer}")
 def evaluate_task(model: str, artifacts: list[str], dataset: str, split: str, limit: int | None,
                   first_changed_layer: int | None, generate: bool, batch_size: int, out_root: str,
-                  model_identity: str, code_version: str) -> dict:
-    """Evaluate the base model with ``artifacts`` applied; returns EvalResult.to_dict() plus ``examples``."""
+                  model_identity: str, code_version: str, fill_layers: list[int] | None = None) -> dict:
+    """Evaluate the base model with ``artifacts`` applied; returns EvalResult.to_dict() plus ``examples``.
+
+    ``fill_layers`` (baseline only): its full pass also caches the inputs of these layers, so the variants
+    of a sweep never pay a fill of their own.
+    """
     folder = resolve_model(model)
     out_dir = Path(out_root) / model_slug(model) / variant_label(artifacts) / f"{dataset}-{split}-limit{limit}"
     out_dir.mkdir(parents=True, exist_ok=True)
     examples = out_dir / "examples.jsonl"
     config = EvalConfig(dataset=dataset, split=split, limit=limit, batch_size=batch_size, generate=generate,
-                        first_changed_layer=first_changed_layer, cache_dir=Path(out_root) / "hidden-cache",
+                        first_changed_layer=first_changed_layer, fill_layers=tuple(fill_layers or ()),
+                        cache_dir=Path(out_root) / "hidden-cache",
                         model_id=model_identity)
     with base_model(folder, best_device()) as (base, tokenizer):
         with apply_artifacts(base, [load_artifact(p) for p in artifacts]):

@@ -27,6 +27,8 @@ class EvalConfig:
     * ``first_changed_layer``: the first decoder layer the evaluated model's variant changed (``None``: no
       promise, full forwards). With L set, the hidden states entering layer L are taken from the cache
       (computed once) and only layers L.. run for the teacher-forced pass. Must be true of the model!
+    * ``fill_layers``: with ``first_changed_layer=None`` (the base model), record the hidden states entering
+      each of these layers during the full pass and cache them: one base pass prepares a whole sweep.
     * ``cache_dir``: folder for the hidden-state cache files (None: memory only); ``cache_memory_bytes``
       its in-memory budget. ``model_id``: an identity of the base weights (e.g. a checkpoint sha256)
       added to the cache key; the prefix weights are fingerprinted in any case.
@@ -41,6 +43,7 @@ class EvalConfig:
     generate: bool = True
     match_prompt: bool = False
     first_changed_layer: int | None = None
+    fill_layers: tuple[int, ...] = ()
     cache_dir: Path | None = None
     cache_memory_bytes: int = DEFAULT_MEMORY_BUDGET
     model_id: str | None = None
@@ -59,6 +62,11 @@ class EvalConfig:
         layer = self.first_changed_layer
         if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
             raise ValueError(f"first_changed_layer must be None or an integer >= 0, got {layer!r}")
+        if any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in self.fill_layers):
+            raise ValueError(f"fill_layers must be integers >= 0, got {self.fill_layers!r}")
+        if self.fill_layers and layer is not None:
+            raise ValueError("fill_layers is for the base model's full pass; leave first_changed_layer unset")
+        self.fill_layers = tuple(self.fill_layers)
         if self.source not in SOURCES:
             raise ValueError(f"Unknown source {self.source!r}; allowed: {list(SOURCES)}")
         if isinstance(self.cache_memory_bytes, bool) or not isinstance(self.cache_memory_bytes, int) or self.cache_memory_bytes < 0:
@@ -91,7 +99,7 @@ class EvalResult:
 
     ``accuracy`` is None for a generative set evaluated with ``generate=False``; ``accuracy_kind`` says
     how it was measured (``"generation"`` or ``"classification"``). Intervals are 95% (Wilson for
-    proportions, normal approximation for the loss). ``layer_cache`` is ``"off"`` (no first_changed_layer),
+    proportions, normal approximation for the loss). ``layer_cache`` is ``"off"`` (no first_changed_layer), ``"fill"`` (a base pass that filled ``fill_layers``),
     ``"hit"``/``"miss"`` (hidden states reused / computed now), or ``"unsupported"`` (full forwards).
     """
 

@@ -99,7 +99,7 @@ def evaluate(
     pad_id = _pad_id(tokenizer)
     device, dtype = model_device(model), model_dtype(model)
     layer = config.first_changed_layer
-    if layer is not None and cache is None:
+    if (layer is not None or config.fill_layers) and cache is None:
         cache = default_cache(config.cache_dir, config.cache_memory_bytes)
     log.info(
         "evaluating %s/%s: n=%d, batch_size=%d, device=%s, dtype=%s, first_changed_layer=%s",
@@ -111,7 +111,7 @@ def evaluate(
         forced = run_teacher_forced(
             model, sequences, answer_ids, batch_size=config.batch_size, pad_id=pad_id, candidate_ids=candidate_ids,
             layer=layer, cache=cache, label=f"{config.dataset}-{config.split}-n{n}-s{config.seed}",
-            model_id=config.model_id,
+            model_id=config.model_id, fill_layers=config.fill_layers,
         )  # fmt: skip
         forced_seconds = time.perf_counter() - start
         continuations = None

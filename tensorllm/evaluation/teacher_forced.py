@@ -14,6 +14,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
@@ -88,8 +89,14 @@ def run_teacher_forced(
     cache: HiddenStateCache | None = None,
     label: str = "eval",
     model_id: str | None = None,
+    fill_layers: Sequence[int] = (),
 ) -> TeacherForcedRun:
-    """Score every ``sequences[i]`` (prompt + answer tokens) whose last ``len(answers[i])`` tokens are the answer."""
+    """Score every ``sequences[i]`` (prompt + answer tokens) whose last ``len(answers[i])`` tokens are the answer.
+
+    ``fill_layers`` (with ``layer=None``): while running the full forwards, also record the hidden states
+    entering each of these layers and store them in ``cache``, so that variants editing any of them hit
+    the cache without a fill of their own (one base pass fills a whole sweep's layers).
+    """
     if len(sequences) != len(answers):
         raise ValueError(f"got {len(sequences)} sequences but {len(answers)} answers")
     batches = make_batches(sequences, batch_size, pad_id)
@@ -99,6 +106,8 @@ def run_teacher_forced(
         return forward_tail_logits(model, batch, keep)
 
     if layer is None:
+        if fill_layers and not skip_unsupported_reason(model):
+            return _fill(model, batches, answers, candidate_ids, device, fill_layers, cache, label, model_id)
         return TeacherForcedRun(_score_batches(model, batches, answers, candidate_ids, device, full), "off")
     check_layer(model, layer)
     reason = skip_unsupported_reason(model)
@@ -136,3 +145,28 @@ def run_teacher_forced(
 
     log.info("layer cache hit: running layers %d.. only (%s)", layer, key)
     return TeacherForcedRun(_score_batches(model, batches, answers, candidate_ids, device, replay), "hit", key)
+
+
+def _fill(model, batches, answers, candidate_ids, device, fill_layers, cache, label, model_id) -> TeacherForcedRun:
+    """Full forwards that also record the inputs of every layer in ``fill_layers`` (those not cached yet)."""
+    if cache is None:
+        raise ValueError("run_teacher_forced with fill_layers needs a HiddenStateCache")
+    keys = {layer: cache_key(model, check_layer(model, layer), batches, label=label, model_id=model_id)
+            for layer in sorted(set(fill_layers)) if layer > 0}
+    todo = [layer for layer, key in keys.items() if cache.get(key) is None]
+    recorded: dict[int, list[LayerInput]] = {layer: [] for layer in todo}
+
+    def record(_index: int, batch: Batch, keep: int) -> torch.Tensor:
+        with ExitStack() as stack:
+            recorders = {layer: stack.enter_context(record_layer_input(model, layer)) for layer in todo}
+            tail = forward_tail_logits(model, batch, keep)
+        for layer, recorder in recorders.items():
+            recorded[layer].append(LayerInput(recorder.hidden.to("cpu"), recorder.tuple_len))
+        return tail
+
+    scores = _score_batches(model, batches, answers, candidate_ids, device, record)
+    for layer in todo:
+        cache.put(keys[layer], recorded[layer])
+    log.info("layer cache filled for layers %s in one full pass (already cached: %s)", todo,
+             sorted(set(keys) - set(todo)))
+    return TeacherForcedRun(scores, "fill" if todo else "off")

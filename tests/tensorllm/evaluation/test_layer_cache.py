@@ -140,3 +140,31 @@ def test_default_cache_is_shared_per_folder(tmp_path):
     assert default_cache(tmp_path) is not default_cache(None)
     with pytest.raises(ValueError, match="memory_budget_bytes"):
         HiddenStateCache(memory_budget_bytes=-1)
+
+
+def test_one_base_pass_fills_every_sweep_layer(tiny_llama):
+    """fill_layers: the base model's full pass records the inputs of several layers at once; a variant of
+    any of those layers then hits the cache (no fill of its own) and still equals a full forward."""
+    sequences, answers = _data(tiny_llama.config.vocab_size)
+    cache = HiddenStateCache()
+    plain = run_teacher_forced(tiny_llama, sequences, answers, batch_size=3, pad_id=0)
+    base = run_teacher_forced(tiny_llama, sequences, answers, batch_size=3, pad_id=0, cache=cache, fill_layers=[1, 3])
+    assert base.layer_cache == "fill"
+    # recording does not change the base scores (same kernels, same tensors)
+    assert [s.loss for s in base.scores] == [s.loss for s in plain.scores]
+    for layer in (1, 3):
+        proj = tiny_llama.model.layers[layer].self_attn.o_proj.weight
+        original = proj.detach().clone()
+        try:
+            with torch.no_grad():
+                proj.mul_(0.5)
+            full = run_teacher_forced(tiny_llama, sequences, answers, batch_size=3, pad_id=0)
+            cached = run_teacher_forced(tiny_llama, sequences, answers, batch_size=3, pad_id=0, layer=layer, cache=cache)
+        finally:
+            with torch.no_grad():
+                proj.copy_(original)
+        assert cached.layer_cache == "hit", layer  # filled by the base pass, not by this call
+        # same suffix computation on the same stored tensors: float rounding only
+        assert [s.loss for s in cached.scores] == pytest.approx([s.loss for s in full.scores], abs=1e-5)
+    again = run_teacher_forced(tiny_llama, sequences, answers, batch_size=3, pad_id=0, cache=cache, fill_layers=[1, 3])
+    assert again.layer_cache == "off"  # everything was cached already: nothing recorded
