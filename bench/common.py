@@ -2,26 +2,31 @@
 
 Every bench script follows one convention::
 
-    python bench/NAME.py [--quick] [--json] [--device cpu|cuda]
+    python bench/NAME.py [--quick] [--json] [--device cpu|cuda] [--threads N]
 
-It prints a table, writes ``bench/results/NAME.json`` (date, machine, command, rows) and, with
-``--json``, prints one JSON object as the last line of stdout. ``--quick`` is a reduced run that fits
-in a few minutes on a 2-core CPU.
+It prints a table, writes ``bench/results/NAME.json`` (``NAME-quick.json`` for ``--quick``, so a quick
+check never overwrites a full run) with the date, the machine, the command and the rows, and with
+``--json`` prints that object as the last line of stdout. ``--quick`` is a reduced run that fits in
+under 3 minutes on an idle 2-core CPU. The default device is cuda when available, else cpu; timers
+synchronise the device. ``--threads 1`` gives steadier numbers on a shared, oversubscribed CPU.
 
 Typical use::
 
-    from common import base_parser, pick_device, time_call, print_table, write_results, finish
+    from common import base_parser, finish, pick_device, print_table, setup_threads, time_call
 
     args = base_parser(__doc__).parse_args()
+    setup_threads(args.threads)
     device = pick_device(args.device)
-    seconds = time_call(lambda: work(x), device=device, repeats=3)
-    rows = [{"case": "a", "seconds": seconds.median}]
-    print_table(rows, [("case", "{}"), ("seconds", "{:.3f}")], title="My benchmark")
-    finish("NAME", rows, args, device=device)
+    timing = time_call(lambda: work(x), device=device, repeats=3)   # .median, .times, .cpu_times
+    rows = [{"case": "a", "seconds": timing.median}]
+    print_table(rows, [("case", "{}"), ("seconds", "{:.3f}", "wall s")], title="My benchmark")
+    finish("NAME", rows, args, device=device, extra={"notes": "..."})
 
-``run_isolated(path, "func", kwargs)`` calls ``func(**kwargs)`` from the file ``path`` in a *fresh*
-Python process and returns its JSON-able result with the child's peak RSS and wall time (for memory
-measurements and for calls that need a hard timeout).
+``run_isolated(path, "func", kwargs, timeout=...)`` calls ``func(**kwargs)`` from the file ``path`` in a
+*fresh* Python process and returns its JSON-able result with the child's own peak RSS and wall time
+(for memory measurements and for calls that need a hard timeout). Measure a child's peak RSS with
+:func:`peak_rss_mib` (VmHWM), not ``ru_maxrss``: on Linux a child's ``ru_maxrss`` starts at its parent's
+high-water mark (fork+exec), see :func:`peak_rss_mib`.
 """
 
 from __future__ import annotations
@@ -62,7 +67,23 @@ def base_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="compute device (default: cuda if available, else cpu)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads here and in child processes (default: torch's default); "
+                             "1 gives steadier numbers on a shared, oversubscribed machine")
     return parser
+
+
+THREADS_ENV = "BENCH_TORCH_THREADS"
+
+
+def setup_threads(threads: int | None) -> int:
+    """Apply ``--threads`` (torch.set_num_threads here, and via the environment in run_isolated children)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+        os.environ[THREADS_ENV] = str(threads)
+    return torch.get_num_threads()
 
 
 def pick_device(requested: str | None = None) -> str:
@@ -382,6 +403,10 @@ path, func, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
 kwargs = json.loads(sys.stdin.read())
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {bench!r})
 from common import peak_rss_mib
+import os
+if os.environ.get("BENCH_TORCH_THREADS"):
+    import torch
+    torch.set_num_threads(int(os.environ["BENCH_TORCH_THREADS"]))
 out = {{}}
 try:
     spec = importlib.util.spec_from_file_location("_bench_isolated", path)

@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (base_parser, current_rss_mib, finish, peak_rss_mib, pick_device, print_table,  # noqa: E402
-                    reset_peak_rss, run_isolated)
+                    reset_peak_rss, run_isolated, setup_threads)
 
 FULL = {"hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 16, "intermediate_size": 2816,
         "vocab_size": 32000}
@@ -137,7 +137,7 @@ def child_decompose(folder: str, layer: int, ranks: list, out_root: str, device:
 
 def child_load_full(folder: str) -> dict:
     """The contrast: load every shard's tensors into memory and hold them (a full state dict)."""
-    import torch  # noqa: F401
+    import torch
     from safetensors.torch import load_file
     from transformers import AutoConfig  # noqa: F401
 
@@ -148,9 +148,9 @@ def child_load_full(folder: str) -> dict:
     state = {}
     for shard in sorted(Path(folder).glob("*.safetensors")):
         state.update(load_file(str(shard)))
-    # touch every tensor (a model load copies them into parameters)
+    # touch every page of every tensor (a model load copies them into parameters), without temporaries
     n_bytes = sum(t.numel() * t.element_size() for t in state.values())
-    checksum = float(sum(float(t.float().sum()) for t in state.values()))
+    checksum = sum(int(t.reshape(-1).view(torch.uint8)[::4096].sum()) for t in state.values())
     out.update(seconds=time.perf_counter() - start, loaded_mib=n_bytes / 2**20, checksum=checksum)
     return out
 
@@ -163,6 +163,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary checkpoints (path is printed)")
     parser.add_argument("--tmpdir", default=None, help="where to create the temporary folder")
     args = parser.parse_args()
+    setup_threads(args.threads)
     device = pick_device(args.device)
     dims = QUICK if args.quick else FULL
     ranks = RANKS[dims["hidden_size"]]
