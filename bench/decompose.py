@@ -1,6 +1,9 @@
 """Benchmark: our shared-factor Tucker (tensorllm.tucker.tucker_decompose) against TensorLy's partial_tucker.
 
-    python bench/decompose.py [--quick] [--json] [--device cpu|cuda] [--cases NAME ...] [--no-tensorly]
+    python bench/decompose.py [--quick] [--json] [--device cpu|cuda] [--threads N] [--cases NAME ...] [--no-tensorly]
+
+On CPU the default is ``--threads 1`` for every measured process (see main(): with 2+ OpenMP threads on a
+shared machine small ops spin and the ratios become noise); pass ``--threads 2`` to measure multi-threaded.
 
 Same tensors, same ranks, both methods:
 
@@ -215,8 +218,12 @@ def main() -> None:
 
     from tensorllm.tucker import tucker_decompose
 
-    setup_threads(args.threads)
     device = pick_device(args.device)
+    if args.threads is None and device == "cpu":
+        # Default to 1 CPU thread: on a shared machine torch's OpenMP threads spin on small ops and inflate the
+        # times 10-100x (measured here: SmolLM2 moderate ranks 0.49 s CPU with 1 thread, 88 s with 2 threads).
+        args.threads = 1
+    setup_threads(args.threads)
     quick = args.quick
     cases = args.cases or (QUICK_CASES if quick else FULL_CASES)
     timeout = args.timeout or (150.0 if quick else 3600.0)
