@@ -1,6 +1,7 @@
 """Benchmark: orchestration overhead of the Prefect + Ray sweep flow against the same work done directly.
 
-    python bench/pipeline.py [--quick] [--json] [--device cpu|cuda] [--model tiny|smollm2] [--no-rerun]
+    python bench/pipeline.py [--quick] [--json] [--device cpu|cuda] [--threads N] [--model tiny|smollm2]
+                             [--no-rerun] [--keep]
 
 The same small sweep is run two ways, each in a fresh Python process (imports timed separately, not in
 the totals):
@@ -15,8 +16,9 @@ the totals):
   artifacts are reused -- and the new variants are evaluated; the rest are cache hits).
 * **(b) direct**: the flow's ``run_sweep`` body with every task replaced by the library call it wraps, in one
   process, sequentially: ``Checkpoint.identity``/``code_version``, ``decompose_layer`` per layer,
-  ``evaluate`` of the baseline + every variant on val (variants with ``first_changed_layer=L`` and the
-  on-disk hidden-state cache, as the tasks do; the model is loaded once), baseline + top-k on test,
+  ``evaluate`` of the baseline (its pass also fills the hidden-state cache of every sweep layer:
+  ``fill_layers``) + every variant on val (``first_changed_layer=L``, the on-disk cache, as the tasks do; the
+  model is loaded once), baseline + top-k on test,
   ``compare_paired``, and the same **registration** as the flow (``tensorllm.registry.Registry`` in its own
   temporary sqlite store: register baseline + variants, update metrics, champion, promotion, sweep report
   with its two figures). Registration is included in (b)'s total and also reported separately. The
@@ -54,7 +56,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO_ROOT, base_parser, finish, library_versions, pick_device, print_table, run_isolated  # noqa: E402
+from common import (REPO_ROOT, base_parser, finish, library_versions, pick_device, print_table,  # noqa: E402
+                    run_isolated, setup_threads)
 
 # task-run name prefix -> kind (the flow's task_run_name templates); work tasks run on Ray, registry tasks in
 # the flow process
@@ -179,7 +182,8 @@ def direct_sweep(params: dict, log_file: str | None = None) -> dict:
         device = best_device()
     loaded: dict = {}
 
-    def evaluate_one(artifacts: list[str], dataset: str, split: str, first_layer: int | None) -> dict:
+    def evaluate_one(artifacts: list[str], dataset: str, split: str, first_layer: int | None,
+                     fill_layers: list[int] | None = None) -> dict:
         """tasks.evaluate.evaluate_task's body (the model loaded once per process, as tasks.model_cache does)."""
         if not loaded:
             with stage("model_load"):
@@ -192,14 +196,16 @@ def direct_sweep(params: dict, log_file: str | None = None) -> dict:
             examples = out_dir / "examples.jsonl"
             eval_config = EvalConfig(dataset=dataset, split=split, limit=limit, batch_size=config.batch_size,
                                      generate=config.generate_for(split), first_changed_layer=first_layer,
-                                     cache_dir=evals_dir / "hidden-cache", model_id=identity)
+                                     fill_layers=tuple(fill_layers or ()), cache_dir=evals_dir / "hidden-cache",
+                                     model_id=identity)
             with apply_artifacts(model, [load_artifact(p) for p in artifacts]):
                 result = evaluate(model, tokenizer, eval_config, examples_out=examples)
             payload = {**result.to_dict(), "examples": str(examples), "artifacts": artifacts}
             (out_dir / "result.json").write_text(json.dumps(payload, indent=2, sort_keys=True))
         return payload
 
-    baseline_val = {d: evaluate_one([], d, "val", None) for d in config.datasets}
+    # as the flow: the baseline's full pass also caches the inputs of every sweep layer for the variants
+    baseline_val = {d: evaluate_one([], d, "val", None, fill_layers=layers) for d in config.datasets}
     decompositions = {}
     for layer in layers:
         with stage("decompose"):
@@ -406,6 +412,7 @@ def main() -> None:
 
     from flows.services import prefect_server
 
+    setup_threads(args.threads)  # (b) and the flow's driver; Ray gives each task 1 thread (num_cpus=1) anyway
     device = pick_device(args.device)
     if device != pick_device(None):
         print(f"note: both (a) and (b) run on the device tasks.resources.best_device() picks ({pick_device(None)}); "
