@@ -138,11 +138,11 @@ def apply_artifacts(model: torch.nn.Module, artifacts: Sequence[Artifact], verif
     applied = AppliedVariant(state, originals)
     try:
         for artifact in artifacts:
-            _check_architecture(artifact, model.config, shape)
+            check_architecture(artifact, model.config, shape)
             if artifact.kind == "tucker_mha":
                 names = list(layout.qualified(layout.attention_names(artifact.layer), prefix).values())
                 if verify:
-                    _verify_base(artifact, {n: state[n] for n in names}, prefix)
+                    verify_base(artifact, {n: state[n] for n in names}, prefix)
                 for name in names:
                     originals.setdefault(name, state[name].detach().clone())
                 dense = artifact.dense_attention()
@@ -150,7 +150,7 @@ def apply_artifacts(model: torch.nn.Module, artifacts: Sequence[Artifact], verif
             else:  # laser_ffn
                 name = prefix + layout.ffn_names(artifact.layer)[artifact.meta["matrix"]]
                 if verify:
-                    _verify_base(artifact, {name: state[name]}, prefix)
+                    verify_base(artifact, {name: state[name]}, prefix)
                 originals.setdefault(name, state[name].detach().clone())
                 with torch.no_grad():
                     state[name].copy_(artifact.tensors["left"] @ artifact.tensors["right"])
@@ -160,7 +160,7 @@ def apply_artifacts(model: torch.nn.Module, artifacts: Sequence[Artifact], verif
     return applied
 
 
-def _verify_base(artifact: Artifact, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+def verify_base(artifact: Artifact, tensors: dict[str, torch.Tensor], prefix: str) -> None:
     """Refuse an artifact whose source tensors differ from the model's (digest in the source dtype, so a
     bf16 checkpoint loaded in fp32 still matches: bf16 -> fp32 -> bf16 is exact)."""
     source_dtype = getattr(torch, artifact.meta.get("dtype", ""), None)
@@ -174,7 +174,7 @@ def _verify_base(artifact: Artifact, tensors: dict[str, torch.Tensor], prefix: s
         )
 
 
-def _check_architecture(artifact: Artifact, config, shape: AttentionShape) -> None:
+def check_architecture(artifact: Artifact, config, shape: AttentionShape) -> None:
     if artifact.meta["architecture"] != config.model_type:
         raise ValueError(
             f"artifact {artifact.path} is for a {artifact.meta['architecture']!r} model; this model is {config.model_type!r}"

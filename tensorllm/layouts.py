@@ -96,14 +96,18 @@ class AttentionLayout(ABC):
         return {role: base + rel for role, rel in self.ffn.items()}
 
     def find_prefix(self, names: Iterable[str], layer: int = 0) -> str:
-        """The prefix under which this layout's names exist in ``names`` (e.g. "model." for a CausalLM)."""
+        """The prefix under which this layout's layers exist in ``names`` (e.g. "model." for a CausalLM).
+
+        Matched on the layer's name stem (``model.layers.0.``), not on one weight, so a model whose
+        attention runs factorised (:mod:`tensorllm.factorised`, no q/k/v/o weights) still resolves.
+        """
         names = set(names)
-        wanted = next(iter(self.attention_names(layer).values()))
+        stem = self.layer_template.format(l=layer)
         for prefix in self.prefixes:
-            if prefix + wanted in names:
+            if any(name.startswith(prefix + stem) for name in names):
                 return prefix
         raise KeyError(
-            f"{type(self).__name__}: no weight named {wanted!r} under any prefix {self.prefixes} "
+            f"{type(self).__name__}: no layer named {stem!r} under any prefix {self.prefixes} "
             f"(checkpoint names start with {sorted(names)[:3]})"
         )
 
