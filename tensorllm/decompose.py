@@ -47,6 +47,8 @@ class ArtifactRecord:
     reused: bool
     matrix: str | None = None
     rho: float | None = None
+    converged: bool | None = None  # HOOI reached ``tol`` within ``n_iter_max`` sweeps (None: LASER, no iterations)
+    hooi_iterations: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,7 +154,8 @@ def _record(path: Path, meta: dict, reused: bool) -> ArtifactRecord:
     return ArtifactRecord(artifact=str(path), kind=meta["kind"], layer=meta["layer"], ranks=meta.get("ranks"),
                           grouping=meta.get("grouping"), rel_error=meta["rel_error"],
                           compression_ratio=meta["compression_ratio"], seconds=0.0 if reused else meta["seconds"],
-                          reused=reused, matrix=meta.get("matrix"), rho=meta.get("rho"))
+                          reused=reused, matrix=meta.get("matrix"), rho=meta.get("rho"),
+                          converged=meta.get("converged"), hooi_iterations=meta.get("hooi_iterations"))
 
 
 def laser_layer(model: str, layer: int, matrix: str, rho: float, *, out_root: str | Path = "runs/artifacts") -> ArtifactRecord:

@@ -59,3 +59,37 @@ def layer_rank_heatmap(rows: list[dict], baseline: float, metric: str, out: Path
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def compression_front(rows: list[dict], baseline: float, metric: str, out: Path) -> Path:
+    """The accuracy-compression front of whole models: the validation metric against the whole model's
+    attention compression ratio (log x); composed variants (uniform, greedy) in colour, single-layer edits
+    in grey, the non-dominated composed points joined by a line."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    styles = {"layer": ("0.7", "o", "single layer"), "uniform": ("tab:blue", "s", "uniform ranks"),
+              "greedy": ("tab:red", "D", "greedy")}
+    for kind, (colour, marker, label) in styles.items():
+        pts = [r for r in rows if r.get("kind") == kind]
+        if pts:
+            ax.scatter([p["whole_model_attention_cr"] for p in pts], [p[metric] for p in pts], color=colour,
+                       marker=marker, label=label, zorder=3)
+    composed = sorted((r for r in rows if r.get("kind") in ("uniform", "greedy")),
+                      key=lambda r: (-r["whole_model_attention_cr"], -r[metric]))
+    front, best = [], float("-inf")
+    for r in composed:  # scanning from the most compressed: a point is on the front if it is more accurate
+        if r[metric] > best:
+            front.append(r)
+            best = r[metric]
+    if len(front) > 1:
+        ax.plot([r["whole_model_attention_cr"] for r in front], [r[metric] for r in front], color="tab:blue",
+                linewidth=1, zorder=2)
+    ax.axhline(baseline, color="k", linestyle="--", linewidth=1, label="base model")
+    ax.set_xscale("log")
+    ax.set_xlabel("attention compression of the whole model (log)")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=7)
+    ax.set_title("Whole-model accuracy vs compression")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -9,18 +9,24 @@ small folder, so the store grows with the compressed size::
       artifacts/<basename>/        # each artifact folder: artifact.json + tensors.safetensors
 
 Each :meth:`Registry.register_variant` call logs one MLflow run (params, metrics, tags, extra files, and
-the folder above under ``variant/``) and creates one version of a registered model whose ``source`` is
-``runs:/<run_id>/variant``. It is idempotent on ``VariantRecord.key`` (version tag ``variant_key``).
-:meth:`Registry.load` downloads a version's folder and rebuilds a normal Hugging Face folder with
-:func:`tensorllm.artifact.materialise`.
+the folder above under ``variant/``), logs in that run an MLflow-native pyfunc model (text in, generated
+text out; its artifacts are the same small folder, see :mod:`tensorllm.pyfunc_model`) and creates one
+version of a registered model from it: the version's ``source`` is ``models:/<model_id>``, so
+``mlflow.pyfunc.load_model("models:/NAME@champion")`` and ``mlflow models serve`` work on it. It is
+idempotent on ``VariantRecord.key`` (version tag ``variant_key``), and all versions of a registered model
+must share one base-model identity (tag ``model_identity``). :meth:`Registry.show` reads the lineage from
+the run's ``variant/variant.json``; :meth:`Registry.load` downloads that folder and rebuilds a normal
+Hugging Face folder with :func:`tensorllm.artifact.materialise`.
 
 Usage::
 
     reg = Registry()                                   # sqlite store under ./runs/mlflow unless MLFLOW_TRACKING_URI
     v = reg.register_variant(record, "smollm2-135m-qa")
     reg.set_champion("smollm2-135m-qa", v, {"reason": "val_accuracy +2.1 pts over champion"})
+    reg.describe("smollm2-135m-qa", v, "layer 29 MHA at ranks 288x32x4; +2.1 pts on qa_wikidata")
     reg.show("smollm2-135m-qa@champion")
     reg.load("smollm2-135m-qa@champion", Path("out/champion-hf"))   # AutoModelForCausalLM.from_pretrained(...)
+    mlflow.pyfunc.load_model("models:/smollm2-135m-qa@champion").predict(["The capital of France is"])
 
 Model specs: ``NAME`` (the champion if set, else the latest version), ``NAME@ALIAS`` (``@latest`` is
 built into MLflow) or ``NAME/VERSION``; a ``models:/`` prefix is accepted.
@@ -28,6 +34,7 @@ built into MLflow) or ``NAME/VERSION``; a ``models:/`` prefix is accepted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -35,6 +42,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -48,25 +56,29 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import mlflow  # noqa: E402
 import mlflow.artifacts  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric, Param  # noqa: E402
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from . import __version__  # noqa: E402
 from .artifact import META_FILE, TENSORS_FILE, VARIANT_FILE, materialise, read_meta  # noqa: E402
+from .pyfunc_model import VARIANT_JSON, save_pyfunc  # noqa: E402
 
 DEFAULT_EXPERIMENT = "tensorllm"
 DEFAULT_ALIAS = "champion"
 VARIANT_DIR = "variant"              # run artifact path of the registered folder
-VARIANT_JSON = "variant.json"
 VARIANT_FORMAT = "tensorllm-variant/1"
 KEY_TAG = "variant_key"
 KEY_SHA_TAG = "variant_key_sha256"   # hex digest of the key: safe to use inside MLflow filter strings
 METRIC_TAG_PREFIX = "metric."
+IDENTITY_TAG = "model_identity"      # base-model identity: one per registered model
+PYFUNC_NAME = "model"                # name of the logged pyfunc model in each variant run
+NOTE_TAG = "mlflow.note.content"     # where MLflow keeps a run's description
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _NAME_RULE = "letters, digits, '_', '.', '-' (starting with a letter or digit)"
 _PAGE = 1000
+_PROCESS_URI_LOCK = threading.Lock()
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
@@ -195,6 +207,28 @@ def _decision_tags(decision: Mapping | None) -> dict[str, str]:
 def _chunks(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+@contextlib.contextmanager
+def _process_tracking_uri(uri: str):
+    """Point MLflow's process-wide tracking URI at ``uri`` for the block, then restore it exactly.
+
+    Only for ``create_model_version`` from a ``models:/<model_id>`` source: MLflow 3.17's sqlite registry
+    store looks the logged model up with a default ``MlflowClient()`` (a TODO in its source), i.e. through
+    the process-wide URI, whatever store the calling client uses. The previous value (module global and
+    ``MLFLOW_TRACKING_URI``, which ``set_tracking_uri`` also writes) comes back even if the block fails.
+    """
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    with _PROCESS_URI_LOCK:
+        previous, previous_env = tracking_utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous)  # None also removes the variable it wrote
+            if previous_env is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
 
 def _safe_relpath(name: str, what: str) -> str:
@@ -364,6 +398,9 @@ class Registry:
         existing = self._find_by_key(registered_model, record.key)
         if existing is not None:
             return int(existing.version)
+        identity = (record.tags or {}).get(IDENTITY_TAG)
+        if identity:
+            self._check_identity(registered_model, str(identity))
 
         metas = [read_meta(p) for p in record.artifacts]  # clear error if a path is not an artifact
         files = {_safe_relpath(n, "VariantRecord.files name"): Path(p) for n, p in (record.files or {}).items()}
@@ -387,21 +424,39 @@ class Registry:
         self._ensure_registered_model(registered_model)
         run_id = self._reusable_run(registered_model, record.key, sha)
         if run_id is None:
-            run_id = self._log_variant_run(record, metas, params, files, metrics, tags)
+            run_id, model_id = self._log_variant_run(record, metas, params, files, metrics, tags)
+        else:
+            model_id = self._run_model_id(run_id)
 
         version_tags = {**tags, **{METRIC_TAG_PREFIX + k: _metric_tag(v) for k, v in metrics.items()}}
         version_tags.pop("registered_model", None)
         n = len(record.artifacts)
-        mv = self.client.create_model_version(
-            registered_model, source=f"runs:/{run_id}/{VARIANT_DIR}", run_id=run_id, tags=version_tags,
-            description=f"{record.name}: {record.base_model} + {n} artifact{'s' if n != 1 else ''}",
-        )
+        with _process_tracking_uri(self.tracking_uri):
+            mv = self.client.create_model_version(
+                registered_model, source=f"models:/{model_id}", run_id=run_id, tags=version_tags, model_id=model_id,
+                description=f"{record.name}: {record.base_model} + {n} artifact{'s' if n != 1 else ''}",
+            )
         # Another process may have registered the same key meanwhile: keep the oldest version, drop ours.
         first = self._find_by_key(registered_model, record.key)
         if first is not None and int(first.version) < int(mv.version):
             self.client.delete_model_version(registered_model, mv.version)
             return int(first.version)
         return int(mv.version)
+
+    def _check_identity(self, registered_model: str, identity: str) -> None:
+        """Refuse a base model other than the one the registered model's versions were made from."""
+        try:
+            versions = self._versions(registered_model)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return
+            raise
+        others = sorted({mv.tags[IDENTITY_TAG] for mv in versions if mv.tags.get(IDENTITY_TAG, identity) != identity})
+        if others:
+            raise ValueError(
+                f"registered model {registered_model!r} holds variants of base model identity "
+                f"{', '.join(map(repr, others))}, not {identity!r}: register this variant under another name"
+            )
 
     def _reusable_run(self, registered_model: str, key: str, sha: str) -> str | None:
         runs = self.client.search_runs(
@@ -416,7 +471,9 @@ class Registry:
         return None
 
     def _log_variant_run(self, record: VariantRecord, metas: list[dict], params: dict[str, str],
-                         files: dict[str, Path], metrics: dict[str, float], tags: dict[str, str]) -> str:
+                         files: dict[str, Path], metrics: dict[str, float],
+                         tags: dict[str, str]) -> tuple[str, str]:
+        """Create the run of ``record`` (params, metrics, ``variant/`` folder, files, pyfunc model); (run id, model id)."""
         run = self.client.create_run(self.experiment_id, run_name=record.name, tags=tags)
         run_id = run.info.run_id
         try:
@@ -445,6 +502,7 @@ class Registry:
                            "name": record.name, "base_model": str(record.base_model), "artifacts": entries}
                 (folder / VARIANT_JSON).write_text(json.dumps(variant, indent=2, sort_keys=True))
                 self.client.log_artifacts(run_id, str(folder), VARIANT_DIR)
+                model_id = self._log_pyfunc(run_id, folder)
                 if files:
                     extra = Path(tmp) / "files"
                     for rel, path in files.items():
@@ -455,7 +513,45 @@ class Registry:
             self.client.set_terminated(run_id, status="FAILED")
             raise
         self.client.set_terminated(run_id, status="FINISHED")
-        return run_id
+        return run_id, model_id
+
+    def _log_pyfunc(self, run_id: str, variant_dir: Path) -> str:
+        """Log the pyfunc model of ``variant_dir`` into run ``run_id``; returns the logged model's id.
+
+        This is what ``mlflow.pyfunc.log_model`` does, but through ``self.client`` only: log_model works on
+        the process-wide tracking URI, active run and active experiment, which a Registry must not touch
+        (other threads may be using them, and the store is whatever ``tracking_uri`` was given).
+        """
+        from mlflow.models import Model
+
+        run = self.client.get_run(run_id)
+        logged = self.client.create_logged_model(
+            run.info.experiment_id, name=PYFUNC_NAME, source_run_id=run_id, params=dict(run.data.params),
+            tags={"tensorllm_version": __version__})
+        try:
+            with tempfile.TemporaryDirectory(prefix="tensorllm-pyfunc-") as tmp:
+                meta = Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
+                             run_id=run_id, model_id=logged.model_id)
+                local = save_pyfunc(Path(tmp) / "model", variant_dir, mlflow_model=meta)
+                self.client.log_model_artifacts(logged.model_id, str(local))
+            self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        except BaseException:
+            self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            raise
+        self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        return logged.model_id
+
+    def _run_model_id(self, run_id: str) -> str:
+        """The pyfunc model logged in a reused run; logged now if the run has none (a run of an older version)."""
+        outputs = self.client.get_run(run_id).outputs
+        for output in reversed(outputs.model_outputs if outputs else []):
+            if self.client.get_logged_model(output.model_id).status == LoggedModelStatus.READY:
+                return output.model_id
+        with tempfile.TemporaryDirectory(prefix="tensorllm-relog-") as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"runs:/{run_id}/{VARIANT_DIR}", dst_path=tmp,
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri))
+            return self._log_pyfunc(run_id, local)
 
     # ------------------------------------------------------------------ update
 
@@ -472,6 +568,13 @@ class Registry:
             self.client.log_batch(mv.run_id, metrics=chunk)
         for k, v in values.items():
             self.client.set_model_version_tag(registered_model, mv.version, METRIC_TAG_PREFIX + k, _metric_tag(v))
+
+    def describe(self, registered_model: str, version: int, text: str) -> None:
+        """Set the version's description (shown on its MLflow page): what the variant is and why it matters."""
+        if not isinstance(text, str):
+            raise TypeError(f"describe: the description must be a string; got {type(text).__name__}")
+        mv = self._get_version(registered_model, version)
+        self.client.update_model_version(registered_model, mv.version, description=text)
 
     # ------------------------------------------------------------------ read
 
@@ -549,17 +652,24 @@ class Registry:
         for k, v in values.items():
             self.client.set_registered_model_tag(name, prefix + k, v)
 
-    def log_sweep(self, registered_model: str, summary: dict, files: list[Path]) -> str:
+    def log_sweep(self, registered_model: str, summary: dict, files: list[Path],
+                  description: str | None = None) -> str:
         """One run named "sweep": scalar entries of ``summary`` as params (text) / metrics (numbers),
-        the whole summary as ``summary.json``, and ``files`` (plots, tables) as artifacts; returns the run id."""
+        the whole summary as ``summary.json``, and ``files`` (plots, tables) as artifacts; returns the run id.
+
+        ``description`` becomes the run's description (MLflow's tag ``mlflow.note.content``, shown on its page).
+        """
         _check_name(registered_model)
+        if description is not None and not isinstance(description, str):
+            raise TypeError(f"log_sweep: description must be a string; got {type(description).__name__}")
         paths = [Path(f) for f in files or []]
         for p in paths:
             if not p.is_file():
                 raise FileNotFoundError(f"log_sweep: {str(p)!r} is not a file")
-        run = self.client.create_run(self.experiment_id, run_name="sweep",
-                                     tags={"kind": "sweep", "registered_model": registered_model,
-                                           "tensorllm_version": __version__})
+        tags = {"kind": "sweep", "registered_model": registered_model, "tensorllm_version": __version__}
+        if description:
+            tags[NOTE_TAG] = description
+        run = self.client.create_run(self.experiment_id, run_name="sweep", tags=tags)
         run_id = run.info.run_id
         try:
             params, metrics = [], []
@@ -602,6 +712,12 @@ class Registry:
                         "tags": dict(model.tags or {}), "description": model.description})
         return out
 
+    def _variant_uri(self, mv) -> str:
+        """``runs:/<run_id>/variant``: the variant folder of a version, whatever its source's layout."""
+        if not mv.run_id:
+            raise FileNotFoundError(f"{mv.name}/{mv.version} ({mv.source}) has no run: not a tensorllm variant")
+        return f"runs:/{mv.run_id}/{VARIANT_DIR}"
+
     def _download(self, mv, uri: str, dst: str) -> Path:
         try:
             return Path(mlflow.artifacts.download_artifacts(
@@ -609,12 +725,12 @@ class Registry:
         except (MlflowException, OSError) as exc:
             raise FileNotFoundError(
                 f"{mv.name}/{mv.version}: cannot download {uri} ({type(exc).__name__}: {exc}); a tensorllm version's "
-                f"source is runs:/<run_id>/{VARIANT_DIR} holding {VARIANT_JSON}"
+                f"run holds {VARIANT_DIR}/{VARIANT_JSON}"
             ) from exc
 
     def _variant_json(self, mv) -> dict:
         with tempfile.TemporaryDirectory(prefix="tensorllm-show-") as tmp:
-            local = self._download(mv, f"{mv.source.rstrip('/')}/{VARIANT_JSON}", tmp)
+            local = self._download(mv, f"{self._variant_uri(mv)}/{VARIANT_JSON}", tmp)
             return json.loads(local.read_text())
 
     def show(self, spec: str) -> dict:
@@ -637,9 +753,10 @@ class Registry:
         mv, resolved = self._resolve(spec)
         out_dir = Path(out_dir)
         with tempfile.TemporaryDirectory(prefix="tensorllm-load-") as tmp:
-            local = self._download(mv, mv.source, tmp)
+            uri = self._variant_uri(mv)
+            local = self._download(mv, uri, tmp)
             if not (local / VARIANT_JSON).is_file():
-                raise FileNotFoundError(f"{mv.name}/{mv.version} ({mv.source}) has no {VARIANT_JSON}: not a tensorllm variant")
+                raise FileNotFoundError(f"{mv.name}/{mv.version} ({uri}) has no {VARIANT_JSON}: not a tensorllm variant")
             variant = json.loads((local / VARIANT_JSON).read_text())
             paths = [local / entry["dir"] for entry in variant.get("artifacts", [])]
             materialise(variant["base_model"], paths, out_dir)

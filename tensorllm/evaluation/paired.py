@@ -3,6 +3,9 @@
 * Accuracy: difference variant - base, with McNemar's exact two-sided p-value on the discordant pairs
   (``b``: base right & variant wrong, ``c``: base wrong & variant right). Pairing removes the item
   difficulty from the comparison, so it detects much smaller changes than two separate Wilson intervals.
+  Its 95% interval is the normal interval of the mean of the per-item differences (variant - base, each
+  -1, 0 or +1), the interval a non-inferiority rule compares with its margin; ``variant_worse_p`` is
+  the one-sided exact p-value that the variant is worse (P(X >= b), X ~ Binomial(b + c, 1/2)).
 * Loss: mean paired difference variant - base and its 95% normal-approximation interval.
 """
 
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from .config import _json_safe
 from .records import ExampleRecord, read_examples
-from .stats import mcnemar_exact, mean_interval
+from .stats import mcnemar_exact, mcnemar_one_sided, mean_interval
 
 METRICS = ("correct", "top1_correct")
 
@@ -31,9 +34,11 @@ class PairedComparison:
     base_accuracy: float
     variant_accuracy: float
     accuracy_diff: float
+    accuracy_diff_ci: tuple[float, float]  # 95%, mean of the per-item 0/1 differences (NaN for n = 1)
     base_only_correct: int  # b
     variant_only_correct: int  # c
-    mcnemar_p: float
+    mcnemar_p: float  # two-sided exact
+    variant_worse_p: float  # one-sided exact, alternative "variant worse than base"
     base_loss: float
     variant_loss: float
     loss_diff: float
@@ -92,11 +97,13 @@ def compare_paired(base: Examples, variant: Examples, metric: str = "correct") -
     only_b = sum(x and not y for x, y in zip(base_ok, variant_ok))
     only_c = sum(y and not x for x, y in zip(base_ok, variant_ok))
     base_acc, variant_acc = sum(base_ok) / n, sum(variant_ok) / n
+    _, acc_ci = mean_interval([int(y) - int(x) for x, y in zip(base_ok, variant_ok)])
     base_losses = [float(a[i]["loss"]) for i in ids]
     variant_losses = [float(b[i]["loss"]) for i in ids]
     diff, diff_ci = mean_interval([v - u for u, v in zip(base_losses, variant_losses)])
     return PairedComparison(
         n=n, metric=metric, base_accuracy=base_acc, variant_accuracy=variant_acc, accuracy_diff=variant_acc - base_acc,
-        base_only_correct=only_b, variant_only_correct=only_c, mcnemar_p=mcnemar_exact(only_b, only_c),
+        accuracy_diff_ci=acc_ci, base_only_correct=only_b, variant_only_correct=only_c,
+        mcnemar_p=mcnemar_exact(only_b, only_c), variant_worse_p=mcnemar_one_sided(only_b, only_c),
         base_loss=sum(base_losses) / n, variant_loss=sum(variant_losses) / n, loss_diff=diff, loss_diff_ci=diff_ci,
     )  # fmt: skip

@@ -8,7 +8,11 @@ computed offline (scipy) and reused anywhere (CLI, flows, reports).
   evaluations use a few hundred examples and accuracies near 0 (HotpotQA on a 135M model).
 * :func:`mcnemar_exact` -- two-sided exact McNemar test for paired binary outcomes (base vs variant on the
   same items): a two-sided binomial test of the discordant pairs against p = 1/2.
-* :func:`mean_interval` -- mean and its 95% normal-approximation interval (for paired loss differences).
+* :func:`mcnemar_one_sided` -- one-sided exact p-value that the variant is *worse* than the base.
+* :func:`mean_interval` -- mean and its 95% normal-approximation interval (for paired differences).
+* :func:`normal_p_from_interval` -- two-sided normal p-value of an estimate from its 95% interval.
+* :func:`holm_adjust` -- Holm-Bonferroni step-down adjusted p-values, for picking the best of many
+  variants without the winner's curse (the best of N noisy scores always looks like a gain).
 """
 
 from __future__ import annotations
@@ -74,6 +78,30 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2.0 * binomial_cdf_half(min(b, c), n))
 
 
+def binomial_sf_half(k: int, n: int) -> float:
+    """P(X >= k) for X ~ Binomial(n, 1/2), exact (integers), so it is 1 for ``k <= 0``."""
+    if n < 0:
+        raise ValueError(f"need n >= 0, got n={n}")
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    return sum(math.comb(n, i) for i in range(k, n + 1)) / (1 << n)
+
+
+def mcnemar_one_sided(b: int, c: int) -> float:
+    """One-sided exact p-value for "the variant is worse than the base": P(X >= b), X ~ Binomial(b + c, 1/2).
+
+    ``b`` = items the base got right and the variant wrong, ``c`` = the reverse (the order matters here,
+    unlike :func:`mcnemar_exact`). Small values say the variant loses items far more often than it wins
+    them. With no discordant pairs p = 1 (no evidence either way).
+    """
+    for name, value in (("b", b), ("c", c)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer count of discordant pairs, got {value!r}")
+    return binomial_sf_half(b, b + c)
+
+
 def mean_interval(values: Sequence[float], z: float = Z_95) -> tuple[float, tuple[float, float]]:
     """Mean of ``values`` and its normal-approximation interval ``mean +- z * s / sqrt(n)`` (s with ddof=1).
 
@@ -94,3 +122,53 @@ def mean_interval(values: Sequence[float], z: float = Z_95) -> tuple[float, tupl
     var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1)
     half = z * math.sqrt(var / n)
     return (mean, (mean - half, mean + half))
+
+
+def normal_p_from_interval(estimate: float, interval: Sequence[float], z: float = Z_95) -> float:
+    """Two-sided p-value of H0 "the true value is 0" for an estimate with a normal ``interval``.
+
+    The interval is read as ``estimate +- z * se`` (what :func:`mean_interval` returns), so
+    ``se = (high - low) / (2 z)`` and ``p = P(|Z| >= |estimate| / se) = erfc(|estimate| / (se sqrt 2))``.
+    This is the Wald test that matches the interval: p < 0.05 exactly when the 95% interval excludes 0.
+    A zero-width interval (every paired difference equal) gives p = 0 for a non-zero estimate and 1 for
+    zero; an unknown interval (NaN or None, e.g. one item) gives NaN: no evidence, decide accordingly.
+    """
+    _check_z(z)
+    low, high = (math.nan if v is None else float(v) for v in interval)
+    estimate = math.nan if estimate is None else float(estimate)
+    if not all(math.isfinite(v) for v in (estimate, low, high)):
+        return math.nan
+    if high < low:
+        raise ValueError(f"interval must be (low, high) with low <= high, got ({low}, {high})")
+    se = (high - low) / (2 * z)
+    if se == 0.0:
+        return 1.0 if estimate == 0.0 else 0.0
+    return math.erfc(abs(estimate) / (se * math.sqrt(2.0)))
+
+
+def holm_adjust(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni step-down adjusted p-values, in the input order.
+
+    With the m p-values sorted ascending, p_(1) <= ... <= p_(m), the adjusted value of the i-th smallest
+    is ``max_{j <= i} min(1, (m - j + 1) p_(j))``: the smallest is multiplied by m, the next by m - 1, ...,
+    and the running maximum keeps the adjusted values in the same order as the raw ones. Rejecting every
+    hypothesis with adjusted p < alpha controls the family-wise error rate at alpha (the chance of *any*
+    false discovery among the m comparisons), with no assumption on their dependence.
+
+    References
+    ----------
+    Holm, S. (1979). A simple sequentially rejective multiple test procedure. Scand. J. Statist. 6, 65-70.
+    Same values as ``statsmodels.stats.multitest.multipletests(p, method="holm")[1]``.
+    """
+    ps = [float(p) for p in pvalues]
+    bad = [p for p in ps if not (math.isfinite(p) and 0.0 <= p <= 1.0)]
+    if bad:
+        raise ValueError(f"p-values must be numbers in [0, 1]; got {bad[0]!r} (treat a missing test as p = 1)")
+    m = len(ps)
+    order = sorted(range(m), key=lambda i: ps[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        adjusted[i] = running
+    return adjusted

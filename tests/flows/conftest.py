@@ -40,3 +40,16 @@ def tiny_llm(tmp_path_factory) -> Path:
     LlamaForCausalLM(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def other_tiny_llm(tiny_llm, tmp_path_factory) -> Path:
+    """Another base model: the same architecture as ``tiny_llm`` with other random weights (seed 1)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig.from_pretrained(tiny_llm)
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("other-tiny-llm")
+    LlamaForCausalLM(config).eval().save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_llm).save_pretrained(folder)
+    return folder

@@ -1,8 +1,10 @@
 """End to end, with real services: a Prefect API, a local Ray (via prefect-ray) and an MLflow sqlite store.
 
-A sweep on a tiny model registers the baseline and every variant, sets ``champion`` on the version the
-policy picks from the *logged* metrics; a second run of the same sweep recomputes nothing (every
-decomposition and evaluation task run is a cache hit) and adds no version; a deployment served by
+A sweep on a tiny model registers the baseline, every single-layer variant and the composed ones with
+whole-model metrics, writes the decision as one sentence on the version and the sweep run, and exports
+the best composed model factorised (it loads and generates); a second run recomputes nothing (every
+decomposition, evaluation and export task run is a cache hit) and adds no version; a noise-only sweep of
+another model promotes nothing and leaves the first model's champion alone; a deployment served by
 ``deployments/serve.py`` runs when triggered through the Prefect API with other parameters, as the UI does.
 """
 
@@ -54,59 +56,123 @@ def first_run(prefect_api, tiny_llm, workdir):
     from flows.compress_sweep import compress_sweep
 
     params = sweep_params(tiny_llm, workdir)
-    return params, compress_sweep(**params)
+    start = time.time()
+    summary = compress_sweep(**params)
+    work = [r for r in task_runs_since(start) if r.name.startswith(WORK_TASKS)]
+    return params, summary, work
 
 
-def test_sweep_registers_every_variant_and_promotes_the_best(first_run):
+WORK_TASKS = ("decompose-layer", "evaluate", "export")
+
+
+def test_sweep_registers_layer_and_composed_variants_with_whole_model_metrics(first_run):
     from mlflow import MlflowClient
 
-    params, summary = first_run
+    params, summary, _ = first_run
     uri = params["mlflow_tracking_uri"]
     registered = versions(uri)
-    assert len(registered) == 1 + 2 * 2  # baseline + 2 layers x 2 rank configs
-    assert len(summary["variants"]) == 4
-
+    kinds = [row["kind"] for row in summary["variants"]]
+    # 2 layers x 2 rank configs; one uniform plan per rank config (both exist on both layers); greedy: the
+    # layers in order of gain, registered when it kept >= 2 layers
+    assert kinds.count("layer") == 4 and kinds.count("uniform") == 2 and kinds.count("greedy") <= 1
+    assert len(registered) == 1 + len(summary["variants"])  # + the baseline
     client = MlflowClient(uri)
-    logged = {}
     for mv in registered:
         run = client.get_run(mv.run_id)
-        logged[int(mv.version)] = (run.data.tags["kind"], run.data.metrics["val_top1_accuracy"], run.data.metrics["val_loss"])
-    baseline = next(v for v, (kind, *_) in logged.items() if kind == "baseline")
-    variants = {v: m for v, (kind, *m) in logged.items() if kind == "variant"}
-    best = min(variants, key=lambda v: (-variants[v][0], variants[v][1]))
-    beats_baseline = (-variants[best][0], variants[best][1]) < (-logged[baseline][1], logged[baseline][2])
+        kind = run.data.tags["variant_kind"]
+        metrics = run.data.metrics
+        if kind == "baseline":
+            continue
+        # every variant carries the whole model's numbers; composed ones edit 2 of 4 layers' attention
+        before, after = metrics["whole_model.attention_params_before"], metrics["whole_model.attention_params_after"]
+        assert after < before and metrics["whole_model.bytes_after"] < metrics["whole_model.bytes_before"]
+        assert metrics["whole_model.total_params_before"] - metrics["whole_model.total_params_after"] == before - after
+        if kind == "uniform":
+            assert metrics["whole_model.n_layers_factorised"] == 2
+        if kind == "layer":
+            assert 0 < metrics["rel_error"] < 1 and metrics["compression_ratio"] > 1
+            assert metrics["converged"] in (0.0, 1.0) and metrics["hooi_iterations"] >= 1
+
+
+def test_decision_is_one_sentence_on_the_version_page_and_the_sweep_run(first_run):
+    from mlflow import MlflowClient
+
+    params, summary, _ = first_run
+    client = MlflowClient(params["mlflow_tracking_uri"])
+    decision = summary["decision"]
+    sentence = decision["sentence"]
+    assert sentence.count(". ") == 0 and sentence.endswith(".")  # one sentence
+    assert "compress rule" in sentence  # the default objective
+    sweep_run = client.get_run(summary["sweep_run_id"])
+    assert sweep_run.data.tags["mlflow.note.content"] == sentence
+    assert sweep_run.data.params["objective"] == "compress"
     aliases = client.get_registered_model(REGISTERED).aliases
-    if beats_baseline:
-        assert int(aliases["champion"]) == best and summary["champion_version"] == best
-        tags = client.get_model_version(REGISTERED, str(best)).tags
-        assert tags["promotion.decision"] == "promote"
-        assert "promotion.test_vs_baseline.qa_wikidata.top1_correct.mcnemar_p" in tags  # paired test comparison
+    if decision["promote"]:
+        assert int(aliases["champion"]) == decision["version"] == summary["champion_version"]
+        assert client.get_model_version(REGISTERED, str(decision["version"])).description == sentence
     else:
-        assert "champion" not in aliases and summary["champion_version"] is None
-    # every variant carries the method's numbers
-    for mv in registered:
-        metrics = client.get_run(mv.run_id).data.metrics
-        if client.get_run(mv.run_id).data.tags["kind"] == "variant":
-            assert metrics["compression_ratio"] > 1 and 0 < metrics["rel_error"] < 1
+        assert "champion" not in aliases
 
 
-def test_second_run_recomputes_nothing_and_adds_no_version(first_run, tiny_llm, workdir):
+def test_best_composed_model_is_exported_factorised_and_loads(first_run):
+    import torch
+
+    from tensorllm import load_compressed
+
+    _, summary, _ = first_run
+    best = summary["best_composed"]
+    assert best is not None and best["kind"] in ("uniform", "greedy")
+    export = best["export"]
+    assert export["format"] == "factorised" and export["bytes"] < best["bytes_base"]
+    assert {row["form"] for row in export["layers"]} == {"factorised"}
+    assert "paired" in best  # its test split comparison with the base
+    model, tokenizer = load_compressed(export["path"])
+    ids = tokenizer("The capital of France is", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 3
+    assert torch.isfinite(model(**ids).logits).all()
+
+
+def test_second_run_recomputes_nothing_and_adds_no_version(first_run):
     from flows.compress_sweep import compress_sweep
 
-    params, summary = first_run
+    params, summary, first_work = first_run
+    before = len(versions(params["mlflow_tracking_uri"]))
     start = time.time()
     again = compress_sweep(**params)
-    assert len(versions(params["mlflow_tracking_uri"])) == 5
+    assert len(versions(params["mlflow_tracking_uri"])) == before
     assert again["champion_version"] == summary["champion_version"]
-    work = [r for r in task_runs_since(start) if r.name.startswith(("decompose-layer", "evaluate"))]
-    assert len(work) == 2 + (1 + 4) + (1 + 1)  # decompositions, val evals (baseline + variants), test evals (baseline + top-1)
+    work = [r for r in task_runs_since(start) if r.name.startswith(WORK_TASKS)]
+    assert len(work) == len(first_work)
     assert all(r.state.name == "Cached" for r in work), [(r.name, r.state.name) for r in work]
+
+
+def test_noise_only_sweep_of_another_model_promotes_nothing_and_leaves_the_first_champion(
+        first_run, other_tiny_llm, workdir):
+    from mlflow import MlflowClient
+
+    from flows.compress_sweep import compress_sweep
+    from flows.config import default_registered_name
+
+    params, summary, _ = first_run
+    uri = params["mlflow_tracking_uri"]
+    client = MlflowClient(uri)
+    first_aliases = dict(client.get_registered_model(REGISTERED).aliases)
+    # full ranks reproduce the weights: every variant equals the base (up to float rounding), and stores more
+    other = dict(params, model=str(other_tiny_llm), layers=[3], ranks=[(1.0, 1.0, 1.0)], compose=[],
+                 registered_model=None, objective="denoise", artifacts_root=str(workdir / "other" / "artifacts"))
+    result = compress_sweep(**other)
+    name = default_registered_name(str(other_tiny_llm))
+    assert result["registered_model"] == name != REGISTERED
+    assert result["champion_version"] is None and not result["decision"]["promote"]
+    assert "champion" not in client.get_registered_model(name).aliases
+    assert dict(client.get_registered_model(REGISTERED).aliases) == first_aliases
 
 
 def test_deployment_run_triggered_through_the_api_completes(first_run, prefect_api, workdir):
     from prefect.deployments import run_deployment
 
-    params, _ = first_run
+    params, _, _ = first_run
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "TENSORLLM_SERVE_NAME_PREFIX": "test-",
            "TENSORLLM_SERVE_PARAMS": json.dumps({k: v for k, v in params.items() if k != "ranks"} | {"ranks": [list(r) for r in params["ranks"]]})}
     log = open(workdir / "serve.log", "wb")

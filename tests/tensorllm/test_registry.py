@@ -137,7 +137,9 @@ def test_register_is_idempotent_and_stores_only_the_compressed_folder(populated,
     assert [m["versions"] for m in registry.list_models()] == [3]
 
     info = registry.version_info(MODEL, 2)
-    assert info["source"] == f"runs:/{info['run_id']}/variant"
+    # the version is the pyfunc model logged in the variant's run (tests/tensorllm/test_pyfunc.py loads it)
+    (output,) = registry.client.get_run(info["run_id"]).outputs.model_outputs
+    assert info["source"] == f"models:/{output.model_id}"
     assert info["params"]["layer"] == "1" and info["params"]["list_param"] == "[1, 2]"
     assert info["metrics"]["val_accuracy"] == pytest.approx(0.55) and "not_computed" not in info["metrics"]
     assert info["tags"]["variant_key"] == "k-a" and info["tags"]["kind"] == "variant"
@@ -169,6 +171,9 @@ def test_failed_registration_reuses_its_run(registry, setup, tmp_path, monkeypat
     monkeypatch.setattr(registry.client, "create_model_version", real)
     assert registry.register_variant(rec, MODEL) == 1
     assert n_runs(registry) == 1
+    # the run's pyfunc model is reused too: one logged model, and it is the version's source
+    (model,) = registry.client.search_logged_models([registry.experiment_id])
+    assert registry.version_info(MODEL, 1)["source"] == f"models:/{model.model_id}"
 
     bad = make_record(model_dir, [art_a], "b", "k-bad", 0.5, tmp_path)
     bad.files = {"missing.txt": str(tmp_path / "nope.txt")}
@@ -182,6 +187,24 @@ def test_failed_registration_reuses_its_run(registry, setup, tmp_path, monkeypat
     with pytest.raises(ValueError, match="registered model name 'bad/name' is invalid"):
         registry.register_variant(rec, "bad/name")
     assert n_runs(registry) == 1
+
+
+def test_reused_run_without_a_ready_model_gets_one(registry, setup, tmp_path):
+    from mlflow.entities import LoggedModelStatus
+
+    model_dir, (art_a, _) = setup
+    rec = make_record(model_dir, [art_a], "a", "k-relog", 0.5, tmp_path)
+    assert registry.register_variant(rec, MODEL) == 1
+    first = registry.version_info(MODEL, 1)["source"].removeprefix("models:/")
+    # as if logging the model had failed after the run finished (or the run predates pyfunc versions)
+    registry.client.finalize_logged_model(first, LoggedModelStatus.FAILED)
+    registry.client.delete_model_version(MODEL, "1")
+    assert registry.register_variant(rec, MODEL) == 2
+    info = registry.version_info(MODEL, 2)
+    assert n_runs(registry) == 1 and info["source"] != f"models:/{first}"
+    logged = registry.client.get_logged_model(info["source"].removeprefix("models:/"))
+    assert logged.source_run_id == info["run_id"] and logged.status == LoggedModelStatus.READY
+    assert (Path(logged.artifact_location) / "artifacts" / "variant" / "variant.json").is_file()
 
 
 def test_update_metrics(populated):
@@ -291,9 +314,11 @@ def test_log_sweep(populated, tmp_path):
     plot = tmp_path / "accuracy_vs_cr.png"
     plot.write_bytes(b"\x89PNG fake")
     run_id = registry.log_sweep(MODEL, {"n_variants": 2, "best": "layer001-mha-kv-r32x8x2",
-                                        "best_val_accuracy": 0.55, "table": [{"v": 2}]}, [plot])
+                                        "best_val_accuracy": 0.55, "table": [{"v": 2}]}, [plot],
+                                description="2 variants of layer 1; best +5 pts")
     run = registry.client.get_run(run_id)
     assert run.info.run_name == "sweep" and run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.note.content"] == "2 variants of layer 1; best +5 pts"  # the run's description
     assert run.data.params["best"] == "layer001-mha-kv-r32x8x2"
     assert run.data.metrics["best_val_accuracy"] == pytest.approx(0.55)
     names = sorted(a.path for a in registry.client.list_artifacts(run_id))
@@ -301,6 +326,7 @@ def test_log_sweep(populated, tmp_path):
     assert registry.list_models()[0]["tags"]["last_sweep.run_id"] == run_id
     with pytest.raises(FileNotFoundError, match="nope.png"):
         registry.log_sweep(MODEL, {}, [tmp_path / "nope.png"])
+    assert "mlflow.note.content" not in registry.client.get_run(registry.log_sweep(MODEL, {}, [])).data.tags
 
 
 def test_load_materialises_a_loadable_hf_folder(populated, setup, tmp_path):

@@ -1,10 +1,12 @@
 """Paired comparison of variant vs base from per-example records."""
 
 import json
+import math
 
 import pytest
 
 from tensorllm.evaluation import compare_paired
+from tensorllm.evaluation.stats import Z_95
 
 
 def _rows(correct, losses, prefix="x"):
@@ -20,7 +22,18 @@ def test_mcnemar_case_b1_c9():
     assert cmp.base_accuracy == 11 / 20 and cmp.variant_accuracy == 19 / 20
     assert cmp.accuracy_diff == pytest.approx(8 / 20)  # (19 - 11) / 20
     assert cmp.mcnemar_p == pytest.approx(0.021484375, rel=1e-12)  # scipy binomtest(1, 10).pvalue
+    assert cmp.variant_worse_p == 1023 / 1024  # P(X >= 1 | 10, 1/2): no sign that the variant is worse
+    # per-item differences: ten 0, one -1, nine +1 -> mean 0.4, sample variance (10 - 20 * 0.4^2) / 19
+    half = Z_95 * math.sqrt((10 - 20 * 0.4**2) / 19 / 20)
+    assert cmp.accuracy_diff_ci == pytest.approx((0.4 - half, 0.4 + half), abs=1e-12)
     assert cmp.loss_diff == 0.0
+    json.dumps(cmp.to_dict(), allow_nan=False)  # JSON-safe, the interval as a list
+
+
+def test_accuracy_interval_of_a_single_item_is_unknown_and_json_safe():
+    cmp = compare_paired(_rows([True], [1.0]), _rows([False], [1.0]))
+    assert cmp.accuracy_diff == -1.0 and all(math.isnan(x) for x in cmp.accuracy_diff_ci)  # spread unknown
+    assert cmp.to_dict()["accuracy_diff_ci"] == [None, None]  # NaN -> None for JSON
 
 
 def test_loss_difference_and_interval_and_order_independence(tmp_path):
@@ -35,7 +48,9 @@ def test_loss_difference_and_interval_and_order_independence(tmp_path):
     assert cmp.loss_diff_ci[0] == pytest.approx(-0.17870102011910047, abs=1e-9)
     assert cmp.loss_diff_ci[1] == pytest.approx(0.5787010201191005, abs=1e-9)
     assert cmp.mcnemar_p == 1.0  # no discordant pairs
-    assert set(cmp.to_dict()) >= {"accuracy_diff", "mcnemar_p", "loss_diff", "loss_diff_ci", "n"}
+    assert cmp.accuracy_diff_ci == (0.0, 0.0)  # every item agrees: zero-width interval
+    assert set(cmp.to_dict()) >= {"accuracy_diff", "accuracy_diff_ci", "mcnemar_p", "variant_worse_p", "loss_diff",
+                                  "loss_diff_ci", "n"}
 
 
 def test_mismatched_items_and_missing_metric():

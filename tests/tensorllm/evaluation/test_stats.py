@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from tensorllm.evaluation.stats import Z_95, binomial_cdf_half, mcnemar_exact, mean_interval, wilson_interval
+from tensorllm.evaluation.stats import (Z_95, binomial_cdf_half, binomial_sf_half, holm_adjust, mcnemar_exact,
+                                        mcnemar_one_sided, mean_interval, normal_p_from_interval, wilson_interval)
 
 
 @pytest.mark.parametrize(
@@ -78,3 +79,43 @@ def test_mean_interval_edge_cases():
     assert mean == 2.0 and all(math.isnan(x) for x in ci)  # one value: spread unknown
     with pytest.raises(ValueError, match="finite"):
         mean_interval([1.0, float("nan")])
+
+
+def test_binomial_sf_half_and_one_sided_mcnemar():
+    assert binomial_sf_half(9, 10) == 11 / 1024  # C(10,9) + C(10,10) = 11 of 2^10 outcomes
+    assert binomial_sf_half(0, 10) == 1.0  # X >= 0 always
+    assert binomial_sf_half(11, 10) == 0.0  # more successes than trials
+    # b = 9 base-only, c = 1 variant-only: P(X >= 9 | 10, 1/2), strong evidence that the variant is worse
+    assert mcnemar_one_sided(9, 1) == 11 / 1024
+    # the other direction: P(X >= 1 | 10) = 1 - P(X = 0) = 1 - 1/1024, no evidence that it is worse
+    assert mcnemar_one_sided(1, 9) == 1023 / 1024
+    assert mcnemar_one_sided(0, 0) == 1.0  # no discordant pairs: no evidence
+    with pytest.raises(ValueError, match="non-negative integer"):
+        mcnemar_one_sided(-1, 2)
+
+
+def test_holm_adjust_against_a_hand_computed_example():
+    # sorted: 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> running max 0.06)
+    got = holm_adjust([0.01, 0.04, 0.03, 0.005])
+    assert got == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-15)  # back in the input order
+    # capped at 1: 0.6 x 2 = 1.2 -> 1; 0.9 x 1 = 0.9 -> running max 1
+    assert holm_adjust([0.6, 0.9]) == [1.0, 1.0]
+    assert holm_adjust([0.02, 0.02]) == pytest.approx([0.04, 0.04])  # ties: both get 2 x 0.02
+    assert holm_adjust([0.3]) == [0.3]  # one test: nothing to correct
+    assert holm_adjust([]) == []
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        holm_adjust([0.1, float("nan")])
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        holm_adjust([1.5])
+
+
+def test_normal_p_from_interval():
+    # an estimate exactly at the interval's half-width is z = Z_95 standard errors away: p = 0.05
+    assert normal_p_from_interval(1.0, (0.0, 2.0)) == pytest.approx(0.05, abs=1e-12)
+    assert normal_p_from_interval(-1.0, (-2.0, 0.0)) == pytest.approx(0.05, abs=1e-12)  # two-sided: symmetric
+    assert normal_p_from_interval(0.0, (-1.0, 1.0)) == 1.0  # estimate 0: no evidence at all
+    assert normal_p_from_interval(0.3, (0.3, 0.3)) == 0.0  # every paired difference equal and non-zero
+    assert normal_p_from_interval(0.0, (0.0, 0.0)) == 1.0  # every paired difference 0
+    assert math.isnan(normal_p_from_interval(0.2, (None, None)))  # one item: interval unknown
+    with pytest.raises(ValueError, match="low <= high"):
+        normal_p_from_interval(0.0, (1.0, -1.0))

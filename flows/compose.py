@@ -1,0 +1,95 @@
+"""Whole-model composition: from the per-layer edits of a sweep to composed variants (issue 8, item 2).
+
+Two strategies, both built only from artifacts the sweep already decomposed:
+
+* **uniform**: one rank configuration applied to every layer of the sweep (or its last N) — one composed
+  variant per rank configuration;
+* **greedy**: the layers in order of their validation gain (the best single-layer edit of each layer
+  against the baseline, on the selection metric), each edit kept only if the composed model stays
+  non-inferior to the base on validation (paired, within ``margin``: :func:`flows.policy.non_inferior`);
+  :func:`greedy_order` gives the order, the flow runs the evaluations between the steps.
+
+Functions here are pure (records in, records out) so that the policy is testable without services.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LayerEdit:
+    """One single-layer Tucker variant of the sweep, as composition sees it."""
+
+    layer: int
+    ranks: tuple[int, int, int]
+    artifact: str
+    val_metric: float
+    val_loss: float
+
+
+@dataclass
+class ComposedPlan:
+    """A composed variant to evaluate: a name, its kind and the artifacts it applies (one per layer)."""
+
+    name: str
+    kind: str  # "uniform" | "greedy"
+    edits: list[LayerEdit] = field(default_factory=list)
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(e.layer for e in self.edits)
+
+    @property
+    def artifacts(self) -> list[str]:
+        return [e.artifact for e in sorted(self.edits, key=lambda e: e.layer)]
+
+    @property
+    def first_layer(self) -> int:
+        return min(self.layers)
+
+
+def _ranks_label(ranks) -> str:
+    return "x".join(str(r) for r in ranks)
+
+
+def _layers_label(layers: list[int]) -> str:
+    contiguous = layers == list(range(layers[0], layers[-1] + 1))
+    return f"{layers[0]}-{layers[-1]}" if contiguous and len(layers) > 1 else ",".join(map(str, layers))
+
+
+def uniform_plans(edits: list[LayerEdit], last_n: int | None = None) -> list[ComposedPlan]:
+    """One plan per rank configuration that every chosen layer has; the chosen layers are all layers of
+    the sweep, or its last ``last_n``. Rank configurations are matched by resolved ranks (R1, R2, R3)."""
+    layers = sorted({e.layer for e in edits})
+    if last_n is not None:
+        layers = layers[-last_n:]
+    if len(layers) < 2:
+        return []
+    by_ranks: dict[tuple, dict[int, LayerEdit]] = {}
+    for e in edits:
+        if e.layer in layers:
+            by_ranks.setdefault(tuple(e.ranks), {})[e.layer] = e
+    plans = []
+    for ranks, per_layer in by_ranks.items():
+        if sorted(per_layer) == layers:
+            plans.append(ComposedPlan(name=f"uniform-r{_ranks_label(ranks)}-layers{_layers_label(layers)}",
+                                      kind="uniform", edits=[per_layer[layer] for layer in layers]))
+    return plans
+
+
+def greedy_order(edits: list[LayerEdit], baseline_metric: float, higher_is_better: bool = True) -> list[LayerEdit]:
+    """The best edit of each layer (by the selection metric, then lower loss), layers ordered by that
+    edit's validation gain over the baseline, largest first."""
+    sign = 1.0 if higher_is_better else -1.0
+    best: dict[int, LayerEdit] = {}
+    for e in edits:
+        current = best.get(e.layer)
+        if current is None or (sign * e.val_metric, -e.val_loss) > (sign * current.val_metric, -current.val_loss):
+            best[e.layer] = e
+    return sorted(best.values(), key=lambda e: (-(sign * (e.val_metric - baseline_metric)), e.val_loss, e.layer))
+
+
+def greedy_name(edits: list[LayerEdit]) -> str:
+    parts = [f"{e.layer}:{_ranks_label(e.ranks)}" for e in sorted(edits, key=lambda e: e.layer)]
+    return "greedy-" + "+".join(parts)

@@ -1,0 +1,19 @@
+"""Export task: write a composed variant as a factorised model folder (what users deploy).
+
+``model_identity`` and ``code_version`` are inputs only so that they enter the cache key.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+
+from tensorllm.export import export_variant
+
+from .caching import CACHE_EXPIRATION, PIPELINE_CACHE
+
+
+@task(name="export-factorised", cache_policy=PIPELINE_CACHE, cache_expiration=CACHE_EXPIRATION, retries=1,
+      retry_delay_seconds=5, task_run_name="export-{out_dir}")
+def export_task(model: str, artifacts: list[str], out_dir: str, model_identity: str, code_version: str) -> dict:
+    """``export_variant(..., format="factorised")``: the folder, its bytes on disk and how each layer was stored."""
+    return export_variant(model, artifacts, out_dir, format="factorised")
