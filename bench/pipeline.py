@@ -1,54 +1,57 @@
-"""Benchmark: orchestration overhead of the Prefect + Ray sweep flow against the same work done directly.
+"""Benchmark: orchestration overhead of the Prefect + Ray sweep, read from the real flow's own task runs.
 
-    python bench/pipeline.py [--quick] [--json] [--device cpu|cuda] [--threads N] [--model tiny|smollm2]
-                             [--no-rerun] [--keep]
+    python bench/pipeline.py [--quick] [--json] [--threads N] [--model tiny|smollm2] [--no-rerun] [--keep]
 
-The same small sweep is run two ways, each in a fresh Python process (imports timed separately, not in
-the totals):
+Method. ``flows.compress_sweep.compress_sweep(...)`` -- the flow users run, nothing copied -- is called in a
+fresh Python process against a real local Prefect server (``flows.services.prefect_server`` with its own
+``PREFECT_HOME`` in a temporary folder, so the task-result cache starts empty), on the private local Ray
+that the flow starts itself (``ray_runner(None)``), registering into an MLflow sqlite store in the same
+temporary folder. Afterwards the process reads back from the Prefect API the task runs of that flow run
+and of its sub-flow ``compress-sweep-on-ray`` (``read_task_runs`` filtered by the two flow-run ids; the
+parent's task run standing for the sub-flow call is left out) and the overhead is derived from them:
 
-* **(a) flow**: ``flows.compress_sweep.compress_sweep(...)`` against a real local Prefect server
-  (``flows.services.prefect_server``, its own ``PREFECT_HOME`` in a temporary folder, so the task-result
-  cache starts empty), on a private local Ray started by prefect-ray (``RayTaskRunner``, the flow's own
-  ``ray_runner(None)``), registering into an MLflow sqlite store in a temporary folder. Then, against the
-  same server: **run 2** with the same parameters (every decomposition/evaluation task is a cache hit: what
-  is left is the orchestration) and, in the full mode unless ``--no-rerun``, **run 3** with one more rank
-  configuration (a new parameter: the layers' decompositions rerun -- their input changed, the existing
-  artifacts are reused -- and the new variants are evaluated; the rest are cache hits).
-* **(b) direct**: the flow's ``run_sweep`` body with every task replaced by the library call it wraps, in one
-  process, sequentially: ``Checkpoint.identity``/``code_version``, ``decompose_layer`` per layer,
-  ``evaluate`` of the baseline (its pass also fills the hidden-state cache of every sweep layer:
-  ``fill_layers``) + every variant on val (``first_changed_layer=L``, the on-disk cache, as the tasks do; the
-  model is loaded once), baseline + top-k on test,
-  ``compare_paired``, and the same **registration** as the flow (``tensorllm.registry.Registry`` in its own
-  temporary sqlite store: register baseline + variants, update metrics, champion, promotion, sweep report
-  with its two figures). Registration is included in (b)'s total and also reported separately. The
-  records, selection and promotion use the flow's own helper functions, so both do the same work.
+* per kind of task (decompose-layer, evaluate, export-factorised, register-variant, paired-validation,
+  paired-comparison, update-metrics, other): the count, the final states and the summed run time
+  (``total_run_time``, else end - start);
+* **wall**: the ``compress_sweep(...)`` call, timed in the process (imports excluded, reported apart);
+* **work**: the sum of the task runs' run times (tasks overlap: Ray runs as many as there are cores);
+* **busy**: the time covered by at least one running task (the union of the task runs' start-end
+  intervals, clipped to the call);
+* **overhead = wall - busy**: the time when no task was running -- creating the flow runs, starting Ray
+  and its workers, submitting and collecting tasks, cache lookups and result persistence, work the flow
+  does itself between tasks, shutting Ray down. It is split into before the first task, between tasks
+  (the three longest gaps are named) and after the last one. ``no work task`` is the same with only the
+  Ray tasks (decompose, LASER, evaluate, export) counted as busy: it adds the registry writes and paired
+  statistics that run in the flow process.
 
-Model: ``tiny`` (default for --quick): a 4-layer random GQA Llama with SmolLM2's tokenizer, as in
-tests/flows/conftest.py: the work is almost nothing, so (a) - (b) is the orchestration cost itself.
-``smollm2`` (default for the full run): SmolLM2-135M-Instruct with small limits, for a realistic fraction.
+Then, unless ``--no-rerun``, **run 2**: the same parameters in another fresh process against the same
+server and result storage, where every work task should be a cache hit (state ``Cached``): what is left
+is the orchestration of a sweep that has nothing to compute, and the registry tasks.
 
-Order: (b) first; then the Prefect server; then, in one process, the Ray probe (``ray.init`` with the flow's
-arguments, a first task on a new worker, importing the task modules in a worker, ``ray.shutdown``: Ray's
-fixed costs on their own), (a) run 1, and in the full mode runs 2 and 3; then (full mode) (b) again, and the
-fastest (b) run counts (the least disturbed on a shared machine; all are reported). ``--quick``: the tiny
-model, 1 layer x 1 rank, limit 8, teacher-forced only (``generate=False``), (b) once and (a) run 1 only.
+Limits. A task run's interval is what the Prefect engine reports: from its Running state to its final
+state, on the machine that ran it. It includes what Prefect does inside the task (hashing inputs for the
+cache key, persisting the result) and a worker's first model load; it excludes Ray's start, a new worker's
+start and its imports (torch, transformers, the task modules: the first task of a worker enters Running
+only after them), queueing and the submission round trip, which therefore count as overhead. A cache hit
+enters Running briefly (Prefect 3.9): the lookup and reading the stored result are inside its interval.
+Overhead is time not covered by *any* task; while a long task runs, per-task costs of other tasks are
+hidden and not counted. No critical path is computed: the flow resolves futures and passes
+plain values, so Prefect records no dependency edges to follow. Timestamps of tasks and the call come
+from the same machine's clock. On a shared, loaded machine every number is an upper bound.
 
-Reported: wall seconds of (a) and (b); the number of Prefect task runs of (a) (read back from the API,
-by kind and final state; the parent's task run standing for the sub-flow call is not counted); overhead =
-(a) - (b) in total, per task run, and as a fraction of (b); the fixed costs measured on their own (Prefect
-server start and stop, process imports, the Ray probe), and, in the full mode, run 2's time per task run once
-Ray's start/stop and one worker's imports are taken off (tasks whose result is cached: orchestration only).
-Every process started (Prefect server, Ray) is stopped at the end: the server by PID
-(``flows.services.prefect_server``), Ray by the code that started it (the probe; prefect-ray).
+Modes. ``--quick``: the tiny random GQA Llama of tests/flows/conftest.py (``tiny_llm``: the work is almost
+nothing, so the numbers are the orchestration itself), layers [2, 3] x 1 rank configuration, 8 items,
+teacher-forced only. Full (default ``--model smollm2``): SmolLM2-135M-Instruct, layers [28, 29] x 2 rank
+configurations, val_limit 100, test_limit 50, teacher-forced only. Both compose the default whole-model
+variants (uniform, greedy) and export the best composed model, as the flow does by default.
 
 Results: ``bench/results/pipeline.json`` (``pipeline-quick.json`` with --quick).
 """
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -59,49 +62,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (REPO_ROOT, base_parser, finish, library_versions, pick_device, print_table,  # noqa: E402
                     run_isolated, setup_threads)
 
-# task-run name prefix -> kind (the flow's task_run_name templates); work tasks run on Ray, registry tasks in
-# the flow process
-WORK_TASKS = {"decompose-layer": "decompose-layer", "laser-": "laser-ffn", "evaluate-": "evaluate",
-              "paired-comparison": "paired-comparison"}
-REGISTRY_TASKS = {"register-": "register-variant", "update-metrics": "update-metrics",
-                  "current-champion": "current-champion", "apply-promotion": "apply-promotion",
-                  "log-sweep": "log-sweep"}
+SWEEPS = {
+    # flow parameters; model, mlflow_tracking_uri and artifacts_root are filled in per run
+    "quick": dict(datasets=["qa_wikidata"], layers=[2, 3], ranks=[(0.5, 0.5, 0.5)], val_limit=8, test_limit=8,
+                  generate=False, selection_metric="top1_accuracy", test_top_k=1, batch_size=8),
+    "tiny": dict(datasets=["qa_wikidata"], layers=[2, 3], ranks=[(16, 8, 2), (0.5, 0.5, 0.5)], val_limit=32,
+                 test_limit=32, generate=False, selection_metric="top1_accuracy", test_top_k=1, batch_size=16),
+    "smollm2": dict(datasets=["qa_wikidata"], layers=[28, 29], ranks=[(0.75, 0.75, 0.5), (0.5, 0.5, 0.5)],
+                    val_limit=100, test_limit=50, generate=False, selection_metric="top1_accuracy", test_top_k=1,
+                    batch_size=16),
+}
 
-
-SUBFLOW = "subflow (run_sweep)"
+# task-run name prefix -> kind, first match wins (the task_run_name templates in tasks/); the first four run
+# on Ray workers, the rest in the flow process
+KINDS = [("decompose-layer", "decompose-layer"), ("laser-", "laser-ffn"), ("evaluate-", "evaluate"),
+         ("export-", "export-factorised"), ("register-", "register-variant"), ("paired-val", "paired-validation"),
+         ("paired-comparison", "paired-comparison"), ("update-metrics", "update-metrics")]
+WORK_KINDS = ("decompose-layer", "laser-ffn", "evaluate", "export-factorised")
+KIND_ORDER = [kind for _, kind in KINDS] + ["other"]
 
 
 def task_kind(name: str) -> str:
-    if name.startswith("compress-sweep-on-ray"):
-        return SUBFLOW  # the parent flow's task run standing for the sub-flow call
-    for prefix, kind in {**WORK_TASKS, **REGISTRY_TASKS}.items():
-        if name.startswith(prefix):
-            return kind
-    return "other: " + name
-
-SWEEPS = {
-    # name -> flow parameters (model, artifacts_root and mlflow_tracking_uri are filled in per run)
-    "quick": dict(datasets=["qa_wikidata"], layers=[3], ranks=[(0.5, 0.5, 0.5)], val_limit=8, test_limit=8,
-                  generate=False, selection_metric="top1_accuracy", test_top_k=1, batch_size=8),
-    "tiny": dict(datasets=["qa_wikidata"], layers=[2, 3], ranks=[(16, 8, 2), (0.5, 0.5, 0.5)], val_limit=32,
-                 test_limit=32, generate=True, selection_metric="top1_accuracy", test_top_k=1, batch_size=16),
-    "smollm2": dict(datasets=["qa_wikidata"], layers=[28, 29], ranks=[(0.75, 0.75, 0.5), (0.5, 0.5, 0.5)],
-                    val_limit=32, test_limit=32, generate=False, selection_metric="top1_accuracy", test_top_k=1,
-                    batch_size=16),
-}
-EXTRA_RANK = (0.25, 0.5, 0.5)  # run 3: the "new parameter"
-REGISTERED = "bench-pipeline"
+    return next((kind for prefix, kind in KINDS if name.startswith(prefix)), "other")
 
 
-# ----------------------------------------------------------------------------------------------- helpers
-
-def _quiet_env(prefect_home: Path) -> dict:
-    from flows.services import QUIET_DEFAULTS  # stdlib-only module
-
-    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**QUIET_DEFAULTS, "PREFECT_HOME": str(prefect_home), "PYTHONPATH": pythonpath,
-            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-
+# ---------------------------------------------------------------------------------------- the flow (child)
 
 def _to_stderr_file(log_file: str | None) -> None:
     """Send this process's fd 2 (Prefect's console logs, Ray's forwarded worker logs) to a file."""
@@ -110,6 +95,159 @@ def _to_stderr_file(log_file: str | None) -> None:
         os.dup2(fd, 2)
         os.close(fd)
 
+
+def _epoch(value) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def _read_all(reader, **filters) -> list:
+    out, offset = [], 0
+    while True:
+        page = reader(limit=200, offset=offset, **filters)
+        out.extend(page)
+        if len(page) < 200:
+            return out
+        offset += 200
+
+
+def run_flow(params: dict, log_file: str | None = None, settle_s: float = 60) -> dict:
+    """Call ``compress_sweep(**params)`` once (PREFECT_API_URL must be set), then read its flow runs and
+    task runs back from the API. Returns plain records (epoch seconds) for the parent to analyse."""
+    _to_stderr_file(log_file)
+    start = time.perf_counter()
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId,
+                                                TaskRunFilter, TaskRunFilterFlowRunId)
+
+    from flows.compress_sweep import compress_sweep
+    from flows.services import drain_prefect_clients
+    import_s = time.perf_counter() - start
+
+    params = {**params, "ranks": [tuple(r) for r in params["ranks"]]}
+    call_start, start = time.time(), time.perf_counter()
+    state = compress_sweep(**params, return_state=True)
+    wall = time.perf_counter() - start
+    call_end = time.time()
+    summary = state.result()  # raises if the flow failed
+    parent_id = state.state_details.flow_run_id
+    drain_prefect_clients()  # the task-run states reach the server as events: send the queued ones now
+
+    with get_client(sync_client=True) as client:
+        flows_ = [client.read_flow_run(parent_id)]
+        flows_ += _read_all(client.read_flow_runs, flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])))
+        ids = [f.id for f in flows_]
+        runs_filter = TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids))
+        # the server records task-run states from events, a little after the flow returns: wait until every
+        # task run is final and their number stops changing
+        deadline, previous = time.monotonic() + settle_s, -1
+        while True:
+            task_runs = _read_all(client.read_task_runs, task_run_filter=runs_filter)
+            settled = all(r.state is not None and r.state.is_final() for r in task_runs)
+            if (settled and len(task_runs) == previous) or time.monotonic() > deadline:
+                break
+            previous = len(task_runs)
+            time.sleep(1)
+    subflow_task_runs = {f.parent_task_run_id for f in flows_ if f.parent_task_run_id}
+    records = []
+    for r in task_runs:
+        if r.id in subflow_task_runs:
+            continue  # the parent's task run standing for the sub-flow call: it spans the whole sub-flow
+        start_t, end_t = _epoch(r.start_time), _epoch(r.end_time)
+        run_s = r.total_run_time.total_seconds() if r.total_run_time else 0.0
+        if not run_s and start_t is not None and end_t is not None:
+            run_s = end_t - start_t
+        records.append({"name": r.name, "kind": task_kind(r.name), "state": r.state.name if r.state else "?",
+                        "final": bool(r.state and r.state.is_final()), "start": start_t, "end": end_t,
+                        "run_s": run_s})
+    return {
+        "import_s": import_s, "wall_s": wall, "call_start": call_start, "call_end": call_end,
+        "settled": all(r["final"] for r in records),
+        "flow_runs": [{"name": f.name, "flow": "compress-sweep" if f.id == parent_id else "compress-sweep-on-ray",
+                       "state": f.state.name if f.state else "?", "start": _epoch(f.start_time),
+                       "end": _epoch(f.end_time)} for f in flows_],
+        "task_runs": sorted(records, key=lambda r: (r["start"] or r["end"] or 0)),
+        "champion_version": summary["champion_version"], "registered_model": summary["registered_model"],
+        "n_variants": len(summary["variants"]), "decision": summary["decision"].get("sentence"),
+        "best_composed": (summary.get("best_composed") or {}).get("name"),
+    }
+
+
+# -------------------------------------------------------------------------------------- analysis (parent)
+
+def union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Merge overlapping [start, end] intervals (sorted, disjoint output)."""
+    merged: list[list[float]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(s, e) for s, e in merged]
+
+
+def _intervals(task_runs: list[dict], lo: float, hi: float, kinds=None) -> list[tuple[float, float, str]]:
+    """(start, end, name) of the task runs that ran, clipped to the call [lo, hi]."""
+    out = []
+    for r in task_runs:
+        if (kinds is None or r["kind"] in kinds) and r["start"] is not None and r["end"] is not None:
+            start, end = max(r["start"], lo), min(r["end"], hi)
+            if end > start:
+                out.append((start, end, r["name"]))
+    return out
+
+
+def analyse(run: dict) -> dict:
+    """Per-kind counts and run time; wall, work, busy (union), overhead and where the idle time lies."""
+    lo, hi = run["call_start"], run["call_end"]
+    wall = hi - lo
+    task_runs = run["task_runs"]
+    kinds: dict[str, dict] = {}
+    for r in task_runs:
+        entry = kinds.setdefault(r["kind"], {"count": 0, "states": {}, "run_s": 0.0, "names": []})
+        entry["count"] += 1
+        entry["states"][r["state"]] = entry["states"].get(r["state"], 0) + 1
+        entry["run_s"] += r["run_s"]
+        if r["kind"] == "other":  # Prefect's default run name is the task's name + 3 random hex digits
+            entry["names"].append(re.sub(r"-[0-9a-f]{3}$", "", r["name"]))
+    spans = _intervals(task_runs, lo, hi)
+    busy = union([(s, e) for s, e, _ in spans])
+    busy_s = sum(e - s for s, e in busy)
+    work_busy_s = sum(e - s for s, e in union([(s, e) for s, e, _ in _intervals(task_runs, lo, hi, WORK_KINDS)]))
+    # the gaps between busy stretches, with the task that ended last before and the one that started after
+    gaps = []
+    for (s0, e0), (s1, e1) in zip(busy, busy[1:]):
+        before = max((x for x in spans if s0 <= x[0] and x[1] <= e0), key=lambda x: x[1])[2]
+        after = min((x for x in spans if s1 <= x[0] and x[1] <= e1), key=lambda x: x[0])[2]
+        gaps.append({"seconds": s1 - e0, "after": before, "before": after})
+    # the largest number of task runs running at once
+    events = sorted([(s, 1) for s, _, _ in spans] + [(e, -1) for _, e, _ in spans])
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    work_s = sum(r["run_s"] for r in task_runs)
+    sub = next((f for f in run["flow_runs"] if f["flow"] == "compress-sweep-on-ray"), None)
+    work_runs = [r for r in task_runs if r["kind"] in WORK_KINDS]
+    return {
+        "wall_s": wall, "import_s": run["import_s"], "n_task_runs": len(task_runs),
+        "n_work_tasks": len(work_runs), "n_cached": sum(r["state"] == "Cached" for r in task_runs),
+        "all_work_cached": bool(work_runs) and all(r["state"] == "Cached" for r in work_runs),
+        "states_final": run["settled"], "kinds": kinds,
+        "work_s": work_s, "work_tasks_s": sum(r["run_s"] for r in work_runs),
+        "busy_s": busy_s, "overhead_s": wall - busy_s, "overhead_fraction": (wall - busy_s) / wall,
+        "no_work_task_s": wall - work_busy_s,
+        "before_first_task_s": (busy[0][0] - lo) if busy else wall,
+        "between_tasks_s": sum(g["seconds"] for g in gaps),
+        "after_last_task_s": (hi - busy[-1][1]) if busy else 0.0,
+        "longest_gaps": sorted(gaps, key=lambda g: -g["seconds"])[:3],
+        "parallelism": work_s / busy_s if busy_s else None, "max_concurrent": peak,
+        "subflow_start_after_s": (sub["start"] - lo) if sub and sub["start"] else None,
+        "first_task_after_subflow_s": (busy[0][0] - sub["start"]) if sub and sub["start"] and busy else None,
+    }
+
+
+# ------------------------------------------------------------------------------------------------- main
 
 def make_tiny_model(folder: Path) -> Path:
     """tests/flows/conftest.py's ``tiny_llm``: a 4-layer GQA Llama (random weights) with SmolLM2's tokenizer."""
@@ -130,450 +268,163 @@ def make_tiny_model(folder: Path) -> Path:
     return folder
 
 
-# ------------------------------------------------------------------------------------ (b) direct (child)
+def _child_env(prefect_home: Path, api_url: str) -> dict:
+    from flows.services import QUIET_DEFAULTS  # stdlib-only module
 
-def direct_sweep(params: dict, log_file: str | None = None) -> dict:
-    """The flow's ``run_sweep`` with each task replaced by the library call it wraps, in this process."""
-    _to_stderr_file(log_file)
-    t_import = time.perf_counter()
-    import torch  # noqa: F401
-
-    from flows.compress_sweep import (_flat_metrics, _mean, _paired_columns, _paired_metrics, _summary,
-                                      _variant_record, _variants)
-    from flows.config import SweepConfig, code_version, stable_key
-    from flows.policy import Candidate, best_candidates, comparable_champion, decide, decision_tags
-    from tasks.evaluate import variant_label
-    from tasks.resources import best_device
-    from tensorllm.artifact import apply_artifacts, load_artifact
-    from tensorllm.checkpoint import Checkpoint
-    from tensorllm.decompose import decompose_layer, model_slug
-    from tensorllm.evaluation import EvalConfig, compare_paired, evaluate
-    from tensorllm.models import load_model, resolve_model
-    from tensorllm.plots import accuracy_vs_compression, layer_rank_heatmap
-    from tensorllm.registry import Registry, VariantRecord
-    import_s = time.perf_counter() - t_import
-
-    stages: dict[str, float] = {}
-    counts: dict[str, int] = {}
-
-    class stage:
-        def __init__(self, name):
-            self.name = name
-
-        def __enter__(self):
-            self.start = time.perf_counter()
-
-        def __exit__(self, *exc):
-            stages[self.name] = stages.get(self.name, 0.0) + time.perf_counter() - self.start
-            counts[self.name] = counts.get(self.name, 0) + 1
-
-    start = time.perf_counter()
-    with stage("setup"):
-        config = SweepConfig(**params)
-        if config.laser:
-            raise ValueError("direct_sweep does not do LASER variants")
-        folder = resolve_model(config.model)
-        ckpt = Checkpoint(folder)
-        identity, version = ckpt.identity(), code_version()
-        layers = config.resolve_layers(ckpt.n_layers)
-        root = Path(config.artifacts_root).resolve()
-        artifacts_dir, evals_dir, reports_dir = root, root.parent / "evaluations", root.parent / "reports"
-        rank_specs = [list(r) for r in config.rank_specs()]
-        device = best_device()
-    loaded: dict = {}
-
-    def evaluate_one(artifacts: list[str], dataset: str, split: str, first_layer: int | None,
-                     fill_layers: list[int] | None = None) -> dict:
-        """tasks.evaluate.evaluate_task's body (the model loaded once per process, as tasks.model_cache does)."""
-        if not loaded:
-            with stage("model_load"):
-                loaded["pair"] = load_model(folder, device=device)
-        model, tokenizer = loaded["pair"]
-        with stage(f"evaluate_{split}"):
-            limit = config.val_limit if split == "val" else config.test_limit
-            out_dir = evals_dir / model_slug(config.model) / variant_label(artifacts) / f"{dataset}-{split}-limit{limit}"
-            out_dir.mkdir(parents=True, exist_ok=True)
-            examples = out_dir / "examples.jsonl"
-            eval_config = EvalConfig(dataset=dataset, split=split, limit=limit, batch_size=config.batch_size,
-                                     generate=config.generate_for(split), first_changed_layer=first_layer,
-                                     fill_layers=tuple(fill_layers or ()), cache_dir=evals_dir / "hidden-cache",
-                                     model_id=identity)
-            with apply_artifacts(model, [load_artifact(p) for p in artifacts]):
-                result = evaluate(model, tokenizer, eval_config, examples_out=examples)
-            payload = {**result.to_dict(), "examples": str(examples), "artifacts": artifacts}
-            (out_dir / "result.json").write_text(json.dumps(payload, indent=2, sort_keys=True))
-        return payload
-
-    # as the flow: the baseline's full pass also caches the inputs of every sweep layer for the variants
-    baseline_val = {d: evaluate_one([], d, "val", None, fill_layers=layers) for d in config.datasets}
-    decompositions = {}
-    for layer in layers:
-        with stage("decompose"):
-            records = decompose_layer(config.model, layer, [tuple(r) for r in rank_specs], grouping=config.grouping,
-                                      out_root=str(artifacts_dir), device=device)
-            decompositions[layer] = [r.to_dict() for r in records]
-    variants = _variants(config, layers, decompositions, {})
-    for v in variants:
-        v["val"] = {d: evaluate_one(v["artifacts"], d, "val", v["layer"]) for d in config.datasets}
-
-    uri, name = config.mlflow_tracking_uri, config.registered_model
-    common = {"base_model": config.model, "datasets": ",".join(config.datasets), "code_version": version,
-              "model_identity": identity}
-    baseline = {"name": "baseline", "layer": None, "artifacts": [], "params": {"kind": "baseline"},
-                "summary": {}, "val": baseline_val}
-    settings = {"datasets": config.datasets, "val_limit": config.val_limit, "selection_metric": config.selection_metric,
-                "generate": config.generate}
-    for v in [baseline, *variants]:
-        v["key"] = stable_key(identity, version, v["name"], settings)
-        record = _variant_record(config, v, common, settings)
-        with stage("register"):
-            v["version"] = Registry(uri).register_variant(VariantRecord(**record), name)
-
-    metric = config.selection_metric
-    candidates = [Candidate(v["version"], v["name"], _mean(v["val"], metric), _mean(v["val"], "loss")) for v in variants]
-    top = {c.name for c in best_candidates(candidates, metric, config.test_top_k)}
-    tested = [baseline] + [v for v in variants if v["name"] in top]
-    for v in tested:
-        v["test"] = {d: evaluate_one(v["artifacts"], d, "test", v["layer"]) for d in config.datasets}
-        with stage("register"):
-            Registry(uri).update_metrics(name, v["version"], _flat_metrics(v["test"], "test"))
-    for v in tested[1:]:
-        with stage("paired"):
-            v["paired"] = {d: {column: compare_paired(baseline["test"][d]["examples"], v["test"][d]["examples"],
-                                                      metric=column).to_dict()
-                               for column in _paired_columns(v["test"][d], metric)}
-                           for d in config.datasets}
-        with stage("register"):
-            Registry(uri).update_metrics(name, v["version"], _paired_metrics(v["paired"]))
-
-    with stage("register"):
-        baseline_candidate = Candidate(baseline["version"], "baseline", _mean(baseline["val"], metric),
-                                       _mean(baseline["val"], "loss"))
-        current = comparable_champion(Registry(uri).champion(name), settings, metric)
-        decision = decide(candidates, baseline_candidate, current, metric)
-        paired = next((v.get("paired") for v in tested[1:] if v["version"] == decision.version), None)
-        registry = Registry(uri)
-        if decision.promote:
-            registry.set_champion(name, decision.version, decision_tags(decision, paired))
-        else:
-            registry.record_decision(name, decision_tags(decision, paired))
-        champion = registry.champion(name)
-        decision_dict = {**decision.__dict__, "champion_version": int(champion["version"]) if champion else None,
-                         "compared_with_champion": current.version if current else None}
-        summary = _summary(config, baseline, variants, decision_dict, metric)
-        out = Path(reports_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        key = f"val_{metric}"
-        rows = [r for r in summary["variants"] if r.get("ranks") and r.get("compression_ratio")]
-        files = []
-        if rows:
-            files.append(accuracy_vs_compression(rows, summary["baseline"][key], key, out / "accuracy_vs_compression.png"))
-            files.append(layer_rank_heatmap(rows, summary["baseline"][key], key, out / "layer_rank_heatmap.png"))
-        summary["sweep_run_id"] = Registry(uri).log_sweep(name, summary, files)
-    total = time.perf_counter() - start
-    return {"import_s": import_s, "wall_s": total, "stages": stages, "stage_counts": counts,
-            "registry_s": stages.get("register", 0.0), "without_registry_s": total - stages.get("register", 0.0),
-            "n_variants": len(variants), "n_tested": len(tested), "champion_version": summary["champion_version"],
-            "best": (summary["best"] or {}).get("name"), "device": device}
+    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**QUIET_DEFAULTS, "PREFECT_HOME": str(prefect_home), "PREFECT_API_URL": api_url,
+            "PYTHONPATH": pythonpath, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
 
 
-# ------------------------------------------------------------------------------------- (a) flow (child)
-
-def _ts(value) -> float | None:
-    return value.timestamp() if value is not None else None
-
-
-def flow_runs(runs: list[dict], probe: bool = True, log_file: str | None = None) -> dict:
-    """Optionally probe Ray's fixed costs, then run ``compress_sweep`` once per entry of ``runs``
-    (PREFECT_API_URL must be set) and read the runs back from the API."""
-    _to_stderr_file(log_file)
-    t_import = time.perf_counter()
-    from flows.compress_sweep import compress_sweep
-    from flows.services import drain_prefect_clients
-    from prefect.client.orchestration import get_client
-    import_s = time.perf_counter() - t_import
-    ray_fixed = ray_probe() if probe else None  # Ray is shut down again before the flow starts its own
-
-    out = []
-    for spec in runs:
-        params = {**spec["params"], "ranks": [list(r) for r in spec["params"]["ranks"]]}
-        epoch0, start = time.time(), time.perf_counter()
-        summary = compress_sweep(**params)
-        wall = time.perf_counter() - start
-        out.append({"label": spec["label"], "wall_s": wall, "epoch_start": epoch0, "epoch_end": time.time(),
-                    "champion_version": summary["champion_version"], "best": (summary["best"] or {}).get("name"),
-                    "n_variants": len(summary["variants"])})
-    drain_prefect_clients()
-    time.sleep(2)  # the server records task-run states from events: let the last ones land
-
-    with get_client(sync_client=True) as client:
-        task_runs, all_flows = [], []
-        for reader, sink in ((client.read_task_runs, task_runs), (client.read_flow_runs, all_flows)):
-            offset = 0
-            while True:
-                page = reader(limit=200, offset=offset)
-                sink.extend(page)
-                if len(page) < 200:
-                    break
-                offset += 200
-    for run in out:
-        flows_ = [f for f in all_flows
-                  if run["epoch_start"] <= (_ts(f.expected_start_time) or _ts(f.start_time) or 0) <= run["epoch_end"]]
-        ids = {f.id for f in flows_}
-        tasks_ = [r for r in task_runs if r.flow_run_id in ids]
-        by_name: dict[str, dict] = {}
-        for r in tasks_:
-            kind = task_kind(r.name)
-            entry = by_name.setdefault(kind, {"count": 0, "states": {}, "run_s": 0.0})
-            entry["count"] += 1
-            state = r.state.name if r.state else "?"
-            entry["states"][state] = entry["states"].get(state, 0) + 1
-            entry["run_s"] += r.total_run_time.total_seconds() if r.total_run_time else 0.0
-        real = {k: v for k, v in by_name.items() if k != SUBFLOW}
-        starts = sorted(t for t in (_ts(r.start_time) for r in tasks_ if task_kind(r.name) != SUBFLOW) if t)
-        sub = next((f for f in flows_ if f.parent_task_run_id), None)
-        run.update({
-            "n_task_runs": sum(v["count"] for v in real.values()),
-            "n_work_tasks": sum(v["count"] for k, v in real.items() if k in WORK_TASKS.values()),
-            "n_registry_tasks": sum(v["count"] for k, v in real.items() if k in REGISTRY_TASKS.values()),
-            "n_cached": sum(v["states"].get("Cached", 0) for v in real.values()),
-            "tasks": by_name,
-            "task_run_s": sum(v["run_s"] for v in real.values()),
-            "work_task_run_s": sum(v["run_s"] for k, v in real.items() if k in WORK_TASKS.values()),
-            "n_flow_runs": len(flows_),
-            "flow_states": sorted({f.state.name for f in flows_ if f.state}),
-            "subflow_start_after_s": (_ts(sub.start_time) - run["epoch_start"]) if sub and sub.start_time else None,
-            "first_task_after_s": (starts[0] - run["epoch_start"]) if starts else None,
-        })
-    return {"import_s": import_s, "runs": out, "ray_probe": ray_fixed}
-
-
-# ------------------------------------------------------------------------------------ Ray probe (child)
-
-def ray_probe() -> dict:
-    """Ray's fixed costs with the flow's ``ray.init`` arguments: start, first task (a new worker), the task
-    modules' import in a worker, a warm task, shutdown."""
-    t = time.perf_counter()
-    import ray
-
-    from flows.compress_sweep import ray_runner
-    import_s = time.perf_counter() - t
-    kwargs = ray_runner(None).init_kwargs
-
-    def noop():
-        return os.getpid()
-
-    def import_tasks():
-        start = time.perf_counter()
-        import tasks.decompose  # noqa: F401
-        import tasks.evaluate  # noqa: F401
-        return time.perf_counter() - start
-
-    out = {"import_s": import_s, "init_kwargs": kwargs}
-    start = time.perf_counter()
-    ray.init(**kwargs)
-    out["init_s"] = time.perf_counter() - start
-    try:
-        remote_noop = ray.remote(num_cpus=1)(noop)
-        start = time.perf_counter()
-        ray.get(remote_noop.remote())
-        out["first_task_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        ray.get(remote_noop.remote())
-        out["warm_task_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        out["worker_import_s"] = ray.get(ray.remote(num_cpus=1)(import_tasks).remote())
-        out["import_task_s"] = time.perf_counter() - start
-    finally:
-        start = time.perf_counter()
-        ray.shutdown()
-        out["shutdown_s"] = time.perf_counter() - start
-    return out
-
-
-# ------------------------------------------------------------------------------------------------- main
-
-def _child(func: str, kwargs: dict, env: dict, timeout: float, what: str) -> dict:
-    child = run_isolated(__file__, func, kwargs, timeout=timeout, env=env)
-    if not child.get("ok"):
-        log = kwargs.get("log_file")
-        tail = Path(log).read_text(errors="replace")[-4000:] if log and Path(log).is_file() else ""
-        raise SystemExit(f"{what} failed: {child.get('error') or child}\n--- log tail ({log}) ---\n{tail}")
-    return {**child["result"], "process_wall_s": child["wall_s"]}
+def _fmt_states(states: dict) -> str:
+    return ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
 
 
 def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--model", choices=("tiny", "smollm2"), default=None,
-                        help="tiny random Llama (quick default) or SmolLM2-135M with small limits (full default)")
-    parser.add_argument("--no-rerun", action="store_true", help="skip run 3 (a new rank: an incremental run)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, stores)")
+                        help="tiny random Llama (quick default) or SmolLM2-135M (full default)")
+    parser.add_argument("--no-rerun", action="store_true", help="skip run 2 (same parameters: every work task cached)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, stores, artifacts)")
     args = parser.parse_args()
 
     from flows.services import prefect_server
 
-    setup_threads(args.threads)  # (b) and the flow's driver; Ray gives each task 1 thread (num_cpus=1) anyway
+    setup_threads(args.threads)  # the flow process's torch threads; Ray gives each task num_cpus=1
     device = pick_device(args.device)
     if device != pick_device(None):
-        print(f"note: both (a) and (b) run on the device tasks.resources.best_device() picks ({pick_device(None)}); "
+        print(f"note: the flow runs on the device tasks.resources.best_device() picks ({pick_device(None)}); "
               f"--device {device} is only recorded", flush=True)
     model_kind = args.model or ("tiny" if args.quick else "smollm2")
     sweep = dict(SWEEPS["quick" if args.quick else model_kind])
     if args.quick and model_kind == "smollm2":
-        sweep.update(layers=[29])
-    rerun = not args.no_rerun and not args.quick
+        sweep.update(layers=[28, 29])
     timeout = 900 if args.quick else 3600
-    versions = library_versions("prefect", "prefect-ray", "ray", "mlflow", "torch")
     holder = tempfile.TemporaryDirectory(prefix="bench-pipeline-")
     work = Path(holder.name)
     print(f"device={device}  quick={args.quick}  model={model_kind}  sweep={sweep}  work={work}", flush=True)
+    model = str(make_tiny_model(work / "tiny-llm")) if model_kind == "tiny" else "smollm2-135m"
+    params = {**sweep, "ranks": [list(r) for r in sweep["ranks"]], "model": model,
+              "mlflow_tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+              "artifacts_root": str(work / "runs" / "artifacts")}
+    labels = ["run 1 (cold)"] + ([] if args.no_rerun else ["run 2 (same parameters: cached)"])
 
-    if model_kind == "tiny":
-        model = str(make_tiny_model(work / "tiny-llm"))
-    else:
-        model = "smollm2-135m"
-
-    def params_for(folder: Path, extra_rank: bool = False) -> dict:
-        ranks = list(sweep["ranks"]) + ([EXTRA_RANK] if extra_rank else [])
-        return {**sweep, "ranks": [list(r) for r in ranks], "model": model, "registered_model": REGISTERED,
-                "mlflow_tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
-                "artifacts_root": str(folder / "runs" / "artifacts")}
-
-    def direct(n: int) -> dict:
-        folder = work / f"direct-{n}"
-        folder.mkdir()
-        print(f"[{time.strftime('%H:%M:%S')}] (b) direct run {n} ...", flush=True)
-        res = _child("direct_sweep", {"params": params_for(folder), "log_file": str(folder / "log.txt")},
-                     _quiet_env(folder / "prefect-home"), timeout, f"direct run {n}")
-        print(f"    {res['wall_s']:.1f}s (registration {res['registry_s']:.1f}s, imports {res['import_s']:.1f}s)",
-              flush=True)
-        return res
-
-    # ---- (b) direct, first ------------------------------------------------------------------------------
-    directs = [direct(1)]
-
-    # ---- (a) the flow against a real local Prefect server ------------------------------------------------------
     home = work / "prefect-home"
-    flow_dir = work / "flow"
-    flow_dir.mkdir()
-    runs = [{"label": "run 1 (cold)", "params": params_for(flow_dir)}]
-    if not args.quick:
-        runs.append({"label": "run 2 (same parameters: cached)", "params": params_for(flow_dir)})
-    if rerun:
-        runs.append({"label": f"run 3 (+ rank {EXTRA_RANK})", "params": params_for(flow_dir, extra_rank=True)})
     print(f"[{time.strftime('%H:%M:%S')}] starting a Prefect server ...", flush=True)
     start = time.perf_counter()
+    runs = []
     with prefect_server(home, log_file=work / "prefect-server.log") as api_url:
         server_start_s = time.perf_counter() - start
-        print(f"    up in {server_start_s:.1f}s at {api_url}; (a) flow runs ...", flush=True)
-        env = {**_quiet_env(home), "PREFECT_API_URL": api_url}
-        flow = _child("flow_runs", {"runs": runs, "probe": True, "log_file": str(flow_dir / "log.txt")}, env,
-                      timeout * len(runs), "flow runs")
-        stop_start = time.perf_counter()
-    server_stop_s = time.perf_counter() - stop_start
-    ray_fixed = flow["ray_probe"]
-    ray_fixed["total_s"] = ray_fixed["init_s"] + ray_fixed["first_task_s"] + ray_fixed["shutdown_s"]
-    print(f"    Ray probe: ray.init {ray_fixed['init_s']:.1f}s, first task {ray_fixed['first_task_s']:.1f}s, worker "
-          f"imports {ray_fixed['worker_import_s']:.1f}s, shutdown {ray_fixed['shutdown_s']:.1f}s", flush=True)
-    for run in flow["runs"]:
-        print(f"    {run['label']}: {run['wall_s']:.1f}s, {run['n_task_runs']} task runs "
-              f"({run['n_cached']} cached)", flush=True)
+        print(f"    up in {server_start_s:.1f}s at {api_url}", flush=True)
+        for i, label in enumerate(labels, 1):
+            log_file = work / f"flow-run-{i}.log"
+            print(f"[{time.strftime('%H:%M:%S')}] {label}: compress_sweep in a fresh process ...", flush=True)
+            child = run_isolated(__file__, "run_flow", {"params": params, "log_file": str(log_file)},
+                                 timeout=timeout, env=_child_env(home, api_url))
+            if not child.get("ok"):
+                tail = log_file.read_text(errors="replace")[-4000:] if log_file.is_file() else ""
+                raise SystemExit(f"{label} failed: {child.get('error') or child}\n"
+                                 f"--- log tail ({log_file}) ---\n{tail}")
+            raw = child["result"]
+            stats = analyse(raw)
+            runs.append({"label": label, "process_wall_s": child["wall_s"], **stats, "raw": raw})
+            print(f"    {stats['wall_s']:.1f}s, {stats['n_task_runs']} task runs ({stats['n_cached']} cached), "
+                  f"overhead {stats['overhead_s']:.1f}s", flush=True)
+        stop = time.perf_counter()
+    server_stop_s = time.perf_counter() - stop
 
-    # ---- (b) direct, second (full mode: the flow ran between two direct runs) ----------------------------------
-    if not args.quick:
-        directs.append(direct(2))
+    # ---- table 1: task runs by kind ------------------------------------------------------------------------
+    present = [k for k in KIND_ORDER if any(k in r["kinds"] for r in runs)]
+    kind_rows = []
+    for kind in present:
+        row = {"kind": kind + (" (Ray)" if kind in WORK_KINDS else "")}
+        for i, run in enumerate(runs, 1):
+            entry = run["kinds"].get(kind, {"count": 0, "states": {}, "run_s": 0.0})
+            row[f"n{i}"], row[f"states{i}"], row[f"s{i}"] = entry["count"], _fmt_states(entry["states"]), entry["run_s"]
+        kind_rows.append(row)
+    columns = [("kind", "{}")]
+    for i, run in enumerate(runs, 1):
+        columns += [(f"n{i}", "{}", f"run {i} n"), (f"states{i}", "{}", f"run {i} states"),
+                    (f"s{i}", "{:.2f}", f"run {i} sum s")]
+    title = (f"compress_sweep, model {model_kind}, layers {sweep['layers']} x ranks {sweep['ranks']}, "
+             f"val/test limit {sweep['val_limit']}/{sweep['test_limit']}: task runs by kind (from the Prefect API)")
+    print_table(kind_rows, columns, title=title)
+    others = sorted({n for run in runs for n in run["kinds"].get("other", {}).get("names", [])})
+    if others:
+        print("other: " + ", ".join(others))
 
-    # ---- figures ----------------------------------------------------------------------------------------------
-    best = min(directs, key=lambda d: d["wall_s"])  # the least disturbed (b) run counts
-    b_wall, b_noreg, b_reg = best["wall_s"], best["without_registry_s"], best["registry_s"]
-    b_work = sum(v for k, v in best["stages"].items()
-                 if k in ("decompose", "evaluate_val", "evaluate_test", "paired", "model_load"))
-    run1 = flow["runs"][0]
-    run2 = flow["runs"][1] if len(flow["runs"]) > 1 else None
-    n_tasks = run1["n_task_runs"]
-    overhead = run1["wall_s"] - b_wall
-    ray_start_stop = ray_fixed["init_s"] + ray_fixed["first_task_s"] + ray_fixed["shutdown_s"]
-    ray_fixed["total_s"] = ray_start_stop
-    ray_with_import = ray_start_stop + ray_fixed["worker_import_s"]  # at least one worker imports the task modules
-    per_cached_task = ((run2["wall_s"] - ray_with_import) / run2["n_task_runs"]
-                       if run2 and run2["n_task_runs"] else None)
-    rows = [
-        {"case": "(b) direct, one process", "wall_s": b_wall, "work_s": b_work,
-         "detail": f"registration {b_reg:.1f}s incl.; {len(directs)} run(s): "
-                   + ", ".join(f"{d['wall_s']:.1f}s" for d in directs)},
-        {"case": "(b) direct without registration", "wall_s": b_noreg, "work_s": b_work, "detail": "MLflow steps excluded"},
+    # ---- table 2: where the wall time goes ------------------------------------------------------------------
+    metrics = [
+        ("wall_s", "flow call wall time", "{:.1f}"),
+        ("work_s", "work: sum of task-run times", "{:.1f}"),
+        ("work_tasks_s", "  of which Ray work tasks", "{:.1f}"),
+        ("busy_s", "busy: >= 1 task running (union)", "{:.1f}"),
+        ("parallelism", "work / busy", "{:.2f}"),
+        ("max_concurrent", "most task runs at once", "{}"),
+        ("overhead_s", "overhead: no task running", "{:.1f}"),
+        ("overhead_fraction", "  as a fraction of wall", "{:.0%}"),
+        ("before_first_task_s", "  before the first task", "{:.1f}"),
+        ("between_tasks_s", "  between tasks", "{:.1f}"),
+        ("after_last_task_s", "  after the last task", "{:.1f}"),
+        ("no_work_task_s", "no Ray work task running", "{:.1f}"),
+        ("subflow_start_after_s", "sub-flow starts after (s)", "{:.1f}"),
+        ("first_task_after_subflow_s", "first task after sub-flow start (s)", "{:.1f}"),
+        ("n_task_runs", "task runs", "{}"),
+        ("n_cached", "  cached", "{}"),
+        ("import_s", "process imports (not in wall)", "{:.1f}"),
     ]
-    for run in flow["runs"]:
-        rows.append({"case": f"(a) flow {run['label']}", "wall_s": run["wall_s"], "tasks": run["n_task_runs"],
-                     "cached": run["n_cached"], "work_tasks": run["n_work_tasks"],
-                     "registry_tasks": run["n_registry_tasks"], "work_s": run["work_task_run_s"],
-                     "vs_direct": run["wall_s"] / b_wall,
-                     "detail": f"sub-flow starts {run['subflow_start_after_s']:.1f}s, first task "
-                               f"{run['first_task_after_s']:.1f}s after the call"
-                     if run.get("first_task_after_s") is not None and run.get("subflow_start_after_s") is not None
-                     else ""})
-    fixed_rows = [
-        {"cost": "Prefect server start", "seconds": server_start_s, "kind": "fixed, once per session"},
-        {"cost": "Prefect server stop", "seconds": server_stop_s, "kind": "fixed, once per session"},
-        {"cost": "flow process imports (prefect, flows)", "seconds": flow["import_s"], "kind": "fixed, per process"},
-        {"cost": "direct process imports", "seconds": best["import_s"],
-         "kind": "fixed, per process"},
-        {"cost": "ray.init (the flow's arguments)", "seconds": ray_fixed["init_s"], "kind": "fixed, per flow run"},
-        {"cost": "first Ray task (a worker starts)", "seconds": ray_fixed["first_task_s"], "kind": "fixed, per flow run"},
-        {"cost": "importing the task modules in a worker", "seconds": ray_fixed["worker_import_s"],
-         "kind": "fixed, per worker and flow run"},
-        {"cost": "ray.shutdown", "seconds": ray_fixed["shutdown_s"], "kind": "fixed, per flow run"},
-        {"cost": "work tasks' run time in (a) - (b)'s work", "seconds": run1["work_task_run_s"] - b_work,
-         "kind": "inside the tasks: a model load per worker, 1 thread per task, 2 tasks at once"},
-        {"cost": "overhead per task run: ((a) run 1 - (b)) / task runs", "seconds": overhead / n_tasks if n_tasks else None,
-         "kind": "per task, all costs spread"},
-        {"cost": "same, Ray start/stop + one worker import excluded",
-         "seconds": (overhead - ray_with_import) / n_tasks if n_tasks else None, "kind": "per task"},
-        {"cost": "cached run: (run 2 - Ray start/stop - one worker import) / task runs", "seconds": per_cached_task,
-         "kind": "per task, no work: orchestration only"},
-    ]
-    print_table(rows, [("case", "{}"), ("wall_s", "{:.1f}", "wall s"), ("vs_direct", "{:.2f}x", "vs (b)"),
-                       ("tasks", "{}", "task runs"), ("work_tasks", "{}", "work"), ("registry_tasks", "{}", "registry"),
-                       ("cached", "{}"), ("work_s", "{:.1f}", "work s"), ("detail", "{}")],
-                title=f"Sweep via Prefect + Ray (a) vs direct calls (b): model {model_kind}, layers {sweep['layers']} "
-                      f"x ranks {sweep['ranks']}, val/test limit {sweep['val_limit']}/{sweep['test_limit']}")
-    for run in flow["runs"]:
-        print(f"task runs of {run['label']} by kind: " + ", ".join(
-            f"{k} {v['count']} ({'/'.join(f'{n} {s}' for s, n in v['states'].items())}, {v['run_s']:.1f}s)"
-            for k, v in sorted(run["tasks"].items())))
-    print("(b) stages (fastest run): " + ", ".join(f"{k} {v:.1f}s" for k, v in best["stages"].items()))
-    fixed_rows = [r for r in fixed_rows if r["seconds"] is not None]
-    print_table(fixed_rows, [("cost", "{}"), ("seconds", "{:.2f}"), ("kind", "{}")],
-                title="Where the overhead goes (fixed costs measured on their own)")
+    rows = []
+    for key, label, fmt in metrics:
+        row = {"metric": label, "key": key}
+        for i, run in enumerate(runs, 1):
+            value = run.get(key)
+            row[f"run{i}"] = value
+            row[f"run{i}_text"] = "-" if value is None else fmt.format(value)
+        rows.append(row)
+    print_table(rows, [("metric", "{}")] + [(f"run{i}_text", "{}", run["label"]) for i, run in enumerate(runs, 1)],
+                title="Where the wall time goes")
+    for run in runs:
+        print(f"{run['label']}: longest gaps: " + "; ".join(
+            f"{g['seconds']:.1f}s after {g['after']} before {g['before']}" for g in run["longest_gaps"]))
+    print(f"Prefect server: start {server_start_s:.1f}s, stop {server_stop_s:.1f}s (once per session, not in wall)")
+
+    run1 = runs[0]
+    run2 = runs[1] if len(runs) > 1 else None
     summary = {
-        "model": model_kind, "direct_s": b_wall, "direct_without_registry_s": b_noreg, "direct_registry_s": b_reg,
-        "direct_work_s": b_work, "direct_runs_s": [d["wall_s"] for d in directs], "flow_s": run1["wall_s"], "flow_cached_s": run2["wall_s"] if run2 else None,
-        "task_runs": n_tasks, "work_task_runs": run1["n_work_tasks"], "registry_task_runs": run1["n_registry_tasks"],
-        "overhead_s": overhead, "overhead_per_task_s": overhead / n_tasks if n_tasks else None,
-        "overhead_fraction": overhead / b_wall,
-        "overhead_per_task_excl_ray_s": (overhead - ray_with_import) / n_tasks if n_tasks else None,
-        "cached_run_per_task_s": per_cached_task, "prefect_server_start_s": server_start_s,
-        "ray_start_stop_s": ray_start_stop, "ray_worker_import_s": ray_fixed["worker_import_s"],
-        "second_run_all_cached": (run2["n_cached"] == run2["n_work_tasks"]) if run2 else None,
-        "same_champion": run1["champion_version"] == best["champion_version"],
-        "same_best": run1["best"] == best["best"],
+        "model": model_kind, "flow_s": run1["wall_s"], "work_s": run1["work_s"], "busy_s": run1["busy_s"],
+        "overhead_s": run1["overhead_s"], "overhead_fraction": run1["overhead_fraction"],
+        "overhead_per_task_s": run1["overhead_s"] / run1["n_task_runs"] if run1["n_task_runs"] else None,
+        "task_runs": run1["n_task_runs"], "work_task_runs": run1["n_work_tasks"],
+        "cached_run_s": run2["wall_s"] if run2 else None, "cached_overhead_s": run2["overhead_s"] if run2 else None,
+        "second_run_all_work_cached": run2["all_work_cached"] if run2 else None,
+        "second_run_same_champion": (run2["raw"]["champion_version"] == run1["raw"]["champion_version"])
+        if run2 else None,
+        "prefect_server_start_s": server_start_s, "prefect_server_stop_s": server_stop_s,
+        "states_final": all(r["states_final"] for r in runs),
     }
-    print(f"\nsummary: flow {run1['wall_s']:.1f}s vs direct {b_wall:.1f}s -> overhead {overhead:.1f}s "
-          f"= {summary['overhead_fraction']:.0%} of (b), {summary['overhead_per_task_s']:.2f}s per task run over "
-          f"{n_tasks} task runs ({summary['overhead_per_task_excl_ray_s']:.2f}s without Ray's start/stop and one "
-          f"worker import)" + (f"; a fully cached re-run takes {run2['wall_s']:.1f}s" if run2 else "")
-          + f"; same best variant: {summary['same_best']}")
+    print(f"\nsummary: the flow took {run1['wall_s']:.1f}s; tasks ran {run1['work_s']:.1f}s in total over "
+          f"{run1['busy_s']:.1f}s of busy time; no task was running for {run1['overhead_s']:.1f}s "
+          f"({run1['overhead_fraction']:.0%} of wall, {summary['overhead_per_task_s']:.2f}s per task run over "
+          f"{run1['n_task_runs']})"
+          + (f"; the re-run took {run2['wall_s']:.1f}s, every work task cached: {run2['all_work_cached']}"
+             if run2 else ""))
+    for run in runs:
+        for r in run["raw"]["task_runs"]:  # offsets from the call's start, easier to read than epochs
+            r["start_s"] = None if r["start"] is None else r["start"] - run["raw"]["call_start"]
+            r["end_s"] = None if r["end"] is None else r["end"] - run["raw"]["call_start"]
     finish("pipeline", rows, args, device=device, extra={
-        "sweep": sweep, "model": model, "versions": versions, "summary": summary, "fixed_costs": fixed_rows,
-        "ray_probe": ray_fixed, "flow": flow, "direct": directs,
+        "sweep": sweep, "model": model, "summary": summary, "kinds": kind_rows,
+        "versions": library_versions("prefect", "prefect-ray", "ray", "mlflow", "torch"),
+        "runs": runs,
         "definitions": {
-            "wall_s": "seconds of the compress_sweep(...) call / of the direct sweep, imports excluded",
-            "task runs": "Prefect task runs of that flow run and its sub-flow, read back from the API (all kinds, "
-                         "without the parent's task run standing for the sub-flow)",
-            "work_s": "(a): sum of the work task runs' run times (they overlap: 2 in parallel); (b): decompose + "
-                      "evaluate + model load + paired stages",
-            "overhead_per_task_s": "((a) run 1 - (b)) / task runs of run 1",
-            "cached_run_per_task_s": "((a) run 2 - Ray start/first task/shutdown - one worker import) / task runs",
+            "wall_s": "seconds of the compress_sweep(...) call in its process (imports excluded)",
+            "work_s": "sum over the task runs of total_run_time (else end - start); tasks overlap",
+            "busy_s": "length of the union of the task runs' [start, end] intervals, clipped to the call",
+            "overhead_s": "wall_s - busy_s: time when no task run of the flow or its sub-flow was running",
+            "no_work_task_s": "wall_s - the union of the Ray work tasks' intervals (decompose, LASER, evaluate, "
+                              "export): also counts the registry and paired tasks of the flow process",
+            "task runs": "task runs of the flow run and of its sub-flow compress-sweep-on-ray, read back from the "
+                         "Prefect API; the parent's task run standing for the sub-flow call is left out",
         }})
     if args.keep:
         print(f"kept {work}")

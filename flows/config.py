@@ -192,12 +192,6 @@ def stable_key(*parts) -> str:
 
 def code_version() -> str:
     """sha256 over the library's and the tasks' source files: changes to the maths invalidate caches."""
-    import tensorllm
+    from tensorllm.provenance import LIBRARY_ROOT, source_digest
 
-    root = Path(tensorllm.__file__).parent
-    digest = hashlib.sha256(tensorllm.__version__.encode())
-    for folder in (root, root.parent / "tasks"):
-        for path in sorted(folder.rglob("*.py")):
-            digest.update(path.relative_to(folder).as_posix().encode())
-            digest.update(path.read_bytes())
-    return f"{tensorllm.__version__}+{digest.hexdigest()[:12]}"
+    return source_digest(LIBRARY_ROOT, LIBRARY_ROOT.parent / "tasks")

@@ -41,12 +41,14 @@ def variant_label(artifacts: list[str]) -> str:
       retry_delay_seconds=5, task_run_name="evaluate-{variant}-{dataset}-{split}")
 def evaluate_task(model: str, artifacts: list[str], dataset: str, split: str, limit: int | None,
                   first_changed_layer: int | None, generate: bool, batch_size: int, out_root: str,
-                  model_identity: str, code_version: str, fill_layers: list[int] | None = None,
+                  model_identity: str, code_version: str, data_digest: str, fill_layers: list[int] | None = None,
                   variant: str = "baseline") -> dict:
     """Evaluate the base model with ``artifacts`` applied; returns EvalResult.to_dict() plus ``examples``.
 
     ``fill_layers`` (baseline only): its full pass also caches the inputs of these layers, so the variants
-    of a sweep never pay a fill of their own. ``variant`` names the variant in the task run's name.
+    of a sweep never pay a fill of their own. ``variant`` names the variant in the task run's name (not part
+    of the cache key: the same artifacts evaluated under two names are one computation). ``model_identity``,
+    ``code_version`` and ``data_digest`` (the dataset files' sha256) are inputs only for the cache key.
     """
     folder = resolve_model(model)
     out_dir = Path(out_root) / model_slug(model) / variant_label(artifacts) / f"{dataset}-{split}-limit{limit}"

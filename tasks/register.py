@@ -53,8 +53,9 @@ def describe_task(tracking_uri: str | None, registered_model: str, version: int,
 
 @task(name="log-sweep", cache_policy=NO_CACHE)
 def log_sweep_task(tracking_uri: str | None, registered_model: str, summary: dict, reports_dir: str, metric: str,
-                   description: str | None = None) -> str:
-    """Draw the sweep's figures and log them with the summary as one MLflow run (``description``: the decision)."""
+                   description: str | None = None, params: dict | None = None) -> str:
+    """Draw the sweep's figures and log them with the summary as one MLflow run (``description``: the decision,
+    ``params``: the sweep's parameters)."""
     out = Path(reports_dir)
     out.mkdir(parents=True, exist_ok=True)
     key = f"val_{metric}"
@@ -67,4 +68,4 @@ def log_sweep_task(tracking_uri: str | None, registered_model: str, summary: dic
     whole = [r for r in summary["variants"] if r.get("whole_model_attention_cr")]
     if whole:
         files.append(compression_front(whole, baseline, key, out / "whole_model_front.png"))
-    return Registry(tracking_uri).log_sweep(registered_model, summary, files, description=description)
+    return Registry(tracking_uri).log_sweep(registered_model, summary, files, description=description, params=params)

@@ -4,7 +4,9 @@ The CLI (``tensorllm decompose``) and the Prefect task call :func:`decompose_lay
 layer's tensors from the checkpoint (memory-mapped safetensors), tensorises them (Eqs. 7-8), runs the
 shared-factor Tucker decomposition for every rank configuration (reusing work across ranks) and writes
 one artifact per configuration. An artifact that already exists with the same base-layer digest,
-ranks, grouping and format is reused, so a re-run does no work.
+ranks, grouping, solver settings and library code version is reused, so a re-run does no work; each
+configuration's result is the same whether it is computed alone or with others (see
+:func:`tensorllm.tucker.tucker_sweep`).
 
 Usage::
 
@@ -26,6 +28,7 @@ from .artifact import read_meta, save_artifact
 from .checkpoint import Checkpoint
 from .laser import laser_rank, low_rank
 from .models import resolve_model
+from .provenance import library_code_version
 from .tensorise import Grouping, check_grouping, slice_labels, tensor_shape, tensorise
 from .tucker import RankSpec, resolve_ranks, tucker_sweep
 
@@ -94,12 +97,14 @@ def decompose_layer(
     dims = tensor_shape(shape, grouping)
     resolved = [resolve_ranks(r, dims) for r in rank_list]
     digest = ckpt.layer_digest(layer)
+    solver = {"method": "hooi", "init": "hosvd", "tol": tol, "n_iter_max": n_iter_max}
+    code = library_code_version()
     dirs = [tucker_artifact_dir(Path(out_root), model, layer, grouping, r) for r in resolved]
 
     records: dict[int, ArtifactRecord] = {}
     todo: list[int] = []
     for i, (ranks, path) in enumerate(zip(resolved, dirs)):
-        existing = _reusable(path, digest, ranks, grouping)
+        existing = _reusable(path, digest, ranks, grouping, solver, code)
         if existing is not None:
             records[i] = _record(path, existing, reused=True)
         else:
@@ -128,6 +133,9 @@ def decompose_layer(
                 "compression_ratio": result.compression_ratio(shape.n_params),
                 "hooi_iterations": result.n_iter,
                 "converged": result.converged,
+                "error_history": list(result.error_history),
+                "solver": solver,
+                "code_version": code,
                 "seconds": result.seconds + read_seconds / len(todo),
                 "device": str(tensor.device),
                 "base_model": {"name": str(model), "folder": str(folder), "layer_sha256": digest},
@@ -137,16 +145,22 @@ def decompose_layer(
             records[i] = _record(dirs[i], meta, reused=False)
             log.info("layer %d ranks %s: rel_error %.4f, CR %.1fx, %.2fs", layer, result.ranks,
                      result.rel_error, meta["compression_ratio"], meta["seconds"])
+            if not result.converged:
+                log.warning("layer %d ranks %s: HOOI did not converge in %d sweeps (relative error still changing "
+                            "by >= tol=%g; last errors %s); raise n_iter_max or tol", layer, result.ranks,
+                            result.n_iter, tol, [round(e, 6) for e in result.error_history[-3:]])
     return [records[i] for i in range(len(resolved))]
 
 
-def _reusable(path: Path, digest: str, ranks: Sequence[int], grouping: str) -> dict | None:
+def _reusable(path: Path, digest: str, ranks: Sequence[int], grouping: str, solver: dict, code: str) -> dict | None:
+    """An existing artifact is reused only when everything that computed it is the same: the layer's
+    weights (digest), ranks, grouping, solver settings and the library's code version."""
     try:
         meta = read_meta(path)
     except (FileNotFoundError, ValueError):
         return None
     same = (meta.get("base_model", {}).get("layer_sha256") == digest and meta.get("ranks") == list(ranks)
-            and meta.get("grouping") == grouping)
+            and meta.get("grouping") == grouping and meta.get("solver") == solver and meta.get("code_version") == code)
     return meta if same else None
 
 
@@ -169,7 +183,8 @@ def laser_layer(model: str, layer: int, matrix: str, rho: float, *, out_root: st
     digest = _matrix_digest(ckpt, name)
     try:
         meta = read_meta(path)
-        if meta.get("base_model", {}).get("layer_sha256") == digest and meta.get("rho") == rho:
+        if (meta.get("base_model", {}).get("layer_sha256") == digest and meta.get("rho") == rho
+                and meta.get("code_version") == library_code_version()):
             return _record(path, meta, reused=True)
     except (FileNotFoundError, ValueError):
         pass
@@ -180,6 +195,7 @@ def laser_layer(model: str, layer: int, matrix: str, rho: float, *, out_root: st
         "rho": rho, "rank": factors.rank, "dtype": str(weight.dtype).removeprefix("torch."),
         "rel_error": factors.rel_error, "original_params": weight.numel(), "compressed_params": factors.n_params,
         "compression_ratio": weight.numel() / factors.n_params, "seconds": time.perf_counter() - start,
+        "code_version": library_code_version(),
         "base_model": {"name": str(model), "folder": str(folder), "layer_sha256": digest},
     }
     save_artifact(path, meta, {"left": factors.left.float(), "right": factors.right.float()})

@@ -653,11 +653,12 @@ class Registry:
             self.client.set_registered_model_tag(name, prefix + k, v)
 
     def log_sweep(self, registered_model: str, summary: dict, files: list[Path],
-                  description: str | None = None) -> str:
+                  description: str | None = None, params: dict | None = None) -> str:
         """One run named "sweep": scalar entries of ``summary`` as params (text) / metrics (numbers),
         the whole summary as ``summary.json``, and ``files`` (plots, tables) as artifacts; returns the run id.
 
-        ``description`` becomes the run's description (MLflow's tag ``mlflow.note.content``, shown on its page).
+        ``description`` becomes the run's description (MLflow's tag ``mlflow.note.content``, shown on its page);
+        ``params`` (the sweep's parameters) are logged as MLflow params, lists and dicts as JSON.
         """
         _check_name(registered_model)
         if description is not None and not isinstance(description, str):
@@ -672,13 +673,15 @@ class Registry:
         run = self.client.create_run(self.experiment_id, run_name="sweep", tags=tags)
         run_id = run.info.run_id
         try:
-            params, metrics = [], []
+            texts, metrics = {}, []
             now = _now_ms()
             for k, v in (summary or {}).items():
                 if isinstance(v, bool) or isinstance(v, str):
-                    params.append(Param(str(k), str(v)[:6000]))
+                    texts[str(k)] = str(v)[:6000]
                 elif isinstance(v, (int, float)):
                     metrics.append(Metric(str(k), float(v), now, 0))
+            texts.update({str(k): _param_value(v)[:6000] for k, v in (params or {}).items()})
+            params = [Param(k, v) for k, v in texts.items()]
             for chunk in _chunks(params, 100):
                 self.client.log_batch(run_id, params=chunk)
             for chunk in _chunks(metrics, 1000):

@@ -48,6 +48,7 @@ class TuckerResult:
     n_iter: int  # HOOI sweeps run after the start (initial_factors)
     converged: bool
     seconds: float
+    error_history: tuple[float, ...] = ()  # relative error after the start and after each HOOI sweep
 
     @property
     def n_params(self) -> int:
@@ -141,7 +142,24 @@ def _project_all_but(tensor: torch.Tensor, factors: Sequence[torch.Tensor], skip
     return tensor
 
 
-def initial_factors(tensor: torch.Tensor, ranks: Sequence[int], full_gram_max: int = 1024) -> list[torch.Tensor]:
+def hosvd_bases(tensor: torch.Tensor, full_gram_max: int = 1024) -> dict[int, torch.Tensor]:
+    """Every left singular vector of the modes whose HOSVD factor comes from the full tensor.
+
+    They do not depend on the ranks: the rank-R factor is the first R columns (eigh once, columns and
+    their signs independent of R), so a rank sweep computes them once and every configuration starts
+    exactly where it would alone. Only modes whose unfolding is wide (I_n <= the rest) are listed: there the
+    truncation is bitwise identical to a direct call; tall unfoldings go through a QR that is not.
+    """
+    bases = {}
+    for mode in DECOMPOSED_MODES:
+        size = tensor.shape[mode]
+        if size <= full_gram_max and size <= tensor.numel() // size:
+            bases[mode] = leading_left_singular_vectors(unfold(tensor, mode), size)
+    return bases
+
+
+def initial_factors(tensor: torch.Tensor, ranks: Sequence[int], full_gram_max: int = 1024,
+                    bases: dict[int, torch.Tensor] | None = None) -> list[torch.Tensor]:
     """HOOI's starting factors: HOSVD where it is cheap, sequential truncation where it is not.
 
     A mode of size I_n <= ``full_gram_max`` gets its HOSVD factor from the *full* tensor (an I_n x I_n
@@ -149,12 +167,15 @@ def initial_factors(tensor: torch.Tensor, ranks: Sequence[int], full_gram_max: i
     whose full Gram is the 1e12-FLOP step of a naive HOSVD) are computed sequentially, ST-HOSVD style,
     from the tensor already projected on the other factors, which is also HOOI's first update of that mode.
     A pure ST-HOSVD start was measured to lead HOOI to worse stationary points on some unstructured
-    tensors than TensorLy's HOSVD start; HOSVD on the small modes removes that.
+    tensors than TensorLy's HOSVD start; HOSVD on the small modes removes that. ``bases`` (from
+    :func:`hosvd_bases`) are truncated instead of recomputed.
     """
     factors: list[torch.Tensor | None] = [None, None, None]
     by_size = sorted(DECOMPOSED_MODES, key=lambda m: tensor.shape[m])
     for mode in by_size:
-        if tensor.shape[mode] <= full_gram_max:
+        if bases is not None and mode in bases:
+            factors[mode] = bases[mode][:, :ranks[mode]]
+        elif tensor.shape[mode] <= full_gram_max:
             factors[mode] = leading_left_singular_vectors(unfold(tensor, mode), ranks[mode])
     current = tensor
     for mode in by_size:
@@ -175,6 +196,7 @@ def tucker_decompose(
     tol: float = 1e-6,
     init: Sequence[torch.Tensor] | None = None,
     dtype: torch.dtype | None = None,
+    bases: dict[int, torch.Tensor] | None = None,
 ) -> TuckerResult:
     """Shared-factor Tucker decomposition of a (d_model, d_head, slices, groups) tensor by HOOI.
 
@@ -186,6 +208,7 @@ def tucker_decompose(
     tol : stop when the relative error changes by less than this between sweeps (TensorLy uses 1e-4).
     init : factors to start from instead of :func:`initial_factors` (e.g. truncated factors of a larger-rank result).
     dtype : computation dtype; default float32 (float64 stays float64). Half precision is upcast.
+    bases : :func:`hosvd_bases` of this tensor, shared by the configurations of a rank sweep.
 
     Returns
     -------
@@ -209,7 +232,7 @@ def tucker_decompose(
         raise ValueError("cannot decompose an all-zero tensor (its relative error is undefined)")
 
     if init is None:
-        factors = initial_factors(x, rank_tuple)
+        factors = initial_factors(x, rank_tuple, bases=bases)
     else:
         factors = [u[:, :r].to(device=x.device, dtype=work_dtype) for u, r in zip(init, rank_tuple)]
 
@@ -219,6 +242,7 @@ def tucker_decompose(
 
     core = _project_all_but(x, factors, skip=-1)
     previous = rel_error_of(core)
+    history = [previous]
     n_iter, converged = 0, False
     for n_iter in range(1, n_iter_max + 1):
         for mode in DECOMPOSED_MODES:
@@ -226,13 +250,14 @@ def tucker_decompose(
             factors[mode] = leading_left_singular_vectors(unfold(projected, mode), rank_tuple[mode])
         core = _project_all_but(x, factors, skip=-1)
         current = rel_error_of(core)
+        history.append(current)
         if abs(previous - current) < tol:
             converged = True
             break
         previous = current
 
     result = TuckerResult(core=core, factors=tuple(factors), ranks=rank_tuple, rel_error=0.0, n_iter=n_iter,
-                          converged=converged, seconds=0.0)
+                          converged=converged, seconds=0.0, error_history=tuple(history))
     # The reported error is computed explicitly: the norm identity cancels badly near full rank.
     residual = torch.linalg.vector_norm((x - result.reconstruct()).double())
     result.rel_error = float(residual / math.sqrt(norm2))
@@ -241,19 +266,13 @@ def tucker_decompose(
 
 
 def tucker_sweep(tensor: torch.Tensor, rank_list: Sequence[RankSpec], **kwargs) -> list[TuckerResult]:
-    """Decompose one tensor at several ranks, reusing work: larger ranks first, and each smaller
-    configuration starts from the truncated factors of the smallest computed one that contains it
-    (exact nesting for HOSVD factors, a warm start for HOOI ones), then HOOI polishes it.
-
-    Results come back in the order of ``rank_list``.
+    """Decompose one tensor at several ranks; each result is bitwise the one :func:`tucker_decompose` gives
+    for that configuration alone (on CPU at a fixed thread count), so an artifact never depends on which
+    other ranks shared its call. What is shared is rank-independent: the HOSVD bases of the small modes
+    (:func:`hosvd_bases`). Results come back in the order of ``rank_list``.
     """
     dims = tuple(tensor.shape)
     resolved = [resolve_ranks(r, dims) for r in rank_list]
-    order = sorted(range(len(resolved)), key=lambda i: math.prod(resolved[i]), reverse=True)
-    done: dict[int, TuckerResult] = {}
-    for i in order:
-        ranks = resolved[i]
-        parents = [done[j] for j in done if all(a >= b for a, b in zip(done[j].ranks, ranks))]
-        init = min(parents, key=lambda r: math.prod(r.ranks)).factors if parents else None
-        done[i] = tucker_decompose(tensor, ranks, init=init, **kwargs)
-    return [done[i] for i in range(len(resolved))]
+    work_dtype = kwargs.get("dtype") or (torch.float64 if tensor.dtype == torch.float64 else torch.float32)
+    bases = hosvd_bases(tensor.to(work_dtype))
+    return [tucker_decompose(tensor, ranks, bases=bases, **kwargs) for ranks in resolved]

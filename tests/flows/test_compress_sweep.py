@@ -185,13 +185,13 @@ def test_deployment_run_triggered_through_the_api_completes(first_run, prefect_a
         while True:
             try:
                 with get_client(sync_client=True) as client:
-                    client.read_deployment_by_name("compress-sweep/test-on-demand")
+                    client.read_deployment_by_name("compress-sweep/test-served-on-demand")
                 break
             except Exception:
                 assert time.time() < deadline and server.poll() is None, (workdir / "serve.log").read_text()[-3000:]
                 time.sleep(2)
         # other parameters than the deployment's defaults, as a user would enter them in the UI form
-        flow_run = run_deployment("compress-sweep/test-on-demand", parameters={"layers": [3]}, timeout=900)
+        flow_run = run_deployment("compress-sweep/test-served-on-demand", parameters={"layers": [3]}, timeout=900)
         assert flow_run.state.is_completed(), (flow_run.state, (workdir / "serve.log").read_text()[-3000:])
         assert flow_run.parameters["layers"] == [3]
     finally:

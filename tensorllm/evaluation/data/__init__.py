@@ -4,7 +4,7 @@
 """
 
 from .errors import DataFormatError
-from .registry import DATASETS, dataset_names, default_data_dir, load_task
+from .registry import DATASETS, dataset_digest, dataset_names, default_data_dir, load_task
 from .task import Task
 
-__all__ = ["DATASETS", "DataFormatError", "Task", "dataset_names", "default_data_dir", "load_task"]
+__all__ = ["DATASETS", "DataFormatError", "Task", "dataset_digest", "dataset_names", "default_data_dir", "load_task"]

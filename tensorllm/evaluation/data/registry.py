@@ -7,6 +7,7 @@ Local data (the default) is read from ``data_dir``: the argument, else ``$TENSOR
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 from collections.abc import Callable
@@ -27,16 +28,22 @@ class DatasetSpec:
     local: Callable[..., Task]
     hub: Callable[..., Task]
     description: str
+    folder: str  # its files under the data folder (what :func:`dataset_digest` hashes)
 
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
-        DatasetSpec(qa_wikidata.NAME, qa_wikidata.load_local, qa_wikidata.load_hub, "BIG-bench WikidataQA (generative)"),
-        DatasetSpec(hotpotqa.NAME, hotpotqa.load_local, hotpotqa.load_hub, "HotpotQA dev questions (generative)"),
-        DatasetSpec(fever.NAME, fever.load_local, fever.load_hub, "FEVER claims, true vs false (classification)"),
-        DatasetSpec(bios.NAME, bios.load_local, bios.load_hub, "Bias in Bios professions (classification)"),
-        DatasetSpec(counterfact.NAME, counterfact.load_local, counterfact.load_hub, "CounterFact true targets (generative)"),
+        DatasetSpec(qa_wikidata.NAME, qa_wikidata.load_local, qa_wikidata.load_hub, "BIG-bench WikidataQA (generative)",
+                    qa_wikidata.FILE.parent.as_posix()),
+        DatasetSpec(hotpotqa.NAME, hotpotqa.load_local, hotpotqa.load_hub, "HotpotQA dev questions (generative)",
+                    hotpotqa.FILE.parent.as_posix()),
+        DatasetSpec(fever.NAME, fever.load_local, fever.load_hub, "FEVER claims, true vs false (classification)",
+                    fever.FILE.parent.as_posix()),
+        DatasetSpec(bios.NAME, bios.load_local, bios.load_hub, "Bias in Bios professions (classification)",
+                    bios.FOLDER.as_posix()),
+        DatasetSpec(counterfact.NAME, counterfact.load_local, counterfact.load_hub, "CounterFact true targets (generative)",
+                    counterfact.FILES[0].parent.as_posix()),
     )
 }
 
@@ -60,6 +67,23 @@ def default_data_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path(__file__).resolve().parents[3] / "data"
+
+
+def dataset_digest(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """sha256 over the names and bytes of every file of dataset ``name`` in the data folder: part of the
+    cache key of every evaluation, so edited data is never answered from a cache."""
+    spec = check_dataset_name(name)
+    folder = (Path(data_dir).expanduser() if data_dir is not None else default_data_dir()) / spec.folder
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dataset {name!r}: its folder {folder} does not exist; pass data_dir= or set "
+                                "TENSORLLM_DATA_DIR")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def load_task(
