@@ -50,7 +50,8 @@ from .config import (DEFAULT_RANKS, ComposeStrategy, DatasetName, LaserSpec, Obj
                      code_version, stable_key)
 from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, higher_is_better,
                      non_inferior, shortlist)
-from .records import flat_metrics, markdown_table, mean_metric, paired_columns, paired_metrics, summary_row, variant_record
+from .records import (Variant, baseline_variant, composed_variant, flat_metrics, layer_variants, markdown_table, mean_metric,
+                      paired_columns, paired_metrics, summary_row, variant_record)
 
 log = logging.getLogger(__name__)
 
@@ -147,16 +148,15 @@ def run_sweep(config: SweepConfig) -> dict:
     logger.info("Sweep %s -> %s: layers %s x %d rank configs, datasets %s, objective %s, %s GPU per task, code %s",
                 config.model, name, layers, len(rank_specs), config.datasets, config.objective, gpus, version)
 
-    def evaluate(v: dict, dataset: str, split: str, **extra):
+    def evaluate(v: Variant, dataset: str, split: str, **extra):
         return evaluate_task.submit(
-            model=config.model, artifacts=v["artifacts"], dataset=dataset, split=split,
-            limit=config.val_limit if split == "val" else config.test_limit, first_changed_layer=v.get("first_layer"),
+            model=config.model, artifacts=v.artifacts, dataset=dataset, split=split,
+            limit=config.val_limit if split == "val" else config.test_limit, first_changed_layer=v.first_layer,
             generate=config.generate_for(split), batch_size=config.batch_size, out_root=str(evals_dir),
-            model_identity=identity, code_version=version, data_digest=data_digests[dataset], variant=v["name"],
+            model_identity=identity, code_version=version, data_digest=data_digests[dataset], variant=v.name,
             **extra)
 
-    baseline = {"name": "baseline", "kind": "baseline", "layer": None, "artifacts": [], "params": {"kind": "baseline"},
-                "summary": {}}
+    baseline = baseline_variant()
     with remote_options(num_cpus=1, num_gpus=gpus):
         # the baseline's full pass also caches the inputs of every sweep layer for the variants
         baseline_val = {d: evaluate(baseline, d, "val", fill_layers=layers) for d in config.datasets}
@@ -165,72 +165,69 @@ def run_sweep(config: SweepConfig) -> dict:
         lasers = {(layer, spec.matrix, spec.rho): laser_task.submit(config.model, layer, spec.matrix, spec.rho,
                                                                     str(artifacts_dir), identity, version)
                   for layer in layers for spec in config.laser}
-        variants = _variants(config, layers, {k: f.result() for k, f in decompositions.items()},
-                             {k: f.result() for k, f in lasers.items()})
-        val_futures = {(v["name"], d): evaluate(v, d, "val", wait_for=[baseline_val[d]])
+        variants = layer_variants(config.grouping, config.laser, layers,
+                                  {k: f.result() for k, f in decompositions.items()},
+                                  {k: f.result() for k, f in lasers.items()})
+        val_futures = {(v.name, d): evaluate(v, d, "val", wait_for=[baseline_val[d]])
                        for v in variants for d in config.datasets}
         wait(list(val_futures.values()))
-        baseline["val"] = {d: f.result() for d, f in baseline_val.items()}
+        baseline.val = {d: f.result() for d, f in baseline_val.items()}
         for v in variants:
-            v["val"] = {d: val_futures[(v["name"], d)].result() for d in config.datasets}
+            v.val = {d: val_futures[(v.name, d)].result() for d in config.datasets}
         composed = _compose(config, variants, baseline, evaluate, metric)
 
     # ---- paired validation statistics, whole-model sizes, registration (flow process: one sqlite writer) --
     everything = [*variants, *composed]
     column = PAIRED_COLUMN.get(metric, "top1_correct")
-    baseline_examples = {d: r["examples"] for d, r in baseline["val"].items()}
     for v in everything:
-        v["paired_val"] = paired_pooled_task(baseline_examples, {d: r["examples"] for d, r in v["val"].items()},
-                                             column, v["name"])
-        tucker = [read_meta(a) for a in v["artifacts"]]
-        v["size"] = whole_model_size(config.model, tucker)
+        v.paired_val = paired_pooled_task(_examples(baseline.val), _examples(v.val), column, v.name)
+        v.size = whole_model_size(config.model, [read_meta(a) for a in v.artifacts])
     common = {"base_model": config.model, "datasets": ",".join(config.datasets), "code_version": version,
               "model_identity": identity}
     settings = {"datasets": config.datasets, "val_limit": config.val_limit, "selection_metric": metric,
                 "generate": config.generate, "model_identity": identity}
     for v in [baseline, *everything]:
-        v["key"] = stable_key(identity, version, v["name"], settings)
+        v.key = stable_key(identity, version, v.name, settings)
         record = variant_record(v, config.model, config.datasets, config.val_limit, common, metric, config.generate)
-        v["version"] = register_variant_task(uri, name, record)
+        v.version = register_variant_task(uri, name, record)
 
     # ---- the decision (validation evidence only) ----------------------------------------------------
-    candidates = {v["version"]: _candidate(v, metric) for v in everything}
-    baseline_candidate = Candidate(baseline["version"], "baseline", mean_metric(baseline["val"], metric),
-                                   mean_metric(baseline["val"], "loss"))
+    candidates = {v.version: _candidate(v, metric) for v in everything}
+    baseline_candidate = Candidate(baseline.version, "baseline", mean_metric(baseline.val, metric),
+                                   mean_metric(baseline.val, "loss"))
     current = comparable_champion(champion_task(uri, name), settings, metric)
     decision = decide(list(candidates.values()), baseline_candidate, current, config.objective, metric,
                       config.alpha, config.margin)
-    composed_candidates = [candidates[v["version"]] for v in composed]
-    best_composed = shortlist(composed_candidates, config.objective, metric, config.margin, 1)
+    best_composed = shortlist([candidates[v.version] for v in composed], config.objective, metric, config.margin, 1)
     chosen = {c.version for c in shortlist(list(candidates.values()), config.objective, metric, config.margin,
                                            config.test_top_k)}
     chosen |= {c.version for c in best_composed} | ({decision.version} if decision.promote else set())
 
     # ---- test split: the report ---------------------------------------------------------------------
-    tested = [baseline] + [v for v in everything if v["version"] in chosen]
+    tested = [baseline] + [v for v in everything if v.version in chosen]
     with remote_options(num_cpus=1, num_gpus=gpus):
-        test_futures = {(v["name"], d): evaluate(v, d, "test") for v in tested for d in config.datasets}
+        test_futures = {(v.name, d): evaluate(v, d, "test") for v in tested for d in config.datasets}
         wait(list(test_futures.values()))
     for v in tested:
-        v["test"] = {d: test_futures[(v["name"], d)].result() for d in config.datasets}
-        update_metrics_task(uri, name, v["version"], flat_metrics(v["test"], "test"))
+        v.test = {d: test_futures[(v.name, d)].result() for d in config.datasets}
+        update_metrics_task(uri, name, v.version, flat_metrics(v.test, "test"))
     for v in tested[1:]:
-        v["paired"] = {d: {col: paired_comparison_task(baseline["test"][d]["examples"], v["test"][d]["examples"], col)
-                           for col in paired_columns(v["test"][d], metric)}
-                       for d in config.datasets}
-        update_metrics_task(uri, name, v["version"], paired_metrics(v["paired"]))
+        v.paired_test = {d: {col: paired_comparison_task(baseline.test[d]["examples"], v.test[d]["examples"], col)
+                             for col in paired_columns(v.test[d], metric)}
+                         for d in config.datasets}
+        update_metrics_task(uri, name, v.version, paired_metrics(v.paired_test))
 
     # ---- promotion, export, report ------------------------------------------------------------------
-    paired = next((v.get("paired") for v in tested[1:] if v["version"] == decision.version), None)
+    paired = next((v.paired_test for v in tested[1:] if v.version == decision.version), None)
     champion_version = apply_promotion_task(uri, name, decision.promote, decision.version, decision_tags(decision, paired))
     if decision.promote:
         describe_task(uri, name, decision.version, decision.sentence)
-    best = next((v for v in composed if best_composed and v["version"] == best_composed[0].version), None)
+    best = next((v for v in composed if best_composed and v.version == best_composed[0].version), None)
     exported = None
     if best is not None and config.export_best:
+        out_dir = root.parent / "exports" / name / f"v{best.version}-{best.kind}"
         with remote_options(num_cpus=1, num_gpus=gpus):
-            exported = export_task.submit(config.model, best["artifacts"],
-                                          str(root.parent / "exports" / name / f"v{best['version']}-{best['kind']}"), identity, version).result()
+            exported = export_task.submit(config.model, best.artifacts, str(out_dir), identity, version).result()
     summary = _summary(config, name, baseline, everything, decision, champion_version, current, best, exported, metric)
     summary["sweep_run_id"] = log_sweep_task(uri, name, summary, str(reports_dir), metric, decision.sentence,
                                              config.model_dump(mode="json"))
@@ -241,92 +238,61 @@ def run_sweep(config: SweepConfig) -> dict:
     return summary
 
 
-def _candidate(v: dict, metric: str) -> Candidate:
-    """The policy's view of a variant: validation numbers, compression, paired validation comparison."""
-    layer_kind = v["kind"] == "layer"
-    compression = (v["summary"].get("compression_ratio") or 1.0) if layer_kind else v["size"].attention_compression_ratio
-    return Candidate(v["version"], v["name"], mean_metric(v["val"], metric), mean_metric(v["val"], "loss"),
-                     compression=compression, kind="layer" if layer_kind else "composed", paired_val=v["paired_val"])
+def _examples(results: dict[str, dict]) -> dict[str, str]:
+    """dataset -> the per-example jsonl of an evaluation."""
+    return {d: r["examples"] for d, r in results.items()}
 
 
-def _compose(config: SweepConfig, variants: list[dict], baseline: dict, evaluate, metric: str) -> list[dict]:
+def _candidate(v: Variant, metric: str) -> Candidate:
+    """The policy's view of a variant: validation numbers, compression (the layer's for single-layer
+    variants, the whole model's attention for composed ones: see flows.policy), paired validation comparison."""
+    compression = v.size.attention_compression_ratio if v.composed else (v.decomposition.get("compression_ratio") or 1.0)
+    return Candidate(v.version, v.name, mean_metric(v.val, metric), mean_metric(v.val, "loss"),
+                     compression=compression, kind="composed" if v.composed else "layer", paired_val=v.paired_val)
+
+
+def _compose(config: SweepConfig, variants: list[Variant], baseline: Variant, evaluate, metric: str) -> list[Variant]:
     """Whole-model variants from the per-layer Tucker edits (see :mod:`flows.compose`): the uniform plans are
     evaluated in parallel; the greedy plan grows one layer at a time and keeps a layer only while the
     composed model stays non-inferior to the base on validation."""
-    edits = [LayerEdit(v["layer"], tuple(v["ranks"]), v["artifacts"][0], mean_metric(v["val"], metric),
-                       mean_metric(v["val"], "loss")) for v in variants if v["params"]["kind"] == "tensorllm"]
-    out: list[dict] = []
+    edits = [LayerEdit(v.layer, tuple(v.ranks), v.artifacts[0], mean_metric(v.val, metric), mean_metric(v.val, "loss"))
+             for v in variants if v.params["kind"] == "tensorllm"]
+    out: list[Variant] = []
     if "uniform" in config.compose:
-        plans = [_composed(p) for p in uniform_plans(edits)]
-        futures = {(p["name"], d): evaluate(p, d, "val") for p in plans for d in config.datasets}
+        plans = [composed_variant(p) for p in uniform_plans(edits)]
+        futures = {(p.name, d): evaluate(p, d, "val") for p in plans for d in config.datasets}
         for p in plans:
-            p["val"] = {d: futures[(p["name"], d)].result() for d in config.datasets}
+            p.val = {d: futures[(p.name, d)].result() for d in config.datasets}
         out += plans
     if "greedy" in config.compose and len({e.layer for e in edits}) >= 2:
         column = PAIRED_COLUMN.get(metric, "top1_correct")
-        baseline_examples = {d: r["examples"] for d, r in baseline["val"].items()}
         kept, kept_val = [], None
-        order = greedy_order(edits, mean_metric(baseline["val"], metric), higher_is_better(metric))
-        for edit in order:
-            trial = _composed(ComposedPlan(greedy_name(kept + [edit]), "greedy", kept + [edit]))
+        for edit in greedy_order(edits, mean_metric(baseline.val, metric), higher_is_better(metric)):
+            trial = composed_variant(ComposedPlan(greedy_name(kept + [edit]), "greedy", kept + [edit]))
             val = {d: evaluate(trial, d, "val").result() for d in config.datasets}
-            paired = paired_pooled_task(baseline_examples, {d: r["examples"] for d, r in val.items()}, column, trial["name"])
-            probe = Candidate(0, trial["name"], mean_metric(val, metric), mean_metric(val, "loss"), paired_val=paired)
+            paired = paired_pooled_task(_examples(baseline.val), _examples(val), column, trial.name)
+            probe = Candidate(0, trial.name, mean_metric(val, metric), mean_metric(val, "loss"), paired_val=paired)
             if non_inferior(probe, metric, config.margin):
                 kept, kept_val = kept + [edit], val
         if len(kept) >= 2:
-            final = _composed(ComposedPlan(greedy_name(kept), "greedy", kept))
-            final["val"] = kept_val
+            final = composed_variant(ComposedPlan(greedy_name(kept), "greedy", kept))
+            final.val = kept_val
             out.append(final)
     return out
 
 
-def _composed(plan: ComposedPlan) -> dict:
-    return {"name": plan.name, "kind": plan.kind, "layer": None, "layers": plan.layers, "first_layer": plan.first_layer,
-            "ranks": None, "artifacts": plan.artifacts, "summary": {},
-            "params": {"kind": f"composed-{plan.kind}", "layers": ",".join(map(str, plan.layers)),
-                       "ranks": ";".join(f"{e.layer}:{','.join(map(str, e.ranks))}" for e in plan.edits)}}
-
-
-def _variants(config: SweepConfig, layers: list[int], decompositions: dict, lasers: dict) -> list[dict]:
-    """Every single-layer variant: MHA ranks per layer; with LASER specs also LASER alone (Case 1) and MHA+LASER (Case 3)."""
-    out = []
-    for layer in layers:
-        for record in decompositions[layer]:
-            r1, r2, r3 = record["ranks"]
-            base = {"kind": "layer", "layer": layer, "first_layer": layer, "ranks": record["ranks"], "summary": record}
-            out.append({**base, "name": f"layer{layer:03d}-mha-{config.grouping}-r{r1}x{r2}x{r3}",
-                        "artifacts": [record["artifact"]],
-                        "params": {"kind": "tensorllm", "layer": layer, "ranks": f"{r1},{r2},{r3}",
-                                   "grouping": config.grouping, "laser": "none"}})
-            for spec in config.laser:
-                laser_record = lasers[(layer, spec.matrix, spec.rho)]
-                out.append({**base, "name": f"layer{layer:03d}-mha-{config.grouping}-r{r1}x{r2}x{r3}+laser-{spec.matrix}-{spec.rho}",
-                            "artifacts": [record["artifact"], laser_record["artifact"]],
-                            "params": {"kind": "tensorllm+laser", "layer": layer, "ranks": f"{r1},{r2},{r3}",
-                                       "grouping": config.grouping, "laser": f"{spec.matrix}:{spec.rho}"}})
-        for spec in config.laser:
-            laser_record = lasers[(layer, spec.matrix, spec.rho)]
-            out.append({"kind": "layer", "layer": layer, "first_layer": layer, "ranks": None, "summary": laser_record,
-                        "name": f"layer{layer:03d}-laser-{spec.matrix}-{spec.rho}", "artifacts": [laser_record["artifact"]],
-                        "params": {"kind": "laser", "layer": layer, "ranks": "none", "grouping": "none",
-                                   "laser": f"{spec.matrix}:{spec.rho}"}})
-    return out
-
-
-def _summary(config: SweepConfig, name: str, baseline: dict, variants: list[dict], decision, champion_version,
-             current, best: dict | None, exported: dict | None, metric: str) -> dict:
-    rows = [summary_row(v, metric) for v in variants]
+def _summary(config: SweepConfig, name: str, baseline: Variant, variants: list[Variant], decision, champion_version,
+             current, best: Variant | None, exported: dict | None, metric: str) -> dict:
     best_row = None
     if best is not None:
-        best_row = {**summary_row(best, metric), "export": exported,
-                    "bytes_base": best["size"].bytes_before, "attention_params_before": best["size"].attention_params_before,
-                    "attention_params_after": best["size"].attention_params_after}
+        best_row = {**summary_row(best, metric), "export": exported, "bytes_base": best.size.bytes_before,
+                    "attention_params_before": best.size.attention_params_before,
+                    "attention_params_after": best.size.attention_params_after}
     return {"registered_model": name, "champion_version": champion_version, "objective": config.objective,
             "decision": {**asdict(decision), "champion_version": champion_version,
                          "compared_with_champion": current.version if current else None},
-            "baseline": summary_row(baseline, metric), "variants": rows, "best_composed": best_row,
-            "selection_metric": metric, "datasets": config.datasets}
+            "baseline": summary_row(baseline, metric), "variants": [summary_row(v, metric) for v in variants],
+            "best_composed": best_row, "selection_metric": metric, "datasets": config.datasets}
 
 
 if __name__ == "__main__":

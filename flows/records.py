@@ -1,12 +1,90 @@
-"""What the sweep flow registers and reports: registry records, flat metrics, the summary.
+"""What travels through the sweep flow and what it registers and reports.
 
-Pure functions over the flow's variant dicts (name, layer, ranks, artifacts, params, summary, val, test,
-paired, size), kept out of :mod:`flows.compress_sweep` so that the DAG reads on its own.
+:class:`Variant` is the typed record of one variant (baseline, single-layer edit or composed model): what
+it is, then what the flow learns about it stage by stage (validation results, paired statistics, whole-model
+size, registry key and version, test results). The functions turn it into the registry record, flat
+metrics and the summary; they are kept out of :mod:`flows.compress_sweep` so that the DAG reads on its own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from tensorllm.composed import WholeModelSize
+
+from .compose import ComposedPlan
+
+KINDS = ("baseline", "layer", "uniform", "greedy")
+
+
+@dataclass
+class Variant:
+    """One variant of a sweep. The first block says what it is; the second is filled in by the flow."""
+
+    name: str
+    kind: str  # one of KINDS
+    artifacts: list[str]
+    params: dict  # registry params: kind, layer(s), ranks, grouping, laser
+    layer: int | None = None  # single-layer variants
+    layers: list[int] | None = None  # composed variants
+    first_layer: int | None = None  # the first edited layer: evaluation replays the cached inputs from there
+    ranks: list[int] | None = None
+    decomposition: dict = field(default_factory=dict)  # ArtifactRecord of the single-layer edit
+
+    val: dict[str, dict] = field(default_factory=dict)  # dataset -> EvalResult dict (validation)
+    paired_val: dict | None = None  # PairedComparison dict vs the baseline, validation, datasets pooled
+    size: WholeModelSize | None = None
+    key: str | None = None
+    version: int | None = None
+    test: dict[str, dict] | None = None
+    paired_test: dict[str, dict] | None = None  # dataset -> correctness column -> PairedComparison dict
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"variant {self.name!r}: kind must be one of {KINDS}; got {self.kind!r}")
+
+    @property
+    def composed(self) -> bool:
+        return self.kind in ("uniform", "greedy")
+
+
+def baseline_variant() -> Variant:
+    return Variant(name="baseline", kind="baseline", artifacts=[], params={"kind": "baseline"})
+
+
+def layer_variants(grouping: str, laser_specs: list, layers: list[int], decompositions: dict,
+                   lasers: dict) -> list[Variant]:
+    """Every single-layer variant: MHA ranks per layer; with LASER specs also LASER alone (Case 1) and
+    MHA+LASER (Case 3). ``decompositions[layer]``: ArtifactRecord dicts; ``lasers[(layer, matrix, rho)]``: one."""
+    out = []
+    for layer in layers:
+        for record in decompositions[layer]:
+            r1, r2, r3 = record["ranks"]
+            label = f"layer{layer:03d}-mha-{grouping}-r{r1}x{r2}x{r3}"
+            common = dict(kind="layer", layer=layer, first_layer=layer, ranks=record["ranks"], decomposition=record)
+            out.append(Variant(name=label, artifacts=[record["artifact"]], **common,
+                               params={"kind": "tensorllm", "layer": layer, "ranks": f"{r1},{r2},{r3}",
+                                       "grouping": grouping, "laser": "none"}))
+            for spec in laser_specs:
+                laser_record = lasers[(layer, spec.matrix, spec.rho)]
+                out.append(Variant(name=f"{label}+laser-{spec.matrix}-{spec.rho}",
+                                   artifacts=[record["artifact"], laser_record["artifact"]], **common,
+                                   params={"kind": "tensorllm+laser", "layer": layer, "ranks": f"{r1},{r2},{r3}",
+                                           "grouping": grouping, "laser": f"{spec.matrix}:{spec.rho}"}))
+        for spec in laser_specs:
+            laser_record = lasers[(layer, spec.matrix, spec.rho)]
+            out.append(Variant(name=f"layer{layer:03d}-laser-{spec.matrix}-{spec.rho}", kind="layer", layer=layer,
+                               first_layer=layer, decomposition=laser_record, artifacts=[laser_record["artifact"]],
+                               params={"kind": "laser", "layer": layer, "ranks": "none", "grouping": "none",
+                                       "laser": f"{spec.matrix}:{spec.rho}"}))
+    return out
+
+
+def composed_variant(plan: ComposedPlan) -> Variant:
+    return Variant(name=plan.name, kind=plan.kind, layers=plan.layers, first_layer=plan.first_layer,
+                   artifacts=plan.artifacts,
+                   params={"kind": f"composed-{plan.kind}", "layers": ",".join(map(str, plan.layers)),
+                           "ranks": ";".join(f"{e.layer}:{','.join(map(str, e.ranks))}" for e in plan.edits)})
 
 
 def mean_metric(per_dataset: dict[str, dict], metric: str) -> float | None:
@@ -54,44 +132,44 @@ def paired_metrics(paired: dict[str, dict], split: str = "test") -> dict[str, fl
     return out
 
 
-def variant_record(v: dict, model: str, datasets: list[str], val_limit: int | None, common_tags: dict,
+def variant_record(v: Variant, model: str, datasets: list[str], val_limit: int | None, common_tags: dict,
                    selection_metric: str, generate: bool) -> dict:
     """The registry record of a variant (fields of :class:`tensorllm.registry.VariantRecord`)."""
-    metrics = flat_metrics(v["val"], "val")
-    summary = v["summary"]
+    metrics = flat_metrics(v.val, "val")
+    record = v.decomposition
     for name in ("compression_ratio", "rel_error"):
-        if summary.get(name) is not None:
-            metrics[name] = summary[name]
-    size: WholeModelSize | None = v.get("size")
-    if size is not None:
-        metrics.update({f"whole_model.{k}": value for k, value in size.metrics().items()})
-    if summary.get("seconds") is not None:
-        metrics["decompose_seconds"] = summary["seconds"]
+        if record.get(name) is not None:
+            metrics[name] = record[name]
+    if v.size is not None:
+        metrics.update({f"whole_model.{k}": value for k, value in v.size.metrics().items()})
+        if v.composed:
+            metrics["compression_ratio"] = v.size.attention_compression_ratio
+    if record.get("seconds") is not None:
+        metrics["decompose_seconds"] = record["seconds"]
     for name in ("converged", "hooi_iterations"):
-        if summary.get(name) is not None:
-            metrics[name] = float(summary[name])
-    metrics["eval_seconds"] = sum(r.get("seconds", 0.0) for r in v["val"].values())
-    tags = {**common_tags, "kind": "baseline" if not v["artifacts"] else "variant", "variant_name": v["name"],
-            "variant_kind": v.get("kind", "layer"), "val_limit": str(val_limit), "generate": str(generate),
+        if record.get(name) is not None:
+            metrics[name] = float(record[name])
+    metrics["eval_seconds"] = sum(r.get("seconds", 0.0) for r in v.val.values())
+    tags = {**common_tags, "kind": "baseline" if not v.artifacts else "variant", "variant_name": v.name,
+            "variant_kind": v.kind, "val_limit": str(val_limit), "generate": str(generate),
             "selection_metric": selection_metric}
-    files = {f"{dataset}_val_examples.jsonl": r["examples"] for dataset, r in v["val"].items()}
-    params = {"model": model, "datasets": ",".join(datasets), "val_limit": val_limit, **v["params"]}
-    return {"key": v["key"], "name": v["name"], "base_model": model, "artifacts": v["artifacts"],
+    files = {f"{dataset}_val_examples.jsonl": r["examples"] for dataset, r in v.val.items()}
+    params = {"model": model, "datasets": ",".join(datasets), "val_limit": val_limit, **v.params}
+    return {"key": v.key, "name": v.name, "base_model": model, "artifacts": v.artifacts,
             "params": params, "metrics": metrics, "tags": tags, "files": files}
 
 
-def summary_row(v: dict, metric: str) -> dict:
+def summary_row(v: Variant, metric: str) -> dict:
     """One row of the sweep summary (and of the variants table in Prefect and MLflow)."""
-    size: WholeModelSize | None = v.get("size")
-    return {"name": v["name"], "version": v.get("version"), "kind": v.get("kind", "layer"), "layer": v.get("layer"),
-            "layers": v.get("layers"), "ranks": v.get("ranks"),
-            "compression_ratio": v["summary"].get("compression_ratio"), "rel_error": v["summary"].get("rel_error"),
-            "converged": v["summary"].get("converged"),
+    size = v.size
+    return {"name": v.name, "version": v.version, "kind": v.kind, "layer": v.layer, "layers": v.layers,
+            "ranks": v.ranks, "compression_ratio": v.decomposition.get("compression_ratio"),
+            "rel_error": v.decomposition.get("rel_error"), "converged": v.decomposition.get("converged"),
             "whole_model_attention_cr": size.attention_compression_ratio if size else None,
             "bytes_after": size.bytes_after if size else None,
-            f"val_{metric}": mean_metric(v["val"], metric), "val_loss": mean_metric(v["val"], "loss"),
-            **({f"test_{m}": mean_metric(v["test"], m) for m in ("accuracy", "top1_accuracy", "loss")} if "test" in v else {}),
-            **({"paired": v["paired"]} if "paired" in v else {})}
+            f"val_{metric}": mean_metric(v.val, metric), "val_loss": mean_metric(v.val, "loss"),
+            **({f"test_{m}": mean_metric(v.test, m) for m in ("accuracy", "top1_accuracy", "loss")} if v.test else {}),
+            **({"paired": v.paired_test} if v.paired_test else {})}
 
 
 def markdown_table(rows: list[dict], metric: str) -> str:
@@ -99,9 +177,11 @@ def markdown_table(rows: list[dict], metric: str) -> str:
     key = f"val_{metric}"
     lines = [f"| variant | version | kind | layer CR | whole-model attention CR | {key} | val loss | test accuracy |",
              "|---|---|---|---|---|---|---|---|"]
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
     for r in rows:
-        def fmt(value, spec):
-            return "-" if value is None else format(value, spec)
         lines.append(f"| {r['name']} | {fmt(r['version'], 'd')} | {r['kind']} | {fmt(r['compression_ratio'], '.2f')} | "
                      f"{fmt(r['whole_model_attention_cr'], '.3f')} | {fmt(r[key], '.4f')} | {fmt(r['val_loss'], '.4f')} | "
                      f"{fmt(r.get('test_accuracy'), '.4f')} |")

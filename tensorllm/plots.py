@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -84,8 +85,11 @@ def compression_front(rows: list[dict], baseline: float, metric: str, out: Path)
         ax.plot([r["whole_model_attention_cr"] for r in front], [r[metric] for r in front], color="tab:blue",
                 linewidth=1, zorder=2)
     ax.axhline(baseline, color="k", linestyle="--", linewidth=1, label="base model")
-    ax.set_xscale("log")
-    ax.set_xlabel("attention compression of the whole model (log)")
+    ratios = [r["whole_model_attention_cr"] for r in rows]
+    if max(ratios) / min(ratios) > 10:  # a log axis only where the ratios span decades
+        ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:.3g}x"))
+    ax.set_xlabel("attention compression of the whole model")
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
     ax.set_title("Whole-model accuracy vs compression")

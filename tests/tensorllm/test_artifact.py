@@ -294,6 +294,24 @@ def test_rerun_reuses_the_artifact(folders, tmp_path):
     assert not decompose(folders, tmp_path, "opt", (8, 4, 1)).reused
 
 
+def test_artifact_is_not_reused_for_other_solver_settings_or_code(folders, tmp_path):
+    import json
+
+    first = decompose(folders, tmp_path, "llama", (8, 4, 2))
+    meta = read_meta(first.artifact)
+    assert meta["solver"] == {"method": "hooi", "init": "hosvd", "tol": 1e-6, "n_iter_max": 25}  # the defaults
+    assert len(meta["error_history"]) == meta["hooi_iterations"] + 1 and isinstance(meta["converged"], bool)
+    assert first.converged == meta["converged"] and first.hooi_iterations == meta["hooi_iterations"]
+    # another tolerance is another computation: recomputed, not answered from the folder
+    assert not decompose(folders, tmp_path, "llama", (8, 4, 2), tol=1e-3).reused
+    # an artifact written by other code (here: its recorded code version edited) is recomputed too
+    path = os.path.join(first.artifact, META_FILE)
+    stale = {**read_meta(first.artifact), "code_version": "0.0.0+000000000000"}
+    with open(path, "w") as handle:
+        json.dump(stale, handle)
+    assert not decompose(folders, tmp_path, "llama", (8, 4, 2), tol=1e-3).reused
+
+
 def test_models_with_the_same_folder_name_do_not_share_artifacts(tmp_path):
     first, _ = save_tiny_with_tokenizer("llama", tmp_path / "a" / "model", seed=0)
     second, _ = save_tiny_with_tokenizer("llama", tmp_path / "b" / "model", seed=1)
