@@ -91,6 +91,38 @@ def default_tracking_uri(root: Path | None = None) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
+#: (table, column) of MLflow's sqlite schema that hold absolute artifact locations
+_LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                     ("model_versions", "storage_location"), ("logged_models", "artifact_location"))
+
+
+def relocate_sqlite_store(db_path: str | Path, old_root: str | Path, new_root: str | Path) -> dict[str, int]:
+    """Rewrite the absolute artifact locations of a moved sqlite store: every location under ``old_root``
+    is moved under ``new_root``. Returns the number of rows changed per table.
+
+    MLflow stores absolute paths (experiment artifact roots, run artifact URIs, model-version storage and
+    logged-model locations), so a ``runs/`` folder copied elsewhere still points at the old place. Run it
+    once after the move, with no MLflow process using the store; it is one transaction.
+    """
+    import sqlite3
+
+    db_path = Path(db_path)
+    if not db_path.is_file():
+        raise FileNotFoundError(f"{db_path} is not an MLflow sqlite database")
+    old, new = str(Path(old_root)).rstrip("/"), str(Path(new_root).resolve()).rstrip("/")
+    changed: dict[str, int] = {}
+    with sqlite3.connect(db_path) as db:  # commits on success, rolls back on error
+        for table, column in _LOCATION_COLUMNS:
+            for prefix in (old, f"file://{old}"):
+                replacement = new if prefix == old else f"file://{new}"
+                cursor = db.execute(  # exact prefix match (LIKE would treat '_' in paths as a wildcard)
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                    f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                    (replacement, len(prefix) + 1, prefix, len(prefix) + 1, prefix + "/"))
+                changed[table] = changed.get(table, 0) + cursor.rowcount
+    return changed
+
+
 @dataclass
 class VariantRecord:
     """Everything registered for one variant (the flow builds it; see the module docstring)."""
