@@ -7,6 +7,8 @@ Usage::
     tensorllm evaluate smollm2-135m --dataset fever --split val --limit 200 --variant runs/artifacts/... --json
     tensorllm sweep --json
     tensorllm models list | show NAME[@ALIAS|/VERSION] | load NAME@champion --out DIR
+    tensorllm export NAME@champion --out DIR [--format factorised|dense] [--json]
+    tensorllm export ARTIFACT [ARTIFACT ...] --out DIR [--base-model MODEL]
 
 With ``--json`` the last line printed is one JSON object (for scripts); everything else is for people.
 """
@@ -202,19 +204,34 @@ def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
     key = f"val_{metric}"
     base = summary["baseline"]
     print(f"\nBaseline {key} {base[key]:.4f} (loss {base['val_loss']:.4f}), registered as version {base['version']}")
-    print(f"{'variant':48s} {'ver':>4s} {'CR':>8s} {'rel_err':>8s} {key:>14s} {'val_loss':>9s}")
+    print(f"{'variant':48s} {'ver':>4s} {'layer CR':>9s} {'model CR':>9s} {'rel_err':>8s} {key:>14s} {'val_loss':>9s}")
     for row in summary["variants"]:
         cr = f"{row['compression_ratio']:.1f}x" if row.get("compression_ratio") else "-"
+        whole = f"{row['whole_model_attention_cr']:.3f}x" if row.get("whole_model_attention_cr") else "-"
         err = f"{row['rel_error']:.3f}" if row.get("rel_error") is not None else "-"
-        print(f"{row['name']:48s} {row['version']:>4d} {cr:>8s} {err:>8s} {row[key]:>14.4f} {row['val_loss']:>9.4f}")
-    decision = summary["decision"]
-    print(f"\nDecision: {decision['reason']}")
+        print(f"{row['name'][:48]:48s} {row['version']:>4d} {cr:>9s} {whole:>9s} {err:>8s} {row[key]:>14.4f} "
+              f"{row['val_loss']:>9.4f}")
+    best = summary.get("best_composed")
+    if best:
+        print(f"\nBest composed model: {best['name']} (v{best['version']}): attention of the whole model "
+              f"{best['attention_params_before']:,} -> {best['attention_params_after']:,} parameters "
+              f"({best['whole_model_attention_cr']:.2f}x)")
+        if best.get("export"):
+            export = best["export"]
+            print(f"  exported factorised: {export['path']} ({export['bytes'] / 1e6:.1f} MB; base "
+                  f"{best['bytes_base'] / 1e6:.1f} MB)")
+        for dataset, by_column in (best.get("paired") or {}).items():
+            for column, stats in by_column.items():
+                print(f"  test {dataset} {column}: {stats['base_accuracy']:.4f} -> {stats['variant_accuracy']:.4f} "
+                      f"(diff {stats['accuracy_diff']:+.4f}, McNemar p = {stats['mcnemar_p']:.3g}, n = {stats['n']}); "
+                      f"loss diff {stats['loss_diff']:+.4f}")
+    print(f"\nDecision: {summary['decision']['sentence']}")
     champion = summary["champion_version"]
     name = summary["registered_model"]
     if champion is not None:
-        print(f"Champion: {name} version {champion}  ->  tensorllm models load {name}@champion --out DIR")
+        print(f"Champion: {name} version {champion}  ->  tensorllm export {name}@champion --out DIR")
     else:
-        print(f"No champion yet for {name}.")
+        print(f"No champion for {name}.")
     print(f"MLflow store: {tracking_uri}   (UI: mlflow ui --backend-store-uri {tracking_uri})")
     print(f"Prefect API: {api_url}   (runs: prefect flow-run ls; UI: prefect server start, PREFECT_HOME=runs/prefect)")
 
@@ -243,6 +260,82 @@ def cmd_models(args) -> int:
         print(f"Wrote a Hugging Face folder: {out}\n  AutoModelForCausalLM.from_pretrained({str(out)!r})")
         if args.json:
             emit_json({"spec": args.spec, "out": str(out)})
+    return 0
+
+
+# ---- export --------------------------------------------------------------------------------------
+def export_sources(specs: list[str], base_model: str | None, tracking_uri: str | None, tmp: str) -> tuple[str, list, dict]:
+    """``(base model, artifact folders, where they came from)`` for ``tensorllm export``'s SPECs.
+
+    Either every SPEC is an artifact folder (the base model is ``base_model`` or the one recorded in the
+    first artifact), or there is one registry spec (``NAME``, ``NAME@ALIAS``, ``NAME/VERSION``) whose
+    version's ``variant/`` folder is downloaded into ``tmp`` (the registry records the base model).
+    """
+    from pathlib import Path
+
+    from .artifact import read_meta
+
+    paths = [Path(s) for s in specs]
+    if all(p.exists() for p in paths):
+        metas = [read_meta(p) for p in paths]  # a clear error when a folder is not an artifact
+        base = base_model or metas[0].get("base_model", {}).get("name")
+        if not base:
+            raise ValueError(f"{paths[0]}: artifact.json records no base_model.name; pass --base-model MODEL")
+        return base, paths, {"artifacts": [str(p) for p in paths]}
+    missing = next(s for s, p in zip(specs, paths) if not p.exists())
+    forms = "give artifact folders, or one registry spec NAME, NAME@ALIAS or NAME/VERSION"
+    if len(specs) > 1:
+        raise FileNotFoundError(f"artifact folder {missing!r} does not exist ({forms})")
+    from .registry import VARIANT_DIR, Registry, parse_spec  # imports mlflow: only on the registry path
+
+    try:
+        parse_spec(missing)
+    except ValueError:
+        raise FileNotFoundError(f"artifact folder {missing!r} does not exist ({forms})") from None
+    if base_model:
+        raise ValueError("--base-model goes with artifact folders; a registered variant records its own base model")
+    registry = Registry(tracking_uri)
+    try:
+        info = registry.show(missing)
+    except ValueError as exc:
+        raise ValueError(f"{missing!r} is not an artifact folder, and as a registry spec: {exc}") from None
+    local = Path(registry.client.download_artifacts(info["run_id"], VARIANT_DIR, tmp))
+    folders = [local / entry["dir"] for entry in info["artifacts"]]
+    source = {"spec": missing, "resolved": info["resolved"], "version": info["version"], "run_id": info["run_id"],
+              "tracking_uri": registry.tracking_uri,
+              "artifacts": [entry.get("source_path", entry["dir"]) for entry in info["artifacts"]]}
+    return info["base_model"], folders, source
+
+
+def cmd_export(args) -> int:
+    import tempfile
+
+    from .artifact import read_meta
+    from .export import FORMS, export_variant, folder_bytes
+    from .models import resolve_model
+
+    if args.format not in FORMS:  # checked before any download or model load
+        raise ValueError(f"unknown format {args.format!r}; allowed: {', '.join(FORMS)}")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tensorllm-export-") as tmp:
+        base, paths, source = export_sources(args.spec, args.base_model, args.tracking_uri, tmp)
+        base_bytes = folder_bytes(resolve_model(base))
+        info = export_variant(base, paths, args.out, format=args.format)
+        layers = info["layers"] or [  # the dense format writes every artifact back; say so per layer
+            {"layer": m["layer"], "kind": m["kind"], "form": "dense", "reason": "dense requested"}
+            for m in (read_meta(p) for p in paths)]
+    n = len(paths)
+    print(f"Exported {base} + {n} artifact{'s' if n != 1 else ''} ({args.format}) -> {info['path']}")
+    print(f"  bytes on disk  {info['bytes']:,}  (base model {base_bytes:,}: {info['bytes'] / base_bytes:.1%})")
+    for row in layers:
+        print(f"  layer {row['layer']:<4d} {row['kind']:<11s} {row['form']:<11s} {row['reason']}")
+    loader = ("tensorllm.export.load_compressed" if args.format == "factorised"
+              else "transformers.AutoModelForCausalLM.from_pretrained")
+    print(f"  load with {loader}({info['path']!r})")
+    if args.json:
+        emit_json({"path": info["path"], "format": info["format"], "bytes": info["bytes"], "base_model": str(base),
+                   "base_bytes": base_bytes, "bytes_ratio": info["bytes"] / base_bytes, "layers": layers,
+                   "source": source, "wall_seconds": time.perf_counter() - start})
     return 0
 
 
@@ -318,6 +411,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("export", help="write a variant as a model folder: factorised (smaller) or dense")
+    p.add_argument("spec", nargs="+", metavar="SPEC",
+                   help="artifact folders, or one registry spec NAME, NAME@ALIAS or NAME/VERSION")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", default="factorised", metavar="{factorised,dense}",
+                   help="factorised: the factors of compressed layers are stored (load with "
+                        "tensorllm.export.load_compressed); dense: a plain Hugging Face folder (default factorised)")
+    p.add_argument("--base-model", help="with artifact folders: the base model (default: the one the first "
+                                        "artifact records)")
+    p.add_argument("--tracking-uri", "--mlflow-tracking-uri", dest="tracking_uri",
+                   help="with a registry spec: default $MLFLOW_TRACKING_URI or sqlite under runs/mlflow")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

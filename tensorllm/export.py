@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model as load_safetensors_into
 from safetensors.torch import save_model
 
@@ -149,6 +150,8 @@ def load_compressed(folder: str | Path, device: str = "cpu", dtype: torch.dtype 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a model folder (no config.json); give the folder export_variant wrote")
     config = AutoConfig.from_pretrained(folder)
     section = getattr(config, CONFIG_KEY, None)
     if not isinstance(section, dict) or section.get("format") != EXPORT_FORMAT:
@@ -161,7 +164,10 @@ def load_compressed(folder: str | Path, device: str = "cpu", dtype: torch.dtype 
     if not weights.is_file():
         raise FileNotFoundError(f"{folder}: {WEIGHTS_FILE} is missing (a factorised export holds its weights there)")
     # strict: every tensor of the model must be in the file, except tied copies (stored once)
-    missing, unexpected = load_safetensors_into(model, str(weights), strict=False)
+    try:
+        missing, unexpected = load_safetensors_into(model, str(weights), strict=False)
+    except SafetensorError as exc:
+        raise ValueError(f"{weights}: not a readable safetensors file ({exc}); the export is truncated or damaged") from None
     if unexpected:
         raise ValueError(f"{weights}: tensors this model does not have: {sorted(unexpected)[:5]}")
     if missing:

@@ -174,3 +174,111 @@ def test_real_decompose_matches_tensorly(tmp_path, capsys):
     print(f"CLI rel_error {payload['rel_error']:.6f} vs TensorLy {theirs:.6f}")
     assert payload["rel_error"] <= theirs + 1e-3  # the issue: never worse than TensorLy by more than 1e-3
     assert payload["rel_error"] == pytest.approx(theirs, abs=1e-3)  # and the same model: not wildly better either
+
+
+# ---- export ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def export_artifacts(tiny, tmp_path_factory):
+    """[layer 1 at (24, 4, 4): factorised pays off; layer 0 at full rank (48, 8, 8): kept dense]."""
+    from tensorllm.decompose import decompose_layer
+
+    folder, _ = tiny
+    root = tmp_path_factory.mktemp("export_artifacts")
+    [low] = decompose_layer(str(folder), layer=1, rank_list=[(0.5, 0.5, 0.5)], out_root=root)
+    [full] = decompose_layer(str(folder), layer=0, rank_list=[(1.0, 1.0, 1.0)], out_root=root)
+    return [low.artifact, full.artifact]
+
+
+def test_export_artifact_folders_json(tiny, export_artifacts, tmp_path, capsys):
+    from tensorllm.export import EXPORT_FORMAT, folder_bytes, load_compressed
+
+    folder, _ = tiny
+    out = tmp_path / "exported"
+    assert main(["export", *export_artifacts, "--out", str(out), "--json"]) == 0
+    text = capsys.readouterr().out
+    payload = last_json(text)
+    assert payload["path"] == str(out) and payload["format"] == "factorised"
+    assert payload["base_model"] == str(folder)  # recorded in the first artifact's artifact.json
+    assert payload["base_bytes"] == folder_bytes(folder) and payload["bytes"] == folder_bytes(out)
+    # layer 1's attention: 6,144 -> 2,720 parameters (test_factorised), i.e. 13,696 bytes fewer in fp32
+    assert payload["bytes"] < payload["base_bytes"]
+    assert [(r["layer"], r["form"]) for r in payload["layers"]] == [(1, "factorised"), (0, "dense")]
+    assert payload["source"] == {"artifacts": export_artifacts}
+    assert "kept dense: factorised would need" in text and "2,720 parameters instead of 6,144" in text
+    assert "bytes on disk" in text.splitlines()[1]
+    model, _ = load_compressed(out)
+    assert model.config.tensorllm_compression["format"] == EXPORT_FORMAT
+
+
+def test_export_dense_format(tiny, export_artifacts, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "dense"
+    assert main(["export", *export_artifacts, "--out", str(out), "--format", "dense", "--json"]) == 0
+    payload = last_json(capsys.readouterr().out)
+    assert payload["format"] == "dense"
+    assert [(r["layer"], r["form"], r["reason"]) for r in payload["layers"]] == [(1, "dense", "dense requested"),
+                                                                                (0, "dense", "dense requested")]
+    # the same tensors as the base, written back: the size differs by the file header at most
+    assert abs(payload["bytes"] - payload["base_bytes"]) < 4096
+    AutoModelForCausalLM.from_pretrained(out)  # a plain Hugging Face folder
+
+
+def test_export_base_model_option_is_used(tiny, export_artifacts, tmp_path, capsys):
+    other, _ = save_tiny_with_tokenizer("llama_gqa", tmp_path / "other", seed=1)  # same shapes, other weights
+    code = main(["export", *export_artifacts, "--out", str(tmp_path / "x"), "--base-model", str(other)])
+    assert code == 2
+    assert "was made from other weights" in capsys.readouterr().err  # the artifact's identity check
+
+
+def test_export_unknown_format_exits_2(export_artifacts, tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main(["export", *export_artifacts, "--out", str(out), "--format", "int8"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "tensorllm export: error: unknown format 'int8'; allowed: factorised, dense\n"  # one line
+    assert captured.out == "" and not out.exists()
+
+
+def test_export_nonexistent_path_exits_2(export_artifacts, tmp_path, capsys):
+    missing = str(tmp_path / "no" / "such-artifact")
+    assert main(["export", export_artifacts[0], missing, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tensorllm export: error: ")
+    assert f"artifact folder {missing!r} does not exist" in err
+    assert main(["export", missing, "--out", str(tmp_path / "x")]) == 2  # alone: not a registry spec either
+    assert f"artifact folder {missing!r} does not exist" in capsys.readouterr().err
+
+
+def test_export_folder_that_is_not_an_artifact_exits_2(tiny, tmp_path, capsys):
+    assert main(["export", str(tiny[0]), "--out", str(tmp_path / "x")]) == 2  # a model folder, not an artifact
+    assert "is not a tensorllm artifact" in capsys.readouterr().err
+
+
+def test_export_registry_spec(tiny, export_artifacts, tmp_path, capsys):
+    from tensorllm.export import load_compressed
+    from tensorllm.registry import Registry, VariantRecord
+
+    folder, _ = tiny
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    (tmp_path / "mlflow").mkdir()
+    registry = Registry(uri)
+    record = VariantRecord(key="k-export", name="layer1-r24x4x4+layer0-full", base_model=str(folder),
+                           artifacts=list(export_artifacts))
+    version = registry.register_variant(record, "tiny-export")
+    registry.set_champion("tiny-export", version, {"reason": "test"})
+    out = tmp_path / "from-registry"
+    assert main(["export", "tiny-export@champion", "--tracking-uri", uri, "--out", str(out), "--json"]) == 0
+    payload = last_json(capsys.readouterr().out)
+    assert payload["base_model"] == str(folder) and payload["format"] == "factorised"
+    assert [(r["layer"], r["form"]) for r in payload["layers"]] == [(1, "factorised"), (0, "dense")]
+    assert payload["source"]["resolved"] == "tiny-export@champion" and payload["source"]["version"] == version
+    load_compressed(out)
+    # an unknown registered model: one line, exit 2, says what was tried
+    assert main(["export", "no-such-model@champion", "--tracking-uri", uri, "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "'no-such-model@champion' is not an artifact folder, and as a registry spec: no registered model" in err
+    # --base-model belongs to artifact folders
+    assert main(["export", "tiny-export/1", "--tracking-uri", uri, "--out", str(tmp_path / "z"),
+                 "--base-model", str(folder)]) == 2
+    assert "--base-model goes with artifact folders" in capsys.readouterr().err
