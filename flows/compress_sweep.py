@@ -93,40 +93,10 @@ def compress_sweep(
     """Sweep TensorLLM ranks over layers, compose whole-model variants, register every variant in MLflow,
     promote one by the objective's rule and export the best composed model.
 
-    Args:
-        model: ``smollm2-135m``, a local HF folder, or a hub id.
-        datasets: evaluation datasets; selection uses the mean of the metric over them.
-        layers: a list of layer indices, ``"last N"`` or ``"all"``.
-        ranks: rank grid; each (R1, R2, R3) as integers or fractions of (d_model, d_head, slices).
-        grouping: GQA grouping, ``kv`` (default) or ``replicate``.
-        laser: optional LASER interventions, each combined with every MHA variant (paper Case 3) and alone (Case 1).
-        val_limit / test_limit: evaluate the first N items of each split (None: the whole split).
-        generate: on the test split, also the paper's accuracy of generative datasets (greedy generation of the
-            answer); validation generates only when ``selection_metric`` is ``accuracy``.
-        selection_metric: ``top1_accuracy`` (teacher-forced first answer token: fast, uses the layer cache, so
-            the validation set can be large), ``accuracy`` (the paper's; generation) or ``loss``, on validation.
-        test_top_k: the first k variants of the objective's shortlist are also evaluated on the test split
-            (with the promoted one and the best composed one).
-        objective: ``compress`` (the most compressed variant non-inferior to the base on validation within
-            ``margin``) or ``denoise`` (the best validation metric, if its paired gain is significant at ``alpha``
-            after a Holm correction).
-        alpha / margin: the significance level of ``denoise`` and the non-inferiority margin of ``compress`` and
-            of the greedy composition (accuracy as a fraction: 0.02 = 2 points).
-        compose: whole-model variants built from the per-layer edits: ``uniform`` (each rank configuration on
-            every sweep layer) and ``greedy`` (layers by validation gain, each kept if still non-inferior).
-        export_best: write the best composed variant as a factorised model folder under ``runs/exports``.
-        registered_model: MLflow registered model name (None: ``tensorllm-<model>``).
-        ray_address: None for a private local Ray, else ``host:port`` / ``ray://host:10001``.
-        mlflow_tracking_uri: None for ``$MLFLOW_TRACKING_URI`` or the project-local sqlite store.
-        artifacts_root: where factor artifacts and evaluation outputs are written.
-        batch_size: evaluation batch size.
+    The parameters are the fields of :class:`flows.config.SweepConfig`, with the same names, types and
+    defaults (a test holds them equal); their descriptions are there, and ``tensorllm sweep --help`` shows them.
     """
-    config = SweepConfig(model=model, datasets=datasets, layers=layers, ranks=ranks, grouping=grouping, laser=laser,
-                         val_limit=val_limit, test_limit=test_limit, generate=generate,
-                         selection_metric=selection_metric, test_top_k=test_top_k, objective=objective, alpha=alpha,
-                         margin=margin, compose=compose, export_best=export_best, registered_model=registered_model,
-                         ray_address=ray_address, mlflow_tracking_uri=mlflow_tracking_uri,
-                         artifacts_root=artifacts_root, batch_size=batch_size)
+    config = SweepConfig(**locals())
     return run_sweep.with_options(task_runner=ray_runner(config.ray_address))(config)
 
 

@@ -15,7 +15,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-DatasetName = Literal["qa_wikidata", "hotpotqa", "fever", "bios_profession", "counterfact"]
+from tensorllm.evaluation.data import dataset_names
+
+#: the dataset registry's names (tensorllm.evaluation.data.DATASETS): one list, for the flow, the UI form and the CLI
+DatasetName = Literal[tuple(dataset_names())]  # type: ignore[valid-type]
 SelectionMetric = Literal["accuracy", "top1_accuracy", "loss"]
 LaserMatrix = Literal["fc_in", "fc_up", "fc_out"]
 
@@ -46,16 +49,25 @@ class LaserSpec(BaseModel):
 class SweepConfig(BaseModel):
     """Everything a sweep needs; built by the flow from its parameters."""
 
-    model: str = "smollm2-135m"
-    datasets: list[DatasetName] = Field(default_factory=lambda: ["qa_wikidata"], min_length=1)
-    layers: str | list[int] = "last 4"
-    ranks: list[tuple[float, float, float]] = Field(default_factory=lambda: list(DEFAULT_RANKS), min_length=1)
-    grouping: Literal["kv", "replicate"] = "kv"
-    laser: list[LaserSpec] = Field(default_factory=list)
-    val_limit: int | None = Field(1000, ge=1)
-    test_limit: int | None = Field(400, ge=1)
-    generate: bool = True
-    selection_metric: SelectionMetric = "top1_accuracy"
+    model: str = Field("smollm2-135m", description="smollm2-135m, a local Hugging Face folder, or a hub id")
+    datasets: list[DatasetName] = Field(default_factory=lambda: ["qa_wikidata"], min_length=1,
+                                        description="evaluation datasets; selection uses the mean over them")
+    layers: str | list[int] = Field("last 4", description="the layers to decompose: a list of indices, 'last N' "
+                                                          "or 'all'")
+    ranks: list[tuple[float, float, float]] = Field(
+        default_factory=lambda: list(DEFAULT_RANKS), min_length=1,
+        description="rank grid: each (R1, R2, R3) as integers or fractions of (d_model, d_head, slices)")
+    grouping: Literal["kv", "replicate"] = Field("kv", description="GQA grouping of the heads into the 4-D tensor")
+    laser: list[LaserSpec] = Field(default_factory=list, description="LASER interventions on an FFN matrix, each "
+                                   "alone (paper Case 1) and combined with every MHA variant (Case 3)")
+    val_limit: int | None = Field(1000, ge=1, description="first N items of the validation split (20%); None: all")
+    test_limit: int | None = Field(400, ge=1, description="first N items of the test split (80%); None: all")
+    generate: bool = Field(True, description="on the test split, also the paper's greedy-generation accuracy of "
+                                             "generative datasets")
+    selection_metric: SelectionMetric = Field(
+        "top1_accuracy", description="on validation: top1_accuracy (teacher-forced first answer token: fast with the "
+                                     "layer cache, so the validation set can be large), accuracy (the paper's; greedy "
+                                     "generation) or loss")
     test_top_k: int = Field(2, ge=1, description="the first k of the objective's shortlist (flows.policy.shortlist), "
                                              "evaluated on the test split")
     objective: Objective = Field(
@@ -76,10 +88,13 @@ class SweepConfig(BaseModel):
     export_best: bool = Field(True, description="write the best composed variant as a factorised model folder")
     registered_model: str | None = Field(None, description="MLflow registered model name; None: derived from the "
                                                            "model (tensorllm-<model>, see default_registered_name)")
-    ray_address: str | None = None
-    mlflow_tracking_uri: str | None = None
-    artifacts_root: str = "runs/artifacts"
-    batch_size: int = Field(16, ge=1)
+    ray_address: str | None = Field(None, description="an existing Ray cluster (host:port or ray://host:10001); "
+                                                      "None: a private local Ray")
+    mlflow_tracking_uri: str | None = Field(None, description="None: $MLFLOW_TRACKING_URI, else a sqlite store "
+                                                              "under ./runs/mlflow")
+    artifacts_root: str = Field("runs/artifacts", description="factor artifacts; evaluations, reports and "
+                                                              "exports go to its siblings")
+    batch_size: int = Field(16, ge=1, description="evaluation batch size")
 
     @field_validator("layers")
     @classmethod

@@ -10,7 +10,6 @@ its teacher-forced pass. Results (metrics + the per-example jsonl path) are smal
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -21,21 +20,11 @@ from tensorllm.artifact import apply_artifacts, load_artifact
 from tensorllm.decompose import model_slug
 from tensorllm.evaluation import EvalConfig, compare_paired, evaluate, read_examples
 from tensorllm.models import resolve_model
+from tensorllm.naming import variant_label
 
 from .model_cache import base_model
 from .caching import CACHE_EXPIRATION, PIPELINE_CACHE
 from .resources import best_device
-
-def variant_label(artifacts: list[str]) -> str:
-    """A folder name for a variant's evaluation outputs: the artifact names, or a digest of them when a
-    composed variant has too many for one file name."""
-    if not artifacts:
-        return "baseline"
-    if len(artifacts) <= 2:
-        return "+".join(Path(a).name for a in artifacts)
-    digest = hashlib.sha256("\n".join(str(Path(a).resolve()) for a in artifacts).encode()).hexdigest()[:16]
-    return f"composed-{len(artifacts)}-edits-{digest}"
-
 
 @task(name="evaluate", cache_policy=PIPELINE_CACHE - "variant", cache_expiration=CACHE_EXPIRATION, retries=1,
       retry_delay_seconds=5, task_run_name="evaluate-{variant}-{dataset}-{split}")

@@ -22,23 +22,7 @@ import sys
 import time
 
 from . import __version__
-
-
-def parse_ranks(text: str) -> tuple[float | int, ...]:
-    """``"64,32,4"`` -> (64, 32, 4); ``"0.1,0.5,1.0"`` -> fractions. Clear error otherwise."""
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"--ranks needs three comma-separated values R1,R2,R3; got {text!r}")
-    out: list[float | int] = []
-    for part in parts:
-        try:
-            out.append(int(part))
-        except ValueError:
-            try:
-                out.append(float(part))
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"--ranks value {part!r} is neither an integer nor a fraction") from None
-    return tuple(out)
+from .sweep_options import add_sweep_options, parse_ranks, sweep_params
 
 
 def emit_json(payload: dict) -> None:
@@ -83,6 +67,9 @@ def cmd_decompose(args) -> int:
         state = "reused" if rec.reused else f"{rec.seconds:.2f}s"
         print(f"layer {rec.layer}  ranks {tuple(rec.ranks)}  grouping {rec.grouping}  rel_error {rec.rel_error:.4f}  "
               f"compression {rec.compression_ratio:.1f}x  ({state})\n  -> {rec.artifact}")
+        if rec.converged is False:
+            print(f"  warning: HOOI did not converge in {rec.hooi_iterations} sweeps (the error was still changing by "
+                  "more than tol); artifact.json has the error history", file=sys.stderr)
     if args.json:
         wall = time.perf_counter() - start
         if len(records) == 1:
@@ -102,6 +89,7 @@ def cmd_evaluate(args) -> int:
     from .evaluation import EvalConfig, compare_paired, evaluate
     from .evaluation.runtime import default_device, default_dtype, parse_dtype
     from .models import cache_dir, load_model, resolve_model
+    from .naming import variant_label
 
     folder = resolve_model(args.model)
     device = args.device or str(default_device())
@@ -117,13 +105,15 @@ def cmd_evaluate(args) -> int:
         config = EvalConfig(dataset=args.dataset, split=args.split, limit=args.limit, batch_size=args.batch_size,
                             generate=args.generate, first_changed_layer=layer, model_id=identity,
                             cache_dir=cache_dir() / "hidden-states")
-        return evaluate(model, tokenizer, config, examples_out=out / f"{label}-{args.dataset}-{args.split}.jsonl")
+        return evaluate(model, tokenizer, config,
+                        examples_out=out / f"{label}-{args.dataset}-{args.split}-limit{args.limit}.jsonl")
 
     base = run("base", None) if (not artifacts or args.compare_base) else None
     result = base
     if artifacts:
+        # rows of each variant go to a file named by the variant, never to a file another variant shares
         with apply_artifacts(model, artifacts):
-            result = run("variant", first_layer)
+            result = run(variant_label([str(a.path) for a in artifacts]), first_layer)
     label = "variant (" + ", ".join(a.path.name for a in artifacts) + ")" if artifacts else "base model"
     acc = "n/a (generation off)" if result.accuracy is None else (
         f"{result.accuracy:.4f}  95% CI [{result.accuracy_ci[0]:.4f}, {result.accuracy_ci[1]:.4f}]")
@@ -147,44 +137,12 @@ def cmd_evaluate(args) -> int:
 
 
 # ---- sweep ---------------------------------------------------------------------------------------
-def parse_layers(text: str) -> str | list[int]:
-    """``"last 4"``, ``"all"`` or ``"20,21,22"``."""
-    text = text.strip()
-    if text == "all" or text.startswith("last"):
-        return text
-    try:
-        return [int(p) for p in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--layers must be 'last N', 'all' or comma-separated integers; got {text!r}") from None
-
-
-def parse_laser(text: str) -> dict:
-    """``fc_in:0.1`` -> {"matrix": "fc_in", "rho": 0.1}."""
-    try:
-        matrix, rho = text.split(":")
-        return {"matrix": matrix, "rho": float(rho)}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--laser must be MATRIX:RHO, e.g. fc_in:0.1; got {text!r}") from None
-
-
-SWEEP_OPTIONS = {  # CLI flag -> flow parameter
-    "model": "model", "dataset": "datasets", "layers": "layers", "ranks": "ranks", "grouping": "grouping",
-    "laser": "laser", "val_limit": "val_limit", "test_limit": "test_limit", "generate": "generate",
-    "selection_metric": "selection_metric", "test_top_k": "test_top_k", "registered_model": "registered_model",
-    "ray_address": "ray_address", "mlflow_tracking_uri": "mlflow_tracking_uri", "artifacts_root": "artifacts_root",
-    "batch_size": "batch_size",
-}
-
-
 def cmd_sweep(args) -> int:
     from pathlib import Path
 
     from flows.services import prefect_api, set_quiet_defaults
 
-    params = {flow_name: getattr(args, flag) for flag, flow_name in SWEEP_OPTIONS.items()
-              if getattr(args, flag) is not None}
-    if "ranks" in params:
-        params["ranks"] = [list(r) for r in params["ranks"]]
+    params = sweep_params(args)
     root = Path.cwd()
     set_quiet_defaults()
     with prefect_api(root) as api_url:
@@ -238,8 +196,15 @@ def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
 
 # ---- models (the MLflow registry) -------------------------------------------------------------------
 def cmd_models(args) -> int:
-    from tensorllm.registry import Registry
+    from tensorllm.registry import Registry, relocate_sqlite_store
 
+    if args.models_command == "relocate":  # before opening the store: nothing may use it while it is rewritten
+        changed = relocate_sqlite_store(args.db, args.old_root, args.new_root)
+        print(f"Rewrote artifact locations under {args.old_root} -> {args.new_root}: "
+              + ", ".join(f"{table} {n}" for table, n in changed.items()))
+        if args.json:
+            emit_json({"changed": changed})
+        return 0
     registry = Registry(args.mlflow_tracking_uri)
     if args.models_command == "list":
         rows = registry.list_models()
@@ -378,23 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sweep", help="run the Prefect flow: decompose layers x ranks on Ray, evaluate, register, promote")
-    p.add_argument("--model", help="default smollm2-135m")
-    p.add_argument("--dataset", action="append", help="evaluation dataset (repeat for several); default qa_wikidata")
-    p.add_argument("--layers", type=parse_layers, help="'last N', 'all' or '20,21,22' (default 'last 4')")
-    p.add_argument("--ranks", type=parse_ranks, action="append", help="R1,R2,R3 (repeat); integers or fractions")
-    p.add_argument("--grouping", choices=["kv", "replicate"])
-    p.add_argument("--laser", type=parse_laser, action="append", help="LASER MATRIX:RHO combined with each variant")
-    p.add_argument("--val-limit", type=int)
-    p.add_argument("--test-limit", type=int)
-    p.add_argument("--generate", action=argparse.BooleanOptionalAction, default=None,
-                   help="greedy-generation accuracy for generative datasets (default on)")
-    p.add_argument("--selection-metric", choices=["accuracy", "top1_accuracy", "loss"])
-    p.add_argument("--test-top-k", type=int)
-    p.add_argument("--registered-model")
-    p.add_argument("--ray-address", help="existing Ray cluster (default: a private local Ray)")
-    p.add_argument("--mlflow-tracking-uri", help="default $MLFLOW_TRACKING_URI or sqlite under runs/mlflow")
-    p.add_argument("--artifacts-root")
-    p.add_argument("--batch-size", type=int)
+    add_sweep_options(p)  # generated from the flow's typed config (flows.config.SweepConfig)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sweep)
 
@@ -409,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     q = models.add_parser("load", help="materialise NAME@ALIAS or NAME/VERSION as a Hugging Face folder")
     q.add_argument("spec")
     q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--json", action="store_true")
+    q = models.add_parser("relocate", help="after moving a runs/ folder: rewrite the sqlite store's absolute "
+                                           "artifact locations from OLD_ROOT to NEW_ROOT")
+    q.add_argument("old_root", help="where the runs/ folder was (the absolute path MLflow recorded)")
+    q.add_argument("new_root", help="where it is now")
+    q.add_argument("--db", default="runs/mlflow/mlflow.db", help="the moved sqlite database (default runs/mlflow/mlflow.db)")
     q.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
 

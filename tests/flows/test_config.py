@@ -137,3 +137,40 @@ def test_composition_parameters():
     assert SweepConfig(compose=[]).compose == []  # single-layer variants only
     with pytest.raises(ValidationError, match="'uniform' or 'greedy'"):
         SweepConfig(compose=["random"])
+
+
+def test_flow_parameters_are_the_config_fields():
+    """One source of truth: the flow's parameters (the UI form) are SweepConfig's fields, same names and defaults."""
+    import inspect
+
+    from flows.compress_sweep import compress_sweep
+    from flows.config import SweepConfig
+
+    signature = inspect.signature(compress_sweep.fn)
+    assert list(signature.parameters) == list(SweepConfig.model_fields)
+    for name, parameter in signature.parameters.items():
+        field = SweepConfig.model_fields[name]
+        assert parameter.default == field.get_default(call_default_factory=True), name
+
+
+def test_every_config_field_has_a_description_and_a_cli_option():
+    import argparse
+
+    from flows.config import SweepConfig
+    from tensorllm.sweep_options import add_sweep_options
+
+    parser = argparse.ArgumentParser()
+    add_sweep_options(parser)
+    dests = {action.dest for action in parser._actions}
+    for name, field in SweepConfig.model_fields.items():
+        assert field.description, f"SweepConfig.{name} has no description (it is the CLI help and the UI hint)"
+        assert name in dests, name
+
+
+def test_dataset_choices_come_from_the_dataset_registry():
+    import typing
+
+    from flows.config import DatasetName
+    from tensorllm.evaluation.data import dataset_names
+
+    assert list(typing.get_args(DatasetName)) == dataset_names()

@@ -11,7 +11,9 @@ import pytest
 from tiny_models import save_tiny_with_tokenizer
 
 
-def test_a_moved_store_loads_only_after_relocation(tmp_path):
+def test_a_moved_store_loads_only_after_relocation(tmp_path, capsys):
+    import json
+
     from tensorllm.checkpoint import Checkpoint
     from tensorllm.decompose import decompose_layer
     from tensorllm.registry import Registry, VariantRecord, relocate_sqlite_store
@@ -34,10 +36,16 @@ def test_a_moved_store_loads_only_after_relocation(tmp_path):
     with pytest.raises(FileNotFoundError):  # still pointing at the old folder
         Registry(new_uri).load(f"moved/{version}", tmp_path / "before")
 
-    changed = relocate_sqlite_store(new / "mlflow" / "mlflow.db", old, new)
-    # one experiment ('tensorllm'), one run, one model version, one logged (pyfunc) model were moved
-    assert changed["experiments"] >= 1 and changed["runs"] == 1
-    assert changed["model_versions"] == 1 and changed["logged_models"] == 1
+    from tensorllm.cli import main
+
+    # the command a user runs after the move (relocate_sqlite_store underneath)
+    assert main(["models", "relocate", str(old), str(new), "--db", str(new / "mlflow" / "mlflow.db"), "--json"]) == 0
+    moved_rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["changed"]
+    # one experiment ('tensorllm'), one run, one model version and its logged (pyfunc) model pointed at the old root
+    assert moved_rows["experiments"] >= 1 and moved_rows["runs"] == 1
+    assert moved_rows["model_versions"] == 1 and moved_rows["logged_models"] == 1
+    changed = relocate_sqlite_store(new / "mlflow" / "mlflow.db", old, new)  # idempotent: nothing left to move
+    assert sum(changed.values()) == 0
     moved = Registry(new_uri)
     out = moved.load(f"moved/{version}", tmp_path / "after")
     assert (out / "config.json").is_file()
