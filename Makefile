@@ -28,10 +28,10 @@ sweep: install
 	$(BIN)/tensorllm sweep
 
 bench-quick: install
-	for b in decompose sweep_eval memory pipeline; do $(BIN)/python bench/$$b.py --quick || exit 1; done
+	for b in decompose sweep_eval memory pipeline factorised; do $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 bench: install
-	for b in decompose sweep_eval memory pipeline; do $(BIN)/python bench/$$b.py || exit 1; done
+	for b in decompose sweep_eval memory pipeline factorised; do $(BIN)/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf runs .pytest_cache

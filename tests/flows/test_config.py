@@ -174,3 +174,13 @@ def test_dataset_choices_come_from_the_dataset_registry():
     from tensorllm.evaluation.data import dataset_names
 
     assert list(typing.get_args(DatasetName)) == dataset_names()
+
+
+def test_readme_parameter_table_lists_every_config_field():
+    from pathlib import Path
+
+    from flows.config import SweepConfig
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [name for name in SweepConfig.model_fields if f"| `{name}` |" not in readme]
+    assert not missing, f"README's flow parameter table lacks {missing}"

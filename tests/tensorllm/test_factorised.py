@@ -34,7 +34,8 @@ from tensorllm.layouts import AttentionShape, layout_for
 from tensorllm.models import load_model
 from tiny_models import build_tiny, sample_input_ids, single_thread, tiny_tokenizer
 
-CAUSAL = ["llama", "llama_gqa", "mistral", "qwen2", "gpt2", "gptj", "gpt_neox", "opt"]
+# llama_mqa: one KV head; qwen3: per-head q/k norms; gemma2: head_dim != d_model / heads, MQA, soft-capping
+CAUSAL = ["llama", "llama_gqa", "llama_mqa", "qwen3", "gemma2", "mistral", "qwen2", "gpt2", "gptj", "gpt_neox", "opt"]
 WITH_BIASES = ["qwen2", "opt", "gpt2", "gpt_neox"]  # families whose attention projections carry biases
 GROUPINGS = ["kv", "replicate"]
 LAYER = 1

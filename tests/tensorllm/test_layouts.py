@@ -51,6 +51,9 @@ ARCHS = sorted(TINY_CONFIGS)
 EXPECTED = {
     "llama": (LlamaLayout, 4, 4, 8, 32),
     "llama_gqa": (LlamaLayout, 6, 2, 8, 48),
+    "llama_mqa": (LlamaLayout, 4, 1, 8, 32),
+    "qwen3": (LlamaLayout, 4, 2, 8, 32),
+    "gemma2": (LlamaLayout, 4, 1, 16, 32),  # head_dim 16 != 32 / 4
     "mistral": (LlamaLayout, 4, 2, 8, 32),
     "qwen2": (LlamaLayout, 4, 2, 8, 32),
     "gpt2": (GPT2Layout, 4, 4, 8, 32),
@@ -64,6 +67,7 @@ EXPECTED = {
 #: prefix of the attention names for (task-head model, bare model)
 PREFIXES = {
     "llama": ("model.", ""), "llama_gqa": ("model.", ""), "mistral": ("model.", ""), "qwen2": ("model.", ""),
+    "llama_mqa": ("model.", ""), "qwen3": ("model.", ""), "gemma2": ("model.", ""),
     "gpt2": ("transformer.", ""), "gptj": ("transformer.", ""), "gpt_neox": ("gpt_neox.", ""),
     "opt": ("model.decoder.", "decoder."), "bert": ("bert.encoder.", "encoder."),
     "roberta": ("roberta.encoder.", "encoder."),
@@ -141,7 +145,7 @@ def test_find_prefix_task_head_and_bare_model(name, models):
     layout = layout_for(models[name].config)
     assert layout.find_prefix(models[name].state_dict()) == with_head
     assert layout.find_prefix(build_tiny(name, task_head=False).state_dict()) == bare
-    with pytest.raises(KeyError, match="no weight named"):
+    with pytest.raises(KeyError, match="no layer named"):
         layout.find_prefix(["lm_head.weight"])
 
 
@@ -363,8 +367,14 @@ def _run_capturing_qkv(model, name, input_ids, monkeypatch):
     return {layer: (inputs[layer], *records[layer]) for layer in range(2)}
 
 
+#: the captured Q/K of these are not x @ W_i: Qwen3 normalises each head of q and k (q_norm, k_norm) and
+#: Gemma-2 rescales the query; their per-head blocks are checked through the factorised-vs-dense test
+#: (tests/tensorllm/test_factorised.py), where a wrong head would change the logits
+NONLINEAR_QK = {"qwen3", "gemma2"}
+
+
 @pytest.mark.parametrize("kind", ["q", "k", "v"])
-@pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.parametrize("name", [a for a in ARCHS if a not in NONLINEAR_QK])
 def test_qkv_block_is_the_models_projection_of_that_head(name, kind, models, monkeypatch):
     model = models[name]
     _, _, shape, _ = _layout_parts(model)
@@ -385,8 +395,8 @@ def test_qkv_block_is_the_models_projection_of_that_head(name, kind, models, mon
             assert run[layer][slot].shape[1] == n_blocks  # [batch, heads, seq, d_head], KV heads unrepeated
             change = run[layer][slot] - base[layer][slot]
             others = torch.cat([change[:, :index], change[:, index + 1:]], dim=1)
-            # the same GEMM on unchanged weight rows; 1e-6 only guards fp noise
-            assert others.abs().max() <= 1e-6, f"layer {layer} {kind}[{index}] moved other heads"
+            # the same GEMM on unchanged weight rows; 1e-6 only guards fp noise (MQA: K/V have no other head)
+            assert others.numel() == 0 or others.abs().max() <= 1e-6, f"layer {layer} {kind}[{index}] moved other heads"
             head_change = change[:, index]  # [batch, seq, d_head]
             expected = x @ delta  # the block in paper orientation: x @ W_i
             if kind == "v" or name not in ROTARY:

@@ -49,6 +49,25 @@ def _llama_gqa() -> PretrainedConfig:
     return _llama(hidden_size=48, num_attention_heads=6, num_key_value_heads=2)
 
 
+def _llama_mqa() -> PretrainedConfig:
+    # multi-query: 4 query heads share 1 KV head
+    return _llama(num_key_value_heads=1)
+
+
+def _qwen3() -> PretrainedConfig:
+    # per-head RMS norms on q and k (q_norm, k_norm) after the projections; GQA; no biases
+    return transformers.Qwen3Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=2,
+                                    head_dim=8, max_position_embeddings=MAX_POSITIONS)
+
+
+def _gemma2() -> PretrainedConfig:
+    # head_dim (16) != d_model / heads (8); MQA; logit soft-capping; sliding window off for a 2-layer model
+    return transformers.Gemma2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                     num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=1,
+                                     head_dim=16, max_position_embeddings=MAX_POSITIONS)
+
+
 def _mistral() -> PretrainedConfig:
     return transformers.MistralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
                                       num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=2,
@@ -105,6 +124,9 @@ def _roberta() -> PretrainedConfig:
 TINY_CONFIGS: dict[str, Callable[[], PretrainedConfig]] = {
     "llama": _llama,
     "llama_gqa": _llama_gqa,
+    "llama_mqa": _llama_mqa,
+    "qwen3": _qwen3,
+    "gemma2": _gemma2,
     "mistral": _mistral,
     "qwen2": _qwen2,
     "gpt2": _gpt2,
@@ -122,6 +144,9 @@ ENCODERS = frozenset({"bert", "roberta"})
 ATTENTION_MODULE: dict[str, str] = {
     "llama": "model.layers.{l}.self_attn",
     "llama_gqa": "model.layers.{l}.self_attn",
+    "llama_mqa": "model.layers.{l}.self_attn",
+    "qwen3": "model.layers.{l}.self_attn",
+    "gemma2": "model.layers.{l}.self_attn",
     "mistral": "model.layers.{l}.self_attn",
     "qwen2": "model.layers.{l}.self_attn",
     "gpt2": "transformer.h.{l}.attn",
@@ -133,12 +158,15 @@ ATTENTION_MODULE: dict[str, str] = {
 }
 
 #: names whose Q/K pass through a rotary embedding (a per-position rotation) before attention
-ROTARY = frozenset({"llama", "llama_gqa", "mistral", "qwen2", "gptj", "gpt_neox"})
+ROTARY = frozenset({"llama", "llama_gqa", "llama_mqa", "qwen3", "gemma2", "mistral", "qwen2", "gptj", "gpt_neox"})
 
 #: module (with "{l}" for the layer) whose input is the concatenated per-head attention output
 ATTENTION_OUT_PROJ: dict[str, str] = {
     "llama": "model.layers.{l}.self_attn.o_proj",
     "llama_gqa": "model.layers.{l}.self_attn.o_proj",
+    "llama_mqa": "model.layers.{l}.self_attn.o_proj",
+    "qwen3": "model.layers.{l}.self_attn.o_proj",
+    "gemma2": "model.layers.{l}.self_attn.o_proj",
     "mistral": "model.layers.{l}.self_attn.o_proj",
     "qwen2": "model.layers.{l}.self_attn.o_proj",
     "gpt2": "transformer.h.{l}.attn.c_proj",
