@@ -114,6 +114,23 @@ def test_decision_is_one_sentence_on_the_version_page_and_the_sweep_run(first_ru
         assert "champion" not in aliases
 
 
+def test_task_runs_name_their_variant_and_the_flow_run_shows_the_decision(first_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    _, summary, work = first_run
+    names = {r.name for r in work}
+    # task runs say what they work on: the layer, the variant (layer and ranks, or composed), or the baseline
+    assert {"decompose-layer-2", "decompose-layer-3", "evaluate-baseline-qa_wikidata-val"} <= names
+    assert any(n.startswith("evaluate-layer002-mha-kv-r16x8x2") for n in names)
+    assert any(n.startswith("evaluate-uniform-") for n in names)
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sweep-variants"])))
+    assert artifacts, "no 'sweep-variants' markdown artifact"
+    latest = max(artifacts, key=lambda a: a.created)
+    assert summary["decision"]["sentence"] in latest.data and "| variant |" in latest.data
+
+
 def test_best_composed_model_is_exported_factorised_and_loads(first_run):
     import torch
 
