@@ -24,8 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_model as load_safetensors_into
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_model
 
 from .artifact import VARIANT_FILE, apply_artifacts, load_artifact, materialise
@@ -140,12 +139,37 @@ def folder_bytes(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
 
 
+def _load_streaming(model: torch.nn.Module, weights: Path) -> None:
+    """Copy every tensor of ``weights`` into ``model``, one tensor in memory at a time (a whole-file load
+    would hold the model twice). Every tensor of the model must be in the file, except tied copies, which
+    the export stores once; an unknown, missing, mis-shaped or unreadable tensor is an error naming the file."""
+    state = model.state_dict()  # views of the parameters and persistent buffers; tied weights share storage
+    try:
+        with safe_open(str(weights), framework="pt") as handle, torch.no_grad():
+            stored = set(handle.keys())
+            unexpected = sorted(stored - set(state))
+            if unexpected:
+                raise ValueError(f"{weights}: tensors this model does not have: {unexpected[:5]}")
+            for name in sorted(stored):
+                tensor = handle.get_tensor(name)
+                if tuple(tensor.shape) != tuple(state[name].shape):
+                    raise ValueError(f"{weights}: {name} has shape {tuple(tensor.shape)}, the model expects "
+                                     f"{tuple(state[name].shape)}")
+                state[name].copy_(tensor)
+    except SafetensorError as exc:
+        raise ValueError(f"{weights}: not a readable safetensors file ({exc}); the export is truncated or damaged") from None
+    loaded = {state[name].data_ptr() for name in stored}
+    missing = sorted(name for name in state if name not in stored and state[name].data_ptr() not in loaded)
+    if missing:
+        raise ValueError(f"{weights}: tensors missing from the export: {missing[:5]}")
+
+
 def load_compressed(folder: str | Path, device: str = "cpu", dtype: torch.dtype | None = None):
     """Load a folder written by :func:`export_variant` (``format="factorised"``): ``(model, tokenizer)``.
 
     The architecture is built from ``config.json``, the factorised modules are installed at the recorded
-    layers with the recorded ranks, then every tensor is loaded from ``model.safetensors``; a missing or
-    unexpected tensor is an error (tied weights, stored once, are handled by safetensors' ``load_model``).
+    layers with the recorded ranks, then every tensor is copied in from ``model.safetensors`` one at a time
+    (:func:`_load_streaming`); a missing, unexpected or truncated tensor is an error naming the file.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -163,15 +187,7 @@ def load_compressed(folder: str | Path, device: str = "cpu", dtype: torch.dtype 
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{folder}: {WEIGHTS_FILE} is missing (a factorised export holds its weights there)")
-    # strict: every tensor of the model must be in the file, except tied copies (stored once)
-    try:
-        missing, unexpected = load_safetensors_into(model, str(weights), strict=False)
-    except SafetensorError as exc:
-        raise ValueError(f"{weights}: not a readable safetensors file ({exc}); the export is truncated or damaged") from None
-    if unexpected:
-        raise ValueError(f"{weights}: tensors this model does not have: {sorted(unexpected)[:5]}")
-    if missing:
-        raise ValueError(f"{weights}: tensors missing from the export: {sorted(missing)[:5]}")
+    _load_streaming(model, weights)
     model = model.to(device=device, dtype=dtype or torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:

@@ -35,6 +35,7 @@ import os
 from pathlib import Path
 
 import mlflow.pyfunc
+import pandas as pd
 
 VARIANT_ARTIFACT = "variant"          # key in context.artifacts: the variant folder
 VARIANT_JSON = "variant.json"
@@ -178,8 +179,12 @@ class TensorLLMTextModel(mlflow.pyfunc.PythonModel):
             out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         return out[0, enc["input_ids"].shape[1]:].tolist()
 
-    def predict(self, context, model_input, params: dict | None = None) -> list[str]:
-        """One generated continuation (text, special tokens dropped, stripped) per prompt."""
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[str]:
+        """One generated continuation (text, special tokens dropped, stripped) per prompt.
+
+        ``model_input`` may be a list of strings, a DataFrame or a dict (see :func:`_prompts`); the DataFrame
+        hint is one MLflow infers no schema from, so it neither validates nor warns (the signature is explicit).
+        """
         import numpy as np
 
         max_new = (params or {}).get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
