@@ -52,6 +52,7 @@ from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, deci
                      non_inferior, shortlist)
 from .records import (Variant, baseline_variant, composed_variant, flat_metrics, layer_variants, markdown_table, mean_metric,
                       paired_columns, paired_metrics, summary_row, variant_record)
+from .validate import validate_sweep
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def compress_sweep(
     The parameters are the fields of :class:`flows.config.SweepConfig`, with the same names, types and
     defaults (a test holds them equal); their descriptions are there, and ``tensorllm sweep --help`` shows them.
     """
-    config = SweepConfig(**locals())
+    config = validate_sweep(locals())  # every check first: a bad parameter fails the run with one line
     return run_sweep.with_options(task_runner=ray_runner(config.ray_address))(config)
 
 

@@ -5,7 +5,15 @@ An artifact is a folder with two files:
 * ``tensors.safetensors``: the factors (Tucker: ``U1``, ``U2``, ``U3``, ``core``; LASER: ``left``, ``right``),
 * ``artifact.json``: what they are (kind, architecture, layer, ranks, grouping, dtype, relative error,
   compression ratio) and the identity of the base model (its name, folder and the sha256 of the source
-  tensors of the layer), so that an artifact refuses to be applied to a different model.
+  tensors of the layer), so that an artifact refuses to be applied to a different model, and
+  ``tensors_sha256``, the sha256 of the bytes of ``tensors.safetensors``.
+
+Integrity: :func:`load_artifact` recomputes ``tensors_sha256`` and refuses a tensors file that is not the
+one that was written (flipped bytes, truncation, a damaged header) with one error naming the file, both
+digests and the fix (delete the folder and recompute it). A damaged tensors file with an intact header
+would otherwise load, and the variant would silently score 0. Artifacts written before the digest
+existed are refused the same way (``load_artifact(path, verify=False)`` forces them); the decompose step
+recomputes them anyway, since it reuses an artifact only when its code version is the current one.
 
 Its size grows with the compressed size, not with the model. A *variant* is a list of artifacts applied
 together (e.g. the MHA decomposition of layer 20 plus a LASER reduction of its FFN: the paper's Case 3).
@@ -20,6 +28,7 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
@@ -41,6 +51,8 @@ META_FILE = "artifact.json"
 TENSORS_FILE = "tensors.safetensors"
 KINDS = ("tucker_mha", "laser_ffn")
 VARIANT_FILE = "tensorllm_variant.json"
+DIGEST_KEY = "tensors_sha256"
+_CHUNK = 1 << 20  # bytes hashed at a time: artifacts are small, but never hold a file twice
 
 
 @dataclass
@@ -68,7 +80,10 @@ class Artifact:
 
 
 def save_artifact(out_dir: str | Path, meta: dict, tensors: dict[str, torch.Tensor]) -> Path:
-    """Write an artifact folder atomically (a temporary folder renamed into place)."""
+    """Write an artifact folder atomically (a temporary folder renamed into place).
+
+    ``artifact.json`` gets ``meta`` plus the format, the library version and ``tensors_sha256``.
+    """
     if meta.get("kind") not in KINDS:
         raise ValueError(f"artifact kind must be one of {KINDS}; got {meta.get('kind')!r}")
     out_dir = Path(out_dir)
@@ -76,9 +91,11 @@ def save_artifact(out_dir: str | Path, meta: dict, tensors: dict[str, torch.Tens
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    full_meta = {"format": ARTIFACT_FORMAT, "tensorllm_version": __version__, **meta}
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp / TENSORS_FILE,
               metadata={"format": ARTIFACT_FORMAT})
+    # the digest of the bytes actually written (a caller's stale ``tensors_sha256`` is overwritten)
+    full_meta = {"format": ARTIFACT_FORMAT, "tensorllm_version": __version__, **meta,
+                 DIGEST_KEY: file_sha256(tmp / TENSORS_FILE)}
     (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -87,20 +104,77 @@ def save_artifact(out_dir: str | Path, meta: dict, tensors: dict[str, torch.Tens
 
 
 def read_meta(path: str | Path) -> dict:
-    """The JSON metadata of an artifact folder, with a clear error when it is not one."""
+    """The JSON metadata of an artifact folder, with a clear error when it is not one.
+
+    Reads only ``artifact.json`` (no digest check: see :func:`verify_tensors` and :func:`load_artifact`).
+    """
     path = Path(path)
     meta_path = path / META_FILE
     if not meta_path.is_file() or not (path / TENSORS_FILE).is_file():
         raise FileNotFoundError(f"{path} is not a tensorllm artifact: expected {META_FILE} and {TENSORS_FILE} in it")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{meta_path}: not readable JSON ({exc}); the artifact is damaged: "
+                         f"delete {path} and recompute it") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: expected a JSON object; got {type(meta).__name__}")
     if meta.get("format") != ARTIFACT_FORMAT:
         raise ValueError(f"{meta_path}: unsupported format {meta.get('format')!r}; this version reads {ARTIFACT_FORMAT}")
     return meta
 
 
-def load_artifact(path: str | Path) -> Artifact:
+def load_artifact(path: str | Path, verify: bool = True) -> Artifact:
+    """Metadata and factor tensors of an artifact folder.
+
+    ``verify`` first checks ``tensors.safetensors`` against the ``tensors_sha256`` recorded in
+    ``artifact.json`` (see :func:`verify_tensors`); ``verify=False`` skips that check (e.g. to inspect an
+    artifact written before the digest existed). An unreadable tensors file is a ``ValueError`` naming it.
+    """
     path = Path(path)
-    return Artifact(path=path, meta=read_meta(path), tensors=load_file(path / TENSORS_FILE))
+    meta = read_meta(path)
+    if verify:
+        verify_tensors(path, meta)
+    tensors_path = path / TENSORS_FILE
+    try:
+        tensors = load_file(tensors_path)
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{tensors_path}: not a readable safetensors file ({exc}); the artifact is damaged: "
+                         f"delete {path} and recompute it") from exc
+    return Artifact(path=path, meta=meta, tensors=tensors)
+
+
+def verify_tensors(path: str | Path, meta: dict | None = None) -> None:
+    """Refuse an artifact whose ``tensors.safetensors`` is not byte for byte the file that was saved.
+
+    Raises ``ValueError`` naming the file, the recorded and actual sha256 and the fix, also when
+    ``artifact.json`` records no digest (an artifact from before ``tensors_sha256`` existed: its tensors
+    cannot be checked, so it is recomputed rather than trusted). ``meta`` defaults to :func:`read_meta`.
+    """
+    path = Path(path)
+    meta = read_meta(path) if meta is None else meta
+    tensors_path = path / TENSORS_FILE
+    expected = meta.get(DIGEST_KEY)
+    if not expected:
+        raise ValueError(f"{path / META_FILE} records no {DIGEST_KEY} (written by tensorllm "
+                         f"{meta.get('tensorllm_version', '?')}, before artifacts carried a digest), so {tensors_path} "
+                         f"cannot be checked; delete {path} and recompute it (or load_artifact(..., verify=False))")
+    try:
+        actual = file_sha256(tensors_path)
+    except OSError as exc:
+        raise ValueError(f"{tensors_path}: cannot be read ({exc}); delete {path} and recompute it") from exc
+    if actual != expected:
+        raise ValueError(f"{tensors_path} is corrupt: its sha256 is {actual} but {META_FILE} recorded {expected} "
+                         f"(truncated, damaged or changed after it was written); delete {path} and recompute it")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class AppliedVariant:
@@ -195,8 +269,15 @@ def materialise(base_model: str | Path, artifact_paths: Sequence[str | Path], ou
     from .models import load_model, resolve_model
 
     folder = resolve_model(base_model)
-    model, tokenizer = load_model(folder, dtype=dtype)
-    artifacts = [load_artifact(p) for p in artifact_paths]
+    artifacts = [load_artifact(p) for p in artifact_paths]  # damaged artifacts fail before the model loads
+    try:
+        model, tokenizer = load_model(folder, dtype=dtype)
+    except SafetensorError as exc:  # transformers raises it bare, without the file's name
+        from .checkpoint import Checkpoint
+
+        Checkpoint(folder)  # reads every header: raises an error that names the damaged file
+        raise ValueError(f"{folder}: a safetensors file of the base model is unreadable ({exc}); "
+                         "re-download or re-save the model") from exc
     apply_artifacts(model, artifacts)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

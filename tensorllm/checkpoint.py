@@ -9,6 +9,12 @@ Usage::
     ckpt = Checkpoint("path/to/hf-folder")
     weights = ckpt.attention(layer=15)          # AttentionWeights, paper orientation
     digest = ckpt.layer_digest(layer=15)        # sha256 of the layer's source tensors
+
+Damaged checkpoints are refused when the folder is opened, with one error that names the file: every
+safetensors header is read (cheap: the header only; a truncated file fails it, because the header's
+offsets must cover the file exactly), a shard the index names must exist, and every tensor the index
+maps to a shard must be in that shard. Bytes changed inside a tensor's data cannot be seen without a
+reference digest; the layer digest an artifact records catches that at apply time.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from .layouts import AttentionLayout, AttentionShape, AttentionWeights, layout_for
 
@@ -38,18 +44,42 @@ class Checkpoint:
         self.weight_map = self._weight_map()
 
     def _weight_map(self) -> dict[str, str]:
+        """Tensor name -> file, from the index (checked against the shards' headers) or the single file."""
         index = self.folder / INDEX_FILE
         if index.is_file():
-            return json.loads(index.read_text())["weight_map"]
+            return self._checked_index(index)
         single = self.folder / SINGLE_FILE
         if single.is_file():
-            with safe_open(single, framework="pt") as handle:
-                return {name: SINGLE_FILE for name in handle.keys()}
+            return {name: SINGLE_FILE for name in _header_keys(single)}
         found = sorted(p.name for p in self.folder.iterdir())
         raise FileNotFoundError(
             f"{self.folder} has neither {SINGLE_FILE} nor {INDEX_FILE} (found: {found}); "
             "only safetensors checkpoints are supported (convert .bin files with save_pretrained)."
         )
+
+    def _checked_index(self, index: Path) -> dict[str, str]:
+        """The index's weight map, after checking that each shard exists, is readable and holds its tensors."""
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{index}: not a safetensors index (expected JSON with a 'weight_map' object; "
+                             f"{type(exc).__name__}: {exc}); re-download or re-save the model") from None
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index}: 'weight_map' must map tensor names to shard files; "
+                             f"got {type(weight_map).__name__}")
+        by_file: dict[str, set[str]] = {}
+        for name, filename in weight_map.items():
+            by_file.setdefault(filename, set()).add(name)
+        missing = sorted(f for f in by_file if not (self.folder / f).is_file())
+        if missing:
+            raise FileNotFoundError(f"{index} names shard(s) that are not in {self.folder}: {missing}; "
+                                    "the download is incomplete: re-download or re-save the model")
+        for filename, names in sorted(by_file.items()):
+            absent = sorted(names - _header_keys(self.folder / filename))
+            if absent:
+                raise ValueError(f"{index} maps {len(absent)} tensor(s) to {self.folder / filename}, which does not "
+                                 f"hold them: {absent[:5]}; the index and its shards disagree: re-download or re-save")
+        return weight_map
 
     @cached_property
     def config(self):
@@ -87,9 +117,13 @@ class Checkpoint:
             by_file.setdefault(self.weight_map[name], []).append(name)
         out: dict[str, torch.Tensor] = {}
         for filename, wanted in by_file.items():
-            with safe_open(self.folder / filename, framework="pt") as handle:
-                for name in wanted:
-                    out[name] = handle.get_tensor(name)
+            path = self.folder / filename
+            try:
+                with safe_open(path, framework="pt") as handle:
+                    for name in wanted:
+                        out[name] = handle.get_tensor(name)
+            except (SafetensorError, OSError) as exc:  # e.g. the file changed after the folder was opened
+                raise _unreadable(path, exc) from exc
         return out
 
     def attention_names(self, layer: int) -> list[str]:
@@ -120,6 +154,20 @@ class Checkpoint:
             path = self.folder / filename
             digest.update(f"{filename}|{path.stat().st_size}|{int(path.stat().st_mtime)}".encode())
         return digest.hexdigest()[:16]
+
+
+def _header_keys(path: Path) -> set[str]:
+    """The tensor names in a safetensors file's header; a clear error naming the file when it is damaged."""
+    try:
+        with safe_open(path, framework="pt") as handle:
+            return set(handle.keys())
+    except (SafetensorError, OSError) as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: Path, exc: Exception) -> ValueError:
+    return ValueError(f"{path}: not a readable safetensors file ({exc}); it is truncated or damaged: "
+                      "re-download or re-save the model")
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor], strip_prefix: str = "") -> str:

@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 import time
+import types
 
 from . import __version__
 from .sweep_options import add_sweep_options, parse_ranks, sweep_params
@@ -140,9 +141,13 @@ def cmd_evaluate(args) -> int:
 def cmd_sweep(args) -> int:
     from pathlib import Path
 
-    from flows.services import prefect_api, set_quiet_defaults
+    from flows.validate import validate_sweep
 
     params = sweep_params(args)
+    validate_sweep(params)  # every check before Prefect or Ray starts: a bad value fails in seconds
+
+    from flows.services import prefect_api, set_quiet_defaults
+
     root = Path.cwd()
     set_quiet_defaults()
     with prefect_api(root) as api_url:
@@ -308,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tensorllm", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"tensorllm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="architecture, layers, heads, KV heads, head dim, MHA params per layer")
@@ -343,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sweep", help="run the Prefect flow: decompose layers x ranks on Ray, evaluate, register, promote")
+    p.error = types.MethodType(_one_line_error, p)  # a bad option: one line, like every other sweep input error
     add_sweep_options(p)  # generated from the flow's typed config (flows.config.SweepConfig)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sweep)
@@ -395,9 +402,22 @@ def main(argv: list[str] | None = None) -> int:
         logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError, ModuleNotFoundError) as exc:
-        print(f"tensorllm {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, KeyError, ModuleNotFoundError) as exc:  # flows.validate.SweepInputError too
+        if args.debug:
+            raise
+        print(f"tensorllm {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a KeyError's without its quotes); ``--debug`` shows the rest."""
+    text = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)
+    return " ".join(str(text).split()) or type(exc).__name__
+
+
+def _one_line_error(parser: argparse.ArgumentParser, message: str):
+    """``ArgumentParser.error`` without the usage block: ``tensorllm sweep: error: <message>``, exit code 2."""
+    parser.exit(2, f"{parser.prog}: error: {one_line(ValueError(message))}\n")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .artifact import read_meta, save_artifact
+from .artifact import read_meta, save_artifact, verify_tensors
 from .checkpoint import Checkpoint
 from .laser import laser_rank, low_rank
 from .models import resolve_model
@@ -154,14 +154,22 @@ def decompose_layer(
 
 def _reusable(path: Path, digest: str, ranks: Sequence[int], grouping: str, solver: dict, code: str) -> dict | None:
     """An existing artifact is reused only when everything that computed it is the same: the layer's
-    weights (digest), ranks, grouping, solver settings and the library's code version."""
+    weights (digest), ranks, grouping, solver settings and the library's code version; and only when its
+    tensors file still has the sha256 it was written with (a damaged artifact is recomputed, with a warning)."""
     try:
         meta = read_meta(path)
     except (FileNotFoundError, ValueError):
         return None
     same = (meta.get("base_model", {}).get("layer_sha256") == digest and meta.get("ranks") == list(ranks)
             and meta.get("grouping") == grouping and meta.get("solver") == solver and meta.get("code_version") == code)
-    return meta if same else None
+    if not same:
+        return None
+    try:
+        verify_tensors(path, meta)
+    except ValueError as exc:
+        log.warning("not reusing %s, recomputing it: %s", path, exc)
+        return None
+    return meta
 
 
 def _record(path: Path, meta: dict, reused: bool) -> ArtifactRecord:
@@ -185,7 +193,11 @@ def laser_layer(model: str, layer: int, matrix: str, rho: float, *, out_root: st
         meta = read_meta(path)
         if (meta.get("base_model", {}).get("layer_sha256") == digest and meta.get("rho") == rho
                 and meta.get("code_version") == library_code_version()):
-            return _record(path, meta, reused=True)
+            try:
+                verify_tensors(path, meta)
+                return _record(path, meta, reused=True)
+            except ValueError as exc:  # damaged: recomputed below, never reused
+                log.warning("recomputing %s: %s", path, exc)
     except (FileNotFoundError, ValueError):
         pass
     start = time.perf_counter()

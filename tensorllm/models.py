@@ -116,8 +116,17 @@ def load_model(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, de
     """Load a causal LM and its tokenizer from a local HF folder (eval mode)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from safetensors import SafetensorError
+
     folder = Path(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    except SafetensorError:
+        from .checkpoint import Checkpoint
+
+        Checkpoint(folder)  # reads every header and raises an error naming the damaged file
+        raise
+
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

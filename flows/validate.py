@@ -1,0 +1,321 @@
+"""Check every sweep parameter before anything starts: one line naming the bad value and what is allowed.
+
+A sweep that dies after Prefect and Ray are up, or after an hour of decompositions because a dataset
+folder or the MLflow server is missing, wastes the time of the person who started it. ``validate_sweep``
+runs the cheap checks first (the typed parameters, then the model's config.json, layers, ranks, LASER
+matrices, dataset folders, the MLflow store, the Ray address) and raises :class:`SweepInputError`, whose
+text is the one line ``tensorllm sweep`` prints and a Prefect run fails with.
+
+It reads the model's config only (no weights), and never imports Prefect or Ray: a bad parameter must fail
+in seconds (``tensorllm sweep`` calls it before it starts a Prefect API; the flow calls it again first).
+
+Usage::
+
+    from flows.validate import validate_sweep
+    config = validate_sweep({"model": "/models/llama", "layers": "last 2", "ranks": [(64, 32, 4)]})
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import typing
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ValidationError
+
+from .config import SweepConfig
+
+#: seconds a TCP connect to the MLflow server or the Ray head may take before it counts as unreachable
+CONNECT_TIMEOUT = 5.0
+MLFLOW_SCHEMES = "sqlite:///PATH.db, http(s)://HOST:PORT, file:///FOLDER (or a plain folder path)"
+RAY_FORMS = "None or 'local' (a private local Ray), 'auto', HOST:PORT or ray://HOST:PORT"
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "tuple", "dict", "none"}
+
+
+class SweepInputError(ValueError):
+    """A bad sweep parameter; ``str(error)`` is one line: the field, what was wrong, what is allowed."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))  # one line, whatever the wrapped message held
+
+
+def validate_sweep(params: dict) -> SweepConfig:
+    """The :class:`SweepConfig` of ``params`` once every check passed; else :class:`SweepInputError`."""
+    check_known_parameters(params)
+    config = build_config(params)
+    folder = check_model(config.model)
+    model_config, layout = check_architecture(folder)
+    check_layers(config, layout.n_layers(model_config))
+    check_ranks(config, layout.shape(model_config))
+    check_laser(config, layout)
+    check_datasets(config.datasets)
+    check_mlflow_uri(config.mlflow_tracking_uri)
+    check_ray_address(config.ray_address)
+    return config
+
+
+# ---- the typed parameters -----------------------------------------------------------------------
+def check_known_parameters(params: dict) -> None:
+    unknown = sorted(set(params) - set(SweepConfig.model_fields))
+    if unknown:
+        raise SweepInputError(f"unknown parameter(s) {unknown}; allowed: {', '.join(SweepConfig.model_fields)}")
+
+
+def build_config(params: dict) -> SweepConfig:
+    """``SweepConfig(**params)``, its first validation error as one line."""
+    try:
+        return SweepConfig(**params)
+    except ValidationError as exc:
+        raise SweepInputError(describe_error(exc.errors()[0], params)) from None
+
+
+def describe_error(error: dict, params: dict) -> str:
+    """One pydantic error as ``<field>: <what was wrong> (got <value>); allowed: <...>``."""
+    loc = [part for part in error["loc"] if isinstance(part, int) or part.lower() not in _TYPE_TAGS
+           and re.fullmatch(r"[a-z][a-z0-9_]*", part)]
+    field = loc[0] if loc else "parameters"
+    where = field + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+    nested = any(isinstance(part, str) for part in loc[1:])  # laser[0].rho: the element, not the whole list
+    got = error.get("input") if nested else params.get(field, error.get("input"))
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind == "value_error":  # our own validators: their text already names the value and what is allowed
+        text = str(ctx.get("error", error["msg"].removeprefix("Value error, ")))
+        return f"{where}: {text.removeprefix(field + ' ')}"
+    allowed = allowed_text(field, loc)
+    if kind in ("literal_error", "enum") and field == "datasets":
+        return f"datasets: unknown dataset {error['input']!r} (got {got!r}); allowed: {allowed}"
+    if kind in ("literal_error", "enum"):
+        return f"{where}: unknown value {error['input']!r} (got {got!r}); allowed: {allowed}"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        limit = f"{limit:g}" if isinstance(limit, (int, float)) else limit
+        return f"{where}: must be {bounds[kind]} {limit} (got {error['input']!r}); allowed: {allowed}"
+    if kind == "too_short":
+        return f"{where}: must not be empty (got {got!r}); allowed: {allowed}"
+    return f"{where}: {error['msg'][0].lower()}{error['msg'][1:]} (got {error['input']!r}); allowed: {allowed}"
+
+
+def allowed_text(field: str, loc: list) -> str:
+    """What a field accepts: its Literal values, else its description (the config's own words)."""
+    model: type[BaseModel] = SweepConfig
+    info = SweepConfig.model_fields.get(field)
+    for part in loc[1:]:  # a nested model (laser[0].rho): look the field up in it
+        if isinstance(part, str):
+            nested = _nested_model(info.annotation) if info is not None else None
+            if nested is not None:
+                model, info = nested, nested.model_fields.get(part)
+    if info is None:
+        return ", ".join(SweepConfig.model_fields)
+    literal = _literal_values(info.annotation)
+    bounds = [f"{op} {getattr(m, name)}" for m in info.metadata for name, op in _BOUNDS.items() if hasattr(m, name)]
+    if literal:
+        text = ", ".join(map(str, literal))
+    elif bounds:
+        kind = "an integer" if int in _flat_args(info.annotation) else "a number"
+        text = f"{kind} {' and '.join(bounds)}"
+    else:
+        text = info.description or model.__name__
+    if type(None) in typing.get_args(info.annotation):
+        text += ", or None"
+    return text
+
+
+_BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _flat_args(annotation) -> set:
+    args = typing.get_args(annotation)
+    return {annotation} if not args else set().union(*map(_flat_args, args))
+
+
+def _literal_values(annotation) -> tuple:
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    for arg in typing.get_args(annotation):
+        values = _literal_values(arg)
+        if values:
+            return values
+    return ()
+
+
+def _nested_model(annotation):
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_nested_model, typing.get_args(annotation)) if m is not None), None)
+
+
+# ---- the model ----------------------------------------------------------------------------------
+def looks_like_path(text: str) -> bool:
+    """Text a user meant as a folder (``/``, ``./``, ``../``, ``~``, more than one ``/``): never a hub id."""
+    return (text.startswith(("/", "./", "../", "~", ".\\")) or "\\" in text or text.count("/") > 1
+            or text in (".", ".."))
+
+
+def check_model(model: str) -> Path:
+    """A local folder with a config.json for ``model``; a missing path is never tried on the hub."""
+    from tensorllm.models import KNOWN_NAMES, resolve_model  # lazy: imports torch
+
+    allowed = f"{', '.join(sorted(KNOWN_NAMES))}, a local Hugging Face folder (config.json + *.safetensors), or a hub id"
+    path = Path(model).expanduser()
+    if looks_like_path(model) and not path.exists():
+        raise SweepInputError(f"model: model folder {model} does not exist; allowed: {allowed}")
+    if path.exists() and not path.is_dir():
+        raise SweepInputError(f"model: {model} is a file, not a folder; allowed: {allowed}")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise SweepInputError(f"model: folder {model} has no config.json; allowed: {allowed}")
+    try:
+        return resolve_model(model)
+    except (ValueError, FileNotFoundError, ModuleNotFoundError, OSError) as exc:
+        raise SweepInputError(f"model: {exc}") from None
+
+
+def check_architecture(folder: Path):
+    """The model's transformers config and its layout; an unsupported ``model_type`` keeps the layouts' message."""
+    from tensorllm.checkpoint import Checkpoint
+    from tensorllm.layouts import SUPPORTED_MODEL_TYPES, layout_for
+
+    path = folder / "config.json"
+    try:
+        model_type = json.loads(path.read_text()).get("model_type")
+    except (ValueError, AttributeError, OSError) as exc:
+        raise SweepInputError(f"model: {path} is not a JSON object ({exc}); allowed: a Hugging Face config.json") from None
+    try:  # before transformers reads it: an architecture without a layout gets the layouts' own message
+        layout_for(SimpleNamespace(model_type=model_type))
+    except ValueError as exc:
+        raise SweepInputError(f"model: {exc}") from None
+
+    from transformers import AutoConfig
+
+    try:
+        model_config = AutoConfig.from_pretrained(folder)
+    except (ValueError, KeyError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SweepInputError(f"model: cannot read {folder / 'config.json'} ({first}); allowed model types: "
+                              f"{', '.join(SUPPORTED_MODEL_TYPES)}") from None
+    try:
+        layout = layout_for(model_config)
+        Checkpoint(folder)  # safetensors present (reads the headers only)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SweepInputError(f"model: {exc}") from None
+    return model_config, layout
+
+
+def check_layers(config: SweepConfig, n_layers: int) -> list[int]:
+    try:
+        return config.resolve_layers(n_layers)
+    except ValueError as exc:
+        raise SweepInputError(f"layers: {str(exc).removeprefix('layers ')} (got {config.layers!r}); allowed: indices 0..{n_layers - 1}, "
+                              f"'last N' with 1 <= N <= {n_layers}, or 'all'") from None
+
+
+def check_ranks(config: SweepConfig, shape) -> None:
+    """Every rank configuration against the 4-D tensor of ``config.grouping``, named by its position."""
+    from tensorllm.tensorise import tensor_shape
+    from tensorllm.tucker import resolve_ranks
+
+    dims = tensor_shape(shape, config.grouping)
+    for i, spec in enumerate(config.rank_specs()):
+        try:
+            resolve_ranks(spec, dims)
+        except ValueError as exc:
+            given = ", ".join(f"{r:g}" for r in spec)
+            raise SweepInputError(f"ranks[{i}] ({given}): {exc} (tensor {tuple(dims)} with grouping "
+                                  f"{config.grouping!r})") from None
+
+
+def check_laser(config: SweepConfig, layout) -> None:
+    available = sorted(layout.ffn_names(0))
+    for i, spec in enumerate(config.laser):
+        if spec.matrix not in available:
+            raise SweepInputError(f"laser[{i}].matrix: {spec.matrix!r} does not exist in this architecture; "
+                                  f"allowed: {', '.join(available)}")
+
+
+# ---- data, MLflow, Ray --------------------------------------------------------------------------
+def check_datasets(names: list[str]) -> None:
+    from tensorllm.evaluation.data.registry import DATASETS, default_data_dir
+
+    root = default_data_dir()
+    for name in names:
+        folder = root / DATASETS[name].folder
+        if not folder.is_dir():
+            raise SweepInputError(f"datasets: the data folder of {name!r} does not exist ({folder}); allowed: "
+                                  "a data folder with the dataset's files (set TENSORLLM_DATA_DIR)")
+
+
+def check_mlflow_uri(uri: str | None) -> None:
+    """sqlite: its folder can be written; http(s): a TCP connect; file: a folder; nothing else."""
+    if uri is None:  # the registry's default: $MLFLOW_TRACKING_URI, else a sqlite store under ./runs/mlflow
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return check_mlflow_uri(env)
+        return _check_writable_folder("mlflow_tracking_uri", "None", Path.cwd() / "runs" / "mlflow")
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        path = uri.split(":", 1)[1].removeprefix("///")
+        if path in ("", "//", ":memory:"):
+            return  # an in-memory store
+        return _check_writable_folder("mlflow_tracking_uri", uri, Path(path).expanduser().resolve().parent)
+    if scheme in ("http", "https"):
+        port = _port(parts, "mlflow_tracking_uri", uri, 443 if scheme == "https" else 80)
+        return _check_reachable("mlflow_tracking_uri", uri, parts.hostname, port,
+                                "a running MLflow server, a sqlite:///PATH.db or a file: folder")
+    if scheme == "file" or (scheme == "" and uri):
+        folder = Path(parts.path if scheme == "file" else uri).expanduser()
+        return _check_writable_folder("mlflow_tracking_uri", uri, folder)
+    raise SweepInputError(f"mlflow_tracking_uri: unknown scheme {scheme!r} (got {uri!r}); allowed: {MLFLOW_SCHEMES}")
+
+
+def check_ray_address(address: str | None) -> None:
+    if address in (None, "", "local", "auto"):
+        return
+    text = address.strip()
+    match = re.fullmatch(r"(?:ray://)?\[?([^\[\]/:]+|[0-9a-fA-F:]+)\]?:(\d+)", text)
+    if not match:
+        raise SweepInputError(f"ray_address: not an address (got {address!r}); allowed: {RAY_FORMS}")
+    _check_reachable("ray_address", address, match.group(1), int(match.group(2)),
+                     "a running Ray head (ray start --head), or None for a private local Ray")
+
+
+def _port(parts, field: str, uri: str, default: int) -> int:
+    try:
+        return parts.port or default
+    except ValueError:
+        raise SweepInputError(f"{field}: bad port (got {uri!r}); allowed: {MLFLOW_SCHEMES}") from None
+
+
+def _check_reachable(field: str, value: str, host: str | None, port: int, allowed: str) -> None:
+    """A TCP connect within :data:`CONNECT_TIMEOUT` seconds; the reason is in the message."""
+    if not host:
+        raise SweepInputError(f"{field}: no host (got {value!r}); allowed: {allowed}")
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
+            return
+    except ConnectionRefusedError:
+        reason = "connection refused"
+    except TimeoutError:
+        reason = f"no answer within {CONNECT_TIMEOUT:g} s"
+    except socket.gaierror:
+        reason = f"unknown host {host!r}"
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    raise SweepInputError(f"{field}: {value} is not reachable ({reason}); allowed: {allowed}")
+
+
+def _check_writable_folder(field: str, value: str, folder: Path) -> None:
+    """``folder`` exists and is writable, or its nearest existing parent is (then it can be created)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SweepInputError(f"{field}: {existing} is a file, not a folder (got {value!r}); allowed: {MLFLOW_SCHEMES}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SweepInputError(f"{field}: folder {existing} is not writable (got {value!r}); allowed: a folder "
+                              "this user can write")

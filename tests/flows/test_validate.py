@@ -1,0 +1,160 @@
+"""Sweep input validation (flows.validate): every bad input is one line naming the value and what is allowed.
+
+The model is a saved tiny GQA Llama (2 layers, 6 query heads, 2 KV heads, d_head 8, d_model 48; its kv
+tensor is (48, 8, 8, 2)), so only its config.json and safetensors headers are read. The CLI test runs
+``tensorllm sweep`` in a subprocess: exit code 2, one stderr line, no traceback, before any Prefect or Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from flows.config import SweepConfig
+from flows.validate import SweepInputError, validate_sweep
+from tiny_models import save_tiny_with_tokenizer
+
+DATASETS = "qa_wikidata, hotpotqa, fever, bios_profession, counterfact"  # the registry's names, in its order
+GOOD = {"layers": "last 2", "ranks": [(4, 2, 1)], "datasets": ["fever"]}  # valid for the tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return save_tiny_with_tokenizer("llama_gqa", tmp_path_factory.mktemp("validate") / "llama_gqa")[0]
+
+
+def model_folder(tmp_path, config: dict | None):
+    """A folder with ``config.json`` = ``config`` (none when None): the bad-model cases."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    if config is not None:
+        (folder / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    return str(folder)
+
+
+#: (id, parameters over GOOD, the start of the one-line message); "{tmp}" is the test's tmp_path
+BAD = [
+    ("unknown dataset", {"datasets": ["nope"]}, f"datasets: unknown dataset 'nope' (got ['nope']); allowed: {DATASETS}"),
+    ("no dataset", {"datasets": []}, f"datasets: must not be empty (got []); allowed: {DATASETS}"),
+    ("layer 99", {"layers": [99]}, "layers: [99] out of range: this model has layers 0..1 (got [99]); allowed: "
+                                   "indices 0..1, 'last N' with 1 <= N <= 2, or 'all'"),
+    ("last 0", {"layers": "last 0"}, "layers: 'last 0' needs 1 <= N <= 2"),
+    ("last 3 of 2", {"layers": "last 3"}, "layers: 'last 3' needs 1 <= N <= 2"),
+    ("first 3", {"layers": "first 3"}, "layers: must be a list of integers, 'last N' or 'all'; got 'first 3'"),
+    ("ranks 0", {"ranks": [(0, 0, 0)]}, "ranks: must be positive integers or fractions in (0, 1]; got (0.0, 0.0, 0.0)"),
+    ("R2 > d_head", {"ranks": [(4, 2, 1), (4, 9, 1)]},
+     "ranks[1] (4, 9, 1): R2 (d_head)=9 is out of range: allowed 1..8 (the dimension's size) (tensor (48, 8, 8, 2) "
+     "with grouping 'kv')"),
+    ("R3 > slices, replicate", {"ranks": [(4, 2, 5)], "grouping": "replicate"},
+     "ranks[0] (4, 2, 5): R3 (slices)=5 is out of range: allowed 1..4"),
+    ("fraction > 1", {"ranks": [(1.5, 0.5, 0.5)]}, "ranks[0] (1.5, 0.5, 0.5): R1 (d_model) as a fraction must be in (0, 1]"),
+    ("grouping x", {"grouping": "x"}, "grouping: unknown value 'x' (got 'x'); allowed: kv, replicate"),
+    ("registered_model", {"registered_model": "bad name!"}, "registered_model: must be letters, digits"),
+    ("alpha 0", {"alpha": 0}, "alpha: must be in (0, 1)"),
+    ("margin 1.5", {"margin": 1.5}, "margin: must be in [0, 1)"),
+    ("val_limit 0", {"val_limit": 0}, "val_limit: must be >= 1 (got 0); allowed: an integer >= 1, or None"),
+    ("batch_size 0", {"batch_size": 0}, "batch_size: must be >= 1 (got 0); allowed: an integer >= 1"),
+    ("test_top_k 0", {"test_top_k": 0}, "test_top_k: must be >= 1 (got 0); allowed: an integer >= 1"),
+    ("objective best", {"objective": "best"}, "objective: unknown value 'best' (got 'best'); allowed: denoise, compress"),
+    ("compose all", {"compose": ["all"]}, "compose[0]: unknown value 'all' (got ['all']); allowed: uniform, greedy"),
+    ("selection_metric f1", {"selection_metric": "f1"},
+     "selection_metric: unknown value 'f1' (got 'f1'); allowed: accuracy, top1_accuracy, loss"),
+    ("laser rho 0", {"laser": [{"matrix": "fc_in", "rho": 0}]},
+     "laser[0].rho: must be > 0 (got 0); allowed: a number > 0 and <= 1"),
+    ("laser matrix", {"laser": [{"matrix": "fc_x", "rho": 0.1}]},
+     "laser[0].matrix: unknown value 'fc_x' (got 'fc_x'); allowed: fc_in, fc_up, fc_out"),
+    ("unknown parameter", {"rank": [(4, 2, 1)]}, "unknown parameter(s) ['rank']; allowed: model, datasets, layers"),
+    ("missing model path", {"model": "/no/such/model"}, "model: model folder /no/such/model does not exist; allowed: "
+                                                        "smollm2-135m, a local Hugging Face folder"),
+    ("no config.json", {"model": "{tmp}/model", "config": None}, "model: folder {tmp}/model has no config.json"),
+    ("model_type mamba", {"model": "{tmp}/model", "config": {"model_type": "mamba"}},
+     "model: Unsupported architecture 'mamba'. Supported model types: llama"),
+    ("model_type unknown", {"model": "{tmp}/model", "config": {"model_type": "nonsense"}},
+     "model: Unsupported architecture 'nonsense'. Supported model types: llama"),
+    ("config.json not JSON", {"model": "{tmp}/model", "config": "not json"},
+     "model: {tmp}/model/config.json is not a JSON object ("),
+    ("data folder missing", {"data_dir": "{tmp}"}, "datasets: the data folder of 'fever' does not exist ({tmp}/"),
+    ("mlflow closed port", {"mlflow_tracking_uri": "http://127.0.0.1:9/"},
+     "mlflow_tracking_uri: http://127.0.0.1:9/ is not reachable (connection refused); allowed: a running MLflow server"),
+    ("mlflow scheme", {"mlflow_tracking_uri": "ftp://host/x"},
+     "mlflow_tracking_uri: unknown scheme 'ftp' (got 'ftp://host/x'); allowed: sqlite:///PATH.db, http(s)://HOST:PORT"),
+    ("mlflow sqlite under a file", {"mlflow_tracking_uri": "sqlite:///{tmp}/file/mlflow.db"},
+     "mlflow_tracking_uri: {tmp}/file is a file, not a folder"),
+    ("ray closed port", {"ray_address": "127.0.0.1:9"},
+     "ray_address: 127.0.0.1:9 is not reachable (connection refused); allowed: a running Ray head"),
+    ("ray client closed port", {"ray_address": "ray://127.0.0.1:9"}, "ray_address: ray://127.0.0.1:9 is not reachable"),
+    ("ray nonsense", {"ray_address": "head-node"},
+     "ray_address: not an address (got 'head-node'); allowed: None or 'local' (a private local Ray), 'auto', HOST:PORT"),
+]
+
+
+def bad_params(tiny, tmp_path, monkeypatch, overrides: dict) -> dict:
+    """GOOD on the tiny model with ``overrides``; ``config`` makes a model folder, ``data_dir`` moves the data."""
+    overrides = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v for k, v in overrides.items()}
+    if "config" in overrides:
+        model_folder(tmp_path, overrides.pop("config"))
+    if "data_dir" in overrides:
+        monkeypatch.setenv("TENSORLLM_DATA_DIR", overrides.pop("data_dir"))
+    (tmp_path / "file").write_text("not a folder")
+    return {"model": str(tiny), **GOOD, **overrides}
+
+
+@pytest.mark.parametrize("overrides, message", [case[1:] for case in BAD], ids=[case[0] for case in BAD])
+def test_bad_input_is_one_line(tiny, tmp_path, monkeypatch, overrides, message):
+    params = bad_params(tiny, tmp_path, monkeypatch, overrides)
+    start = time.perf_counter()
+    with pytest.raises(SweepInputError, match="^" + re.escape(message.replace("{tmp}", str(tmp_path)))) as info:
+        validate_sweep(params)
+    assert "\n" not in str(info.value)
+    assert time.perf_counter() - start < 5.5  # closed ports are refused at once; the connect timeout is 5 s
+
+
+def test_good_input_gives_the_config(tiny):
+    config = validate_sweep({"model": str(tiny), **GOOD, "laser": [{"matrix": "fc_up", "rho": 0.5}],
+                             "mlflow_tracking_uri": "sqlite:///runs-not-created/mlflow.db", "ray_address": "local"})
+    assert isinstance(config, SweepConfig) and config.resolve_layers(2) == [0, 1]
+
+
+def test_an_error_is_a_value_error():
+    assert issubclass(SweepInputError, ValueError)  # the CLI's one-line handler catches ValueError
+    assert str(SweepInputError("a\n  b")) == "a b"  # one line, whatever it wraps
+
+
+def test_flow_validates_its_parameters_first(tiny):
+    """The flow's body (``.fn``: no Prefect API needed) raises the same line before it builds a Ray runner."""
+    from flows.compress_sweep import compress_sweep
+
+    with pytest.raises(SweepInputError, match=r"^layers: \[99\] out of range"):
+        compress_sweep.fn(model=str(tiny), layers=[99])
+
+
+def test_cli_bad_sweep_is_one_line_exit_2_fast(tiny, tmp_path):
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "tensorllm.cli", "sweep", "--layers", "99", "--model", str(tiny)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - start
+    print(f"tensorllm sweep --layers 99: exit {done.returncode} after {seconds:.1f} s")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("tensorllm sweep: error: layers: [99] out of range")
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing written
+    # the target is 10 s; measured 6-8 s on 2 busy cores (~5 s of it importing torch and transformers)
+    assert seconds < 30
+
+
+def test_cli_debug_shows_the_traceback(tiny, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tensorllm.cli", "--debug", "sweep", "--layers", "99",
+                           "--model", str(tiny)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" in done.stderr and "SweepInputError: layers: [99]" in done.stderr
+
+
+def test_cli_bad_option_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tensorllm.cli", "sweep", "--grouping", "x"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("tensorllm sweep: error: argument --grouping")
