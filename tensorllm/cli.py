@@ -201,7 +201,7 @@ def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
 
 # ---- models (the MLflow registry) -------------------------------------------------------------------
 def cmd_models(args) -> int:
-    from tensorllm.registry import Registry, relocate_sqlite_store
+    from tensorllm.mlflow_store import relocate_sqlite_store
 
     if args.models_command == "relocate":  # before opening the store: nothing may use it while it is rewritten
         changed = relocate_sqlite_store(args.db, args.old_root, args.new_root)
@@ -210,6 +210,8 @@ def cmd_models(args) -> int:
         if args.json:
             emit_json({"changed": changed})
         return 0
+    from tensorllm.registry import Registry
+
     registry = Registry(args.mlflow_tracking_uri)
     if args.models_command == "list":
         rows = registry.list_models()

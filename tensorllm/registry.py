@@ -1,8 +1,8 @@
 """MLflow registry of compressed variants: one run + one model version per variant, champions by alias.
 
-This is the only module of the library that imports mlflow. A *variant* is a base model plus a list of
-artifact folders (see :mod:`tensorllm.artifact`); what is registered is **not** the model's weights but a
-small folder, so the store grows with the compressed size::
+With :mod:`tensorllm.pyfunc_model`, one of the two modules of the library that import mlflow. A *variant*
+is a base model plus a list of artifact folders (see :mod:`tensorllm.artifact`); what is registered is
+**not** the model's weights but a small folder, so the store grows with the compressed size::
 
     variant/
       variant.json                 # key, name, base_model, artifacts' metadata (lineage), in apply order
@@ -61,6 +61,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 
 from . import __version__  # noqa: E402
 from .artifact import META_FILE, TENSORS_FILE, VARIANT_FILE, materialise, read_meta  # noqa: E402
+from .mlflow_store import default_tracking_uri, store_creation_lock  # noqa: E402
 from .pyfunc_model import VARIANT_JSON, save_pyfunc  # noqa: E402
 
 DEFAULT_EXPERIMENT = "tensorllm"
@@ -79,81 +80,6 @@ _ALIAS_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _NAME_RULE = "letters, digits, '_', '.', '-' (starting with a letter or digit)"
 _PAGE = 1000
 _PROCESS_URI_LOCK = threading.Lock()
-
-
-def default_tracking_uri(root: Path | None = None) -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else a sqlite store at ``<root or cwd>/runs/mlflow/mlflow.db`` (absolute)."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    folder = (Path(root) if root is not None else Path.cwd()).expanduser().resolve() / "runs" / "mlflow"
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
-
-
-@contextlib.contextmanager
-def _store_creation_lock(tracking_uri: str):
-    """Hold an exclusive lock on ``<db>.lock`` while a sqlite store is first opened, across processes.
-
-    MLflow creates (or migrates) the tables of a sqlite store on first access, and two processes doing
-    that at once fail inside alembic ("table _alembic_tmp_experiments already exists", "Online migration
-    expected to match one row", measured 9 failures of 12 with 4 processes on a new store). Serialising
-    the first access is enough: afterwards sqlite's own locking (and MLflow's busy timeout) applies.
-    Other URIs (a server) need nothing.
-    """
-    path = _sqlite_path(tracking_uri)
-    if path is None:
-        yield
-        return
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (None for other stores and in-memory databases)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    db = tracking_uri[len("sqlite:///"):].split("?")[0]
-    return None if not db or db == ":memory:" else Path(db)
-
-
-#: (table, column) of MLflow's sqlite schema that hold absolute artifact locations
-_LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
-                     ("model_versions", "storage_location"), ("logged_models", "artifact_location"))
-
-
-def relocate_sqlite_store(db_path: str | Path, old_root: str | Path, new_root: str | Path) -> dict[str, int]:
-    """Rewrite the absolute artifact locations of a moved sqlite store: every location under ``old_root``
-    is moved under ``new_root``. Returns the number of rows changed per table.
-
-    MLflow stores absolute paths (experiment artifact roots, run artifact URIs, model-version storage and
-    logged-model locations), so a ``runs/`` folder copied elsewhere still points at the old place. Run it
-    once after the move, with no MLflow process using the store; it is one transaction.
-    """
-    import sqlite3
-
-    db_path = Path(db_path)
-    if not db_path.is_file():
-        raise FileNotFoundError(f"{db_path} is not an MLflow sqlite database")
-    old, new = str(Path(old_root)).rstrip("/"), str(Path(new_root).resolve()).rstrip("/")
-    changed: dict[str, int] = {}
-    with sqlite3.connect(db_path) as db:  # commits on success, rolls back on error
-        for table, column in _LOCATION_COLUMNS:
-            for prefix in (old, f"file://{old}"):
-                replacement = new if prefix == old else f"file://{new}"
-                cursor = db.execute(  # exact prefix match (LIKE would treat '_' in paths as a wildcard)
-                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
-                    f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
-                    (replacement, len(prefix) + 1, prefix, len(prefix) + 1, prefix + "/"))
-                changed[table] = changed.get(table, 0) + cursor.rowcount
-    return changed
 
 
 @dataclass
@@ -309,7 +235,7 @@ class Registry:
     def __init__(self, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT):
         self.tracking_uri = tracking_uri or default_tracking_uri()
         self.experiment_name = experiment
-        with _store_creation_lock(self.tracking_uri):  # opening the store creates or migrates its tables
+        with store_creation_lock(self.tracking_uri):  # opening the store creates or migrates its tables
             self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
             self.client.search_registered_models(max_results=1)  # opens the registry store too (its own engine)
             self.experiment_id = self._ensure_experiment(experiment)

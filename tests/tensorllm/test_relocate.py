@@ -16,7 +16,8 @@ def test_a_moved_store_loads_only_after_relocation(tmp_path, capsys):
 
     from tensorllm.checkpoint import Checkpoint
     from tensorllm.decompose import decompose_layer
-    from tensorllm.registry import Registry, VariantRecord, relocate_sqlite_store
+    from tensorllm.mlflow_store import relocate_sqlite_store
+    from tensorllm.registry import Registry, VariantRecord
 
     folder, _ = save_tiny_with_tokenizer("llama", tmp_path / "model")
     (record,) = decompose_layer(str(folder), layer=1, rank_list=[(16, 4, 2)], out_root=tmp_path / "artifacts",
@@ -54,7 +55,7 @@ def test_a_moved_store_loads_only_after_relocation(tmp_path, capsys):
 
 
 def test_relocate_refuses_a_missing_database(tmp_path):
-    from tensorllm.registry import relocate_sqlite_store
+    from tensorllm.mlflow_store import relocate_sqlite_store
 
     with pytest.raises(FileNotFoundError, match="is not an MLflow sqlite database"):
         relocate_sqlite_store(tmp_path / "nope.db", tmp_path / "a", tmp_path / "b")
