@@ -52,6 +52,12 @@ from pathlib import Path
 # Defaults only: never override what the user set. No telemetry; no progress bars for our small downloads.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# An unreachable tracking server must fail in bounded time: MLflow's defaults (7 retries, exponential
+# backoff factor 2, 120 s per request) kept a sweep retrying for many minutes. With these, a refused
+# connection fails in seconds and a silent server within about a minute (measured in the tests).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
 import mlflow  # noqa: E402
 import mlflow.artifacts  # noqa: E402
@@ -237,7 +243,14 @@ class Registry:
         self.experiment_name = experiment
         with store_creation_lock(self.tracking_uri):  # opening the store creates or migrates its tables
             self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-            self.client.search_registered_models(max_results=1)  # opens the registry store too (its own engine)
+            try:
+                self.client.search_registered_models(max_results=1)  # opens the registry store (its own engine)
+            except MlflowException as exc:
+                if "Max retries exceeded" not in str(exc) and "timed out" not in str(exc).lower():
+                    raise
+                raise ConnectionError(f"MLflow tracking URI {self.tracking_uri} is not reachable "
+                                      f"({str(exc).splitlines()[0][-160:]}); start the server or pass another "
+                                      "--mlflow-tracking-uri") from None
             self.experiment_id = self._ensure_experiment(experiment)
 
     def __repr__(self) -> str:
@@ -417,6 +430,7 @@ class Registry:
         self._ensure_registered_model(registered_model)
         run_id = self._reusable_run(registered_model, record.key, sha)
         if run_id is None:
+            self._fail_interrupted_runs(registered_model, record.key, sha)
             run_id, model_id = self._log_variant_run(record, metas, params, files, metrics, tags)
         else:
             model_id = self._run_model_id(run_id)
@@ -462,6 +476,19 @@ class Registry:
             if run.data.tags.get(KEY_TAG) == key:
                 return run.info.run_id
         return None
+
+    def _fail_interrupted_runs(self, registered_model: str, key: str, sha: str) -> None:
+        """Mark FAILED the runs of this variant that a killed process left RUNNING (it never finished them),
+        so that no run of an interrupted sweep stays RUNNING forever; the rerun logs a fresh one."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.{KEY_SHA_TAG} = '{sha}' and tags.registered_model = '{registered_model}' "
+                          "and attributes.status = 'RUNNING'",
+            max_results=100,
+        )
+        for run in runs:
+            if run.data.tags.get(KEY_TAG) == key:
+                self.client.set_terminated(run.info.run_id, status="FAILED")
 
     def _log_variant_run(self, record: VariantRecord, metas: list[dict], params: dict[str, str],
                          files: dict[str, Path], metrics: dict[str, float],
