@@ -116,7 +116,7 @@ def run_flow(params: dict, log_file: str | None = None, settle_s: float = 60) ->
     _to_stderr_file(log_file)
     start = time.perf_counter()
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId,
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId,
                                                 TaskRunFilter, TaskRunFilterFlowRunId)
 
     from flows.compress_sweep import compress_sweep

@@ -81,7 +81,6 @@ def whole_model_size(base_model: str, artifact_metas: Sequence[dict]) -> WholeMo
     for one layer are refused: a composed variant edits each layer once.
     """
     ckpt = Checkpoint(resolve_model(base_model))
-    shape = ckpt.shape
     sizes = checkpoint_tensor_sizes(ckpt.folder)
     attention_names = {layer: ckpt.attention_names(layer) for layer in range(ckpt.n_layers)}
     attention_before = sum(sizes[n][0] for names in attention_names.values() for n in names)

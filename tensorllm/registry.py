@@ -465,30 +465,25 @@ class Registry:
                 f"{', '.join(map(repr, others))}, not {identity!r}: register this variant under another name"
             )
 
-    def _reusable_run(self, registered_model: str, key: str, sha: str) -> str | None:
+    def _runs_of(self, registered_model: str, key: str, sha: str, status: str) -> list[str]:
+        """Ids of this variant's runs (by key) in ``status`` (the sha256 tag is filterable; the key is checked)."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.{KEY_SHA_TAG} = '{sha}' and tags.registered_model = '{registered_model}' "
-                          "and attributes.status = 'FINISHED'",
-            max_results=10,
+                          f"and attributes.status = '{status}'",
+            max_results=100,
         )
-        for run in runs:
-            if run.data.tags.get(KEY_TAG) == key:
-                return run.info.run_id
-        return None
+        return [run.info.run_id for run in runs if run.data.tags.get(KEY_TAG) == key]
+
+    def _reusable_run(self, registered_model: str, key: str, sha: str) -> str | None:
+        finished = self._runs_of(registered_model, key, sha, "FINISHED")
+        return finished[0] if finished else None
 
     def _fail_interrupted_runs(self, registered_model: str, key: str, sha: str) -> None:
         """Mark FAILED the runs of this variant that a killed process left RUNNING (it never finished them),
         so that no run of an interrupted sweep stays RUNNING forever; the rerun logs a fresh one."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.{KEY_SHA_TAG} = '{sha}' and tags.registered_model = '{registered_model}' "
-                          "and attributes.status = 'RUNNING'",
-            max_results=100,
-        )
-        for run in runs:
-            if run.data.tags.get(KEY_TAG) == key:
-                self.client.set_terminated(run.info.run_id, status="FAILED")
+        for run_id in self._runs_of(registered_model, key, sha, "RUNNING"):
+            self.client.set_terminated(run_id, status="FAILED")
 
     def _log_variant_run(self, record: VariantRecord, metas: list[dict], params: dict[str, str],
                          files: dict[str, Path], metrics: dict[str, float],

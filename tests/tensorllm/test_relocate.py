@@ -4,7 +4,6 @@ so a copied store still points at the old folder until :func:`relocate_sqlite_st
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
