@@ -112,8 +112,8 @@ def prefect_api(project_root: Path) -> Iterator[str]:
         os.environ["PREFECT_HOME"] = str((project_root / "runs" / "prefect").resolve())
         try:
             yield api_url
+        finally:  # also after an interrupt: an undrained client retries a stopped server at exit for a minute
             drain_prefect_clients()
-        finally:
             os.environ.pop("PREFECT_API_URL", None)
             if previous_home is None:
                 os.environ.pop("PREFECT_HOME", None)
