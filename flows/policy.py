@@ -20,6 +20,13 @@ Pure functions of validation numbers (issue 9, "Promotion you can trust"). Two o
   p-value of the mean paired loss difference, from its 95% interval (p < 0.05 exactly when that
   interval excludes 0; see :func:`tensorllm.evaluation.stats.normal_p_from_interval`).
 
+**The generation guard** (issue 14), whatever the objective and the metric: a variant whose validation
+*generation* accuracy (the paper's metric) is significantly below the base's -- the one-sided exact
+McNemar p-value that the variant is worse (``PairedComparison.variant_worse_p``) below ``alpha`` -- is
+never promoted, single-layer or composed. A metric that rises while the paper's accuracy falls (the
+first answer token more often right, the generated answer less often) is what it stops. It needs the
+comparison in ``Candidate.guard_val``; a candidate without one is not checked, and the sentence says so.
+
 The current champion, when comparable (:func:`comparable_champion`: same base weights, datasets,
 validation size and metric), is a bar to clear: under ``denoise`` the new best must beat its validation
 metric, under ``compress`` it must compress more (or as much, with a better metric). When the champion
@@ -67,6 +74,8 @@ class Candidate:
     layer's MHA compression ratio for a single-``layer`` one; 1.0 means nothing compressed (the base).
     ``paired_val``: ``PairedComparison.to_dict()`` of this version against the base on the validation
     items (all datasets pooled), or None when there is none (then it cannot qualify under either objective).
+    ``guard_val``: the same comparison of validation *generation* accuracy (column ``correct``), read by the
+    generation guard (module docstring); None when it was not measured (the guard cannot check it).
     """
 
     version: int
@@ -76,6 +85,7 @@ class Candidate:
     compression: float = 1.0
     kind: Kind = "layer"
     paired_val: Mapping | None = None
+    guard_val: Mapping | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -121,6 +131,18 @@ def rank_key(candidate: Candidate, metric: str) -> tuple[float, float]:
     return (primary, candidate.val_loss)
 
 
+def harms_generation(candidate: Candidate, alpha: float) -> bool:
+    """The generation guard: the candidate's validation generation accuracy is significantly below the
+    base's (one-sided exact McNemar p of "variant worse" < ``alpha``). False when it was not measured."""
+    guard = candidate.guard_val
+    if guard is None or guard.get("variant_worse_p") is None:
+        return False
+    if guard.get("metric") != "correct":
+        raise ValueError(f"{candidate.label}: guard_val compares {guard.get('metric')!r}; the generation guard needs "
+                         "a comparison of 'correct' (generation accuracy)")
+    return float(guard["variant_worse_p"]) < alpha
+
+
 def best_candidates(candidates: list[Candidate], metric: str, k: int) -> list[Candidate]:
     """The ``k`` best by the validation metric (ties by lower loss)."""
     return sorted(candidates, key=lambda c: rank_key(c, metric))[:k]
@@ -136,10 +158,16 @@ def non_inferior(candidate: Candidate, metric: str, margin: float) -> bool:
     return bound >= -margin if higher_is_better(metric) else bound <= margin
 
 
-def shortlist(candidates: list[Candidate], objective: str, metric: str, margin: float, k: int) -> list[Candidate]:
+def shortlist(candidates: list[Candidate], objective: str, metric: str, margin: float, k: int,
+              alpha: float | None = None) -> list[Candidate]:
     """The ``k`` candidates the objective looks at first (e.g. for the test split): ``denoise``: best by the
-    validation metric; ``compress``: the qualifying ones in the rule's order, then the others by the metric."""
+    validation metric; ``compress``: the qualifying ones in the rule's order, then the others by the metric.
+    With ``alpha``, candidates the generation guard stops (:func:`harms_generation`) come last."""
     _check(objective, metric, 0.05, margin)
+    if alpha is not None:
+        allowed = [c for c in candidates if not harms_generation(c, alpha)]
+        stopped = [c for c in candidates if harms_generation(c, alpha)]
+        return (shortlist(allowed, objective, metric, margin, k) + shortlist(stopped, objective, metric, margin, k))[:k]
     if objective == "denoise":
         return best_candidates(candidates, metric, k)
     ok = sorted(_compress_pool(candidates, metric, margin), key=functools.cmp_to_key(_compress_cmp(metric)))
@@ -154,23 +182,60 @@ def decide(candidates: list[Candidate], baseline: Candidate, current: Candidate 
 
     ``baseline``: the base model's own numbers (for the sentence); ``current``: the comparable current
     champion (:func:`comparable_champion`) or None; ``alpha``: the family-wise significance level of
-    ``denoise``; ``margin``: the non-inferiority margin of ``compress`` (accuracy as a fraction, 0.02 =
-    2 points; nats for ``loss``).
+    ``denoise`` and of the generation guard; ``margin``: the non-inferiority margin of ``compress`` (accuracy
+    as a fraction, 0.02 = 2 points; nats for ``loss``).
     """
     _check(objective, metric, alpha, margin)
     for c in candidates:
         _check_paired(c, metric)
     if not candidates:
         return Decision(False, None, objective, f"No promotion under the {objective} rule: no variants were evaluated.")
+    stopped = {id(c) for c in candidates if harms_generation(c, alpha)}
     if objective == "denoise":
-        return _denoise(candidates, baseline, current, metric, alpha)
-    return _compress(candidates, baseline, current, metric, margin)
+        decision = _denoise(candidates, baseline, current, metric, alpha, stopped)
+    else:
+        decision = _compress(candidates, baseline, current, metric, margin, stopped)
+    return _with_guard(decision, candidates, stopped, alpha)
 
 
-def _denoise(candidates, baseline, current, metric, alpha) -> Decision:
-    ranked = sorted(candidates, key=lambda c: rank_key(c, metric))
-    best, n_all = ranked[0], len(candidates)
-    tested = [c for c in candidates if c.paired_val is not None]
+def _with_guard(decision: Decision, candidates: list[Candidate], stopped: set[int], alpha: float) -> Decision:
+    """The decision's sentence with what the generation guard did: the promoted variant's check, and the
+    variants it stopped (the one the rule would otherwise have taken first)."""
+    by_version = {c.version: c for c in candidates}
+    parts = []
+    chosen = by_version.get(decision.version) if decision.promote else None
+    if chosen is not None:
+        if chosen.guard_val is None:
+            parts.append("generation guard not applied: its validation generation accuracy was not measured")
+        else:
+            parts.append(f"generation guard passed ({_guard_text(chosen)} >= alpha {alpha:g})")
+    if stopped:
+        worst = min((c for c in candidates if id(c) in stopped), key=lambda c: float(c.guard_val["variant_worse_p"]))
+        n = len(stopped)
+        parts.append(f"the generation guard stopped {n} variant{'s' * (n != 1)} whose validation generation accuracy "
+                     f"is significantly below the base's (one-sided McNemar p < alpha {alpha:g}; the clearest, {worst.label}: "
+                     f"{_guard_text(worst)})")
+    if not parts:
+        return decision
+    sentence = decision.sentence[:-1] + "; " + "; ".join(parts) + "."
+    return Decision(decision.promote, decision.version, decision.rule, sentence)
+
+
+def _guard_text(c: Candidate) -> str:
+    g = c.guard_val
+    return (f"validation generation accuracy {100 * float(g['accuracy_diff']):+.1f} points on {g['n']} items, "
+            f"one-sided p{_eq_p(float(g['variant_worse_p']))}")
+
+
+def _denoise(candidates, baseline, current, metric, alpha, stopped: set[int]) -> Decision:
+    n_all = len(candidates)
+    tested = [c for c in candidates if c.paired_val is not None]  # the Holm family: every variant compared
+    ranked = sorted((c for c in candidates if id(c) not in stopped), key=lambda c: rank_key(c, metric))
+    if not ranked:
+        return Decision(False, None, "denoise",
+                        f"No promotion under the denoise rule: all {n_all} variants lose validation generation "
+                        f"accuracy significantly{'; v%d stays champion' % current.version if current else ''}.")
+    best = ranked[0]
     adjusted = dict(zip(map(id, tested), holm_adjust([_p_value(c, metric) for c in tested])))  # one family
     rank_text = f"the best validation {_LABELS[metric]} of {n_all} variant{'s' * (n_all != 1)}"
     versus = f"{_fmt(best.val_metric, metric)} vs the base's {_fmt(baseline.val_metric, metric)}"
@@ -207,11 +272,19 @@ def _denoise(candidates, baseline, current, metric, alpha) -> Decision:
                     f"{test}{tie}{bar}.")
 
 
-def _compress(candidates, baseline, current, metric, margin) -> Decision:
+def _compress(candidates, baseline, current, metric, margin, stopped: set[int]) -> Decision:
     n_all = len(candidates)
-    pool = sorted(_compress_pool(candidates, metric, margin), key=functools.cmp_to_key(_compress_cmp(metric)))
+    qualifying = _compress_pool(candidates, metric, margin)
+    pool = sorted((c for c in qualifying if id(c) not in stopped), key=functools.cmp_to_key(_compress_cmp(metric)))
     margin_text = f"margin {100 * margin:g} points" if higher_is_better(metric) else f"margin {margin:g} nats"
     stays = f"; v{current.version} stays champion" if current is not None else ""
+    if not pool and qualifying:
+        n = len(qualifying)
+        return Decision(False, None, "compress",
+                        f"No promotion under the compress rule: {'all ' if n != 1 else ''}{n} variant{'s' * (n != 1)} "
+                        f"non-inferior to the base on {qualifying[0].paired_val['n']} validation items "
+                        f"({margin_text}) {'lose' if n != 1 else 'loses'} validation generation accuracy "
+                        f"significantly{stays}.")
     if not pool:
         compared = [c for c in candidates if _bound(c, metric) is not None and c.compression > 1 + COMPRESSION_TIE]
         if not compared:

@@ -126,6 +126,12 @@ class EvalResult:
     dtype: str = "float32"
     task_counts: dict[str, int] = field(default_factory=dict)
     examples_path: str | None = None
+    #: teacher forced: every answer token is the argmax given the gold tokens before it (with its 95% Wilson interval)
+    exact_match_accuracy: float | None = None
+    exact_match_accuracy_ci: tuple[float, float] | None = None
+    #: how generation ran: ``mode`` "full" (token by token) or "drafts" (the base's continuations checked, see
+    #: :mod:`.drafts`), rows, and the tokens decoded one at a time; None without generation
+    generation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples as lists, NaN as None)."""

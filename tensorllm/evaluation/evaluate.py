@@ -3,7 +3,8 @@
 Steps: load the task (paper prompts) -> take the split (and limit) -> tokenise ``prompt`` and
 ``prompt + " " + answer`` -> teacher-forced pass (loss, top-1, classification accuracy; uses the
 layer-L cache when ``first_changed_layer`` is set) -> for generative sets with ``generate=True``, greedy
-generation of the prompts (always the full model) -> aggregate with 95% intervals.
+generation of the prompts (a variant checks the base's continuations from layer L on and decodes only where
+it departs: :mod:`.drafts`) -> aggregate with 95% intervals.
 
 The model is used as given: its device and dtype, with any variant already applied by the caller. It
 is put in eval mode for the call and its previous mode restored; its weights are never modified.
@@ -22,7 +23,9 @@ from torch import nn
 from .batching import make_batches
 from .config import EvalConfig, EvalResult
 from .data import Task, load_task
-from .generation import answer_matches, generate_batch, greedy_config
+from .drafts import continue_from_drafts, draft_key, load_drafts, save_drafts
+from .generation import answer_matches, generate_batch, greedy_config, stop_tokens
+from .layer_skip import skip_unsupported_reason
 from .hidden_cache import HiddenStateCache, default_cache
 from .records import ExampleRecord, write_examples
 from .runtime import model_device, model_dtype
@@ -114,9 +117,11 @@ def evaluate(
             model_id=config.model_id, fill_layers=config.fill_layers,
         )  # fmt: skip
         forced_seconds = time.perf_counter() - start
-        continuations = None
+        continuations, generation = None, None
         if task.kind == "generate" and config.generate:
-            continuations = _generate(model, tokenizer, [e.prompt for e in encoded], task.max_new_tokens, config, pad_id)
+            token_ids, generation = _generate_with_drafts(model, tokenizer, [e.prompt for e in encoded], task, config,
+                                                          pad_id, cache, f"{config.dataset}-{config.split}-n{n}-s{config.seed}")
+            continuations = [tokenizer.decode(t, skip_special_tokens=True) for t in token_ids]
     seconds = time.perf_counter() - start
     log.info("teacher-forced pass %.2fs (cache %s); total %.2fs", forced_seconds, forced.layer_cache, seconds)
 
@@ -134,6 +139,7 @@ def evaluate(
             ExampleRecord(
                 id=ids[i], prompt=prompts[i], answer=answers[i], prediction=prediction, correct=correct,
                 loss=score.loss, top1_prediction=tokenizer.decode([score.top1_token]), top1_correct=score.top1_correct,
+                exact_match=score.exact_match,
             )
         )  # fmt: skip
     path = write_examples(examples_out, records) if examples_out is not None else None
@@ -142,6 +148,7 @@ def evaluate(
     accuracy, accuracy_ci = _proportion([bool(r.correct) for r in records]) if has_accuracy else (None, None)
     top1, top1_ci = _proportion([r.top1_correct for r in records])
     loss, loss_ci = mean_interval([r.loss for r in records])
+    exact, exact_ci = _proportion([bool(r.exact_match) for r in records])
     result = EvalResult(
         dataset=config.dataset, split=config.split, n=n, accuracy=accuracy, accuracy_ci=accuracy_ci,
         accuracy_kind=("classification" if task.kind == "classify" else "generation") if has_accuracy else None,
@@ -150,6 +157,7 @@ def evaluate(
         seed=config.seed, generate=config.generate, match_prompt=config.match_prompt, first_changed_layer=layer,
         layer_cache=forced.layer_cache, model_id=config.model_id, device=str(device), dtype=str(dtype).replace("torch.", ""),
         task_counts=dict(task.counts), examples_path=str(path) if path else None,
+        exact_match_accuracy=exact, exact_match_accuracy_ci=exact_ci, generation=generation,
     )  # fmt: skip
     log.info(
         "%s/%s n=%d accuracy=%s top1=%.4f loss=%.4f (%.1f examples/s)",
@@ -160,12 +168,46 @@ def evaluate(
 
 
 @torch.no_grad()
-def _generate(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, config: EvalConfig, pad_id: int) -> list[str]:
-    """Greedy continuations (decoded text) of the prompts, batched longest-first, in the input order."""
+def _generate(model, prompt_ids: list[list[int]], gen_config, config: EvalConfig, pad_id: int) -> list[list[int]]:
+    """Greedy continuations (new token ids) of the prompts, batched longest-first, in the input order."""
     device = model_device(model)
-    gen_config = greedy_config(max_new_tokens, pad_id, tokenizer.eos_token_id)
-    texts: list[str] = [""] * len(prompt_ids)
+    out: list[list[int]] = [[] for _ in prompt_ids]
     for batch in make_batches(prompt_ids, config.batch_size, pad_id):
         for i, tokens in zip(batch.indices, generate_batch(model, batch.to(device), gen_config)):
-            texts[i] = tokenizer.decode(tokens, skip_special_tokens=True)
-    return texts
+            out[i] = tokens
+    return out
+
+
+@torch.no_grad()
+def _generate_with_drafts(model, tokenizer, prompt_ids: list[list[int]], task: Task, config: EvalConfig, pad_id: int,
+                          cache: HiddenStateCache | None, label: str) -> tuple[list[list[int]], dict]:
+    """Greedy continuations, using the base's as drafts where that is exact and possible (see :mod:`.drafts`).
+
+    The base's pass that prepares a sweep (``fill_layers`` set, ``model_id`` known) generates token by token,
+    stores its continuations as drafts and caches the inputs of the sweep's layers on ``prompt + draft``. A
+    variant (``first_changed_layer`` L > 0, a verified family, drafts found) checks them with one pass of
+    layers L.. and decodes only the rows that depart. Anything else generates token by token.
+    """
+    gen_config = greedy_config(task.max_new_tokens, pad_id, tokenizer.eos_token_id)
+    eos = stop_tokens(model, gen_config)
+    layer, n = config.first_changed_layer, len(prompt_ids)
+    key = draft_key(config.model_id, prompt_ids, task.max_new_tokens, sorted(eos)) if config.model_id else None
+    supported = skip_unsupported_reason(model) is None
+    drafts = load_drafts(key, config.cache_dir, n) if key and layer and supported else None
+    if drafts is not None:
+        checked = run_teacher_forced(
+            model, [p + d for p, d in zip(prompt_ids, drafts)], drafts, batch_size=config.batch_size, pad_id=pad_id,
+            layer=layer, cache=cache, label=f"{label}-draft", model_id=config.model_id,
+        )  # fmt: skip
+        token_ids, stats = continue_from_drafts(model, prompt_ids, drafts, checked.scores, max_new_tokens=task.max_new_tokens,
+                                                eos=eos, pad_id=pad_id, batch_size=config.batch_size)
+        log.info("generation from the base's drafts: %s (draft check: layer cache %s)", stats.to_dict(), checked.layer_cache)
+        return token_ids, {"mode": "drafts", "layer_cache": checked.layer_cache, **stats.to_dict()}
+    token_ids = _generate(model, prompt_ids, gen_config, config, pad_id)
+    if key and layer is None and config.fill_layers and supported:  # the base preparing a sweep
+        save_drafts(key, token_ids, config.cache_dir)
+        run_teacher_forced(
+            model, [p + d for p, d in zip(prompt_ids, token_ids)], token_ids, batch_size=config.batch_size, pad_id=pad_id,
+            cache=cache, label=f"{label}-draft", model_id=config.model_id, fill_layers=config.fill_layers,
+        )  # fmt: skip
+    return token_ids, {"mode": "full", "rows": n, "decoded_tokens": sum(map(len, token_ids))}

@@ -6,8 +6,9 @@ in the generated text. LASER decodes prompt + continuation, so an answer already
 correct; that inflates accuracy (e.g. comparison questions in HotpotQA name both candidate answers).
 We match against the **continuation only** by default; ``include_prompt=True`` reproduces LASER.
 
-Generation always runs the full model (every new token needs all layers), so the layer-L hidden-state
-cache does not speed it up; see :mod:`.evaluate`.
+Generation of the base runs the full model token by token. A variant that edits layers >= L checks the
+base's continuation instead (:mod:`.drafts`): one forward from layer L on, then decoding only where it
+departs from the base.
 """
 
 from __future__ import annotations
@@ -30,13 +31,19 @@ def answer_matches(answer: str, continuation: str, prompt: str = "", include_pro
     return needle in haystack.strip().lower()
 
 
-def greedy_config(max_new_tokens: int, pad_id: int, eos_id: int | Sequence[int] | None) -> GenerationConfig:
-    """A fresh greedy config (the model's own generation_config may ask for sampling: ignored on purpose)."""
+def greedy_config(max_new_tokens: int, pad_id: int, eos_id: int | Sequence[int] | None,
+                  min_new_tokens: int = 1) -> GenerationConfig:
+    """A fresh greedy config (the model's own generation_config may ask for sampling: ignored on purpose).
+
+    ``min_new_tokens``: 1 for a fresh continuation (an empty answer is never scored); 0 when continuing
+    a row that already has generated tokens (see :mod:`.drafts`), where EOS is allowed at once."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if min_new_tokens not in (0, 1):
+        raise ValueError(f"min_new_tokens must be 0 or 1, got {min_new_tokens!r}")
     return GenerationConfig(
         max_new_tokens=max_new_tokens,
-        min_new_tokens=1,
+        min_new_tokens=min_new_tokens,
         do_sample=False,
         num_beams=1,
         pad_token_id=pad_id,

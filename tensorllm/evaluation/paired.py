@@ -20,7 +20,7 @@ from .config import _json_safe
 from .records import ExampleRecord, read_examples
 from .stats import mcnemar_exact, mcnemar_one_sided, mean_interval
 
-METRICS = ("correct", "top1_correct")
+METRICS = ("correct", "top1_correct", "exact_match")
 
 Examples = str | os.PathLike | Iterable[Mapping | ExampleRecord]
 

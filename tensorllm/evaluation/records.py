@@ -17,6 +17,8 @@ class ExampleRecord:
     (classification), or None (generative task without generation). ``correct`` is the accuracy outcome
     for that prediction (None when there is none). ``top1_prediction``/``top1_correct``: the argmax
     next token after the prompt vs the answer's first token. ``loss``: mean NLL of the answer tokens.
+    ``exact_match``: teacher forced, every answer token is the argmax given the gold tokens before it
+    (None in files written before it existed).
     """
 
     id: str
@@ -27,6 +29,7 @@ class ExampleRecord:
     loss: float
     top1_prediction: str
     top1_correct: bool
+    exact_match: bool | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,5 +1,6 @@
-"""Teacher-forced scoring of ``prompt + " " + answer``: answer NLL, top-1 of the first answer token, and
-the classification decision among candidate tokens -- all from one forward pass per batch.
+"""Teacher-forced scoring of ``prompt + " " + answer``: answer NLL, top-1 of the first answer token,
+teacher-forced exact match of the whole answer (every answer token is the argmax given the gold tokens
+before it) and the classification decision among candidate tokens -- all from one forward pass per batch.
 
 Loss (LASER/TensorLLM): per example the mean negative log-likelihood of the answer tokens under the full
 vocabulary softmax (log-softmax in float32 whatever the model dtype), then the mean over examples. For
@@ -26,6 +27,8 @@ class TokenScores:
     top1_token: int  # argmax of the next-token distribution after the prompt
     top1_correct: bool  # top1_token == first answer token
     choice: int | None = None  # classification: index of the highest-scoring candidate
+    exact_match: bool = False  # every answer token is the argmax given the gold tokens before it
+    answer_argmax: tuple[int, ...] = ()  # the argmax at each answer position (what greedy decoding would pick there)
 
 
 def accepts_logits_to_keep(model: nn.Module) -> bool:
@@ -79,5 +82,8 @@ def score_tail(
         first = logits[0]
         top1 = int(first.argmax())
         choice = int(first[cand].argmax()) if cand is not None else None
-        scores.append(TokenScores(float(nll.mean()), top1, top1 == int(answer[0]), choice))
+        argmax = logits.argmax(-1)
+        exact = bool(torch.equal(argmax, target))
+        scores.append(TokenScores(float(nll.mean()), top1, top1 == int(answer[0]), choice, exact,
+                                  tuple(argmax.tolist())))
     return scores

@@ -249,3 +249,73 @@ def test_decision_tags_carry_the_rule_the_sentence_and_the_paired_comparison():
     assert tags["promotion.rule"] == "compress" and tags["promotion.reason"] == d.sentence == d.reason
     assert tags["promotion.test_vs_baseline.fever.correct.mcnemar_p"] == "0.3"
     assert all(re.fullmatch(r"[\w.]+", key) for key in tags)  # MLflow tag keys
+
+
+# ---- the generation guard (issue 14) ----------------------------------------------------------------------
+
+def top1_up_generation_down(n: int = N, top1_gain: int = 30, gen_loss: int = 30) -> tuple[dict, dict]:
+    """One variant's per-item rows, compared with the base with the real compare_paired on both columns:
+    first-token top-1 rises (``top1_gain`` items only the variant gets right) while generation accuracy falls
+    (``gen_loss`` items only the base generates right): the champion of issue 14 in miniature."""
+    base, variant = [], []
+    for i in range(n):
+        top1_base, top1_var = (False, True) if i < top1_gain else (i % 2 == 0, i % 2 == 0)
+        gen_base, gen_var = (True, False) if i >= n - gen_loss else (i % 3 == 0, i % 3 == 0)
+        base.append({"id": f"q{i}", "correct": gen_base, "top1_correct": top1_base, "loss": 2.0})
+        variant.append({"id": f"q{i}", "correct": gen_var, "top1_correct": top1_var, "loss": 1.9})
+    return (compare_paired(base, variant, metric="top1_correct").to_dict(),
+            compare_paired(base, variant, metric="correct").to_dict())
+
+
+@pytest.mark.parametrize("objective", ["compress", "denoise"])
+def test_the_guard_stops_a_variant_that_gains_top1_but_loses_generation(objective):
+    top1, generation = top1_up_generation_down()
+    assert top1["accuracy_diff"] == pytest.approx(0.03) and top1["mcnemar_p"] < 1e-8  # +3 points top-1, significant
+    assert generation["accuracy_diff"] == pytest.approx(-0.03) and generation["variant_worse_p"] < 1e-8  # -3 points
+    harmful = cand(3, 0.43, loss=1.9, compression=217.3, pv=top1, name="layer029-r6x6x2")
+    harmful.guard_val = generation
+    d = decide([harmful], BASELINE, None, objective, "top1_accuracy", alpha=0.05, margin=0.02)
+    # without the guard this variant wins under both rules: non-inferior and most compressed / a significant gain
+    assert not d.promote and one_sentence(d.sentence)
+    assert "lose" in d.sentence and "validation generation accuracy significantly" in d.sentence
+    assert "the generation guard stopped 1 variant" in d.sentence
+    assert "the clearest, v3 (layer029-r6x6x2): validation generation accuracy -3.0 points on 1000 items, one-sided p=9.3e-10"  # 0.5 ** 30 in d.sentence
+
+
+def test_the_guard_lets_the_rule_take_the_next_variant_and_says_why():
+    top1, generation = top1_up_generation_down()
+    harmful = cand(3, 0.43, compression=217.3, pv=top1, name="layer029-r6x6x2")
+    harmful.guard_val = generation
+    harmless = cand(4, 0.41, compression=19.4, pv=paired(8, 18), name="layer028-r58x16x4")
+    harmless.guard_val = paired(10, 9, metric="correct")  # -0.1 points: not significantly worse (one-sided p = P(Bin(19, 1/2) >= 10) = 0.5)
+    d = decide([harmful, harmless], BASELINE, None, "compress", "top1_accuracy", alpha=0.05, margin=0.02)
+    assert d.promote and d.version == 4 and one_sentence(d.sentence)
+    assert "among 1 of 2 variants non-inferior" in d.sentence  # the stopped one is not in the pool
+    assert "generation guard passed (validation generation accuracy -0.1 points on 1000 items, one-sided p=0.5" in d.sentence
+    assert "the generation guard stopped 1 variant" in d.sentence
+    # the test split looks at the allowed variant first
+    assert [c.version for c in shortlist([harmful, harmless], "compress", "top1_accuracy", 0.02, 2, alpha=0.05)] == [4, 3]
+    assert [c.version for c in shortlist([harmful, harmless], "compress", "top1_accuracy", 0.02, 2)] == [3, 4]
+
+
+def test_the_guard_holds_for_composed_variants_and_uses_the_policy_alpha():
+    top1, generation = top1_up_generation_down(gen_loss=12)  # -1.2 points generation: one-sided p = 2.4e-4
+    composed = cand(9, 0.43, compression=1.1, kind="composed", pv=top1, name="greedy-26+27+28+29")
+    composed.guard_val = generation
+    layer = cand(4, 0.40, compression=6.3, pv=paired(12, 8))
+    layer.guard_val = paired(3, 4, metric="correct")
+    d = decide([composed, layer], BASELINE, None, "compress", "top1_accuracy", alpha=0.05, margin=0.02)
+    assert d.promote and d.version == 4  # the composed variant would rank first, but the guard stops it
+    # at alpha 1e-4 the same loss is not significant enough to stop it (p = 2.4e-4 >= 1e-4)
+    d = decide([composed, layer], BASELINE, None, "compress", "top1_accuracy", alpha=1e-4, margin=0.02)
+    assert d.promote and d.version == 9 and "generation guard passed" in d.sentence
+
+
+def test_the_guard_reads_only_generation_comparisons_and_says_when_it_could_not_check():
+    unchecked = cand(2, 0.396, compression=6.3, pv=paired(12, 8))  # no guard_val: generation not measured
+    d = decide([unchecked], BASELINE, None, "compress", "top1_accuracy", 0.05, 0.02)
+    assert d.promote and "generation guard not applied: its validation generation accuracy was not measured" in d.sentence
+    wrong = cand(2, 0.396, compression=6.3, pv=paired(12, 8))
+    wrong.guard_val = paired(12, 8)  # a top-1 comparison passed where generation accuracy belongs
+    with pytest.raises(ValueError, match="the generation guard needs a comparison of 'correct'"):
+        decide([wrong], BASELINE, None, "compress", "top1_accuracy", 0.05, 0.02)

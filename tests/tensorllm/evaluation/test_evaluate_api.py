@@ -21,7 +21,8 @@ def test_each_dataset_end_to_end(dataset, kind, tiny_llama, tiny_tokenizer, tiny
     result = evaluate(tiny_llama, tiny_tokenizer, config, examples_out=out)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert result.n == len(rows) > 0 and result.accuracy_kind == kind
-    assert set(rows[0]) == {"id", "prompt", "answer", "prediction", "correct", "loss", "top1_prediction", "top1_correct"}
+    assert set(rows[0]) == {"id", "prompt", "answer", "prediction", "correct", "loss", "top1_prediction", "top1_correct",
+                            "exact_match"}
     assert result.accuracy == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
     assert result.loss == pytest.approx(sum(r["loss"] for r in rows) / len(rows))
     assert result.accuracy_ci[0] <= result.accuracy <= result.accuracy_ci[1]
