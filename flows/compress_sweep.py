@@ -90,6 +90,8 @@ def compress_sweep(
     mlflow_tracking_uri: str | None = None,
     artifacts_root: str = "runs/artifacts",
     batch_size: int = 16,
+    evaluate: Literal["full", "none"] = "full",
+    models: list[str] = [],  # noqa: B006
 ) -> dict:
     """Sweep TensorLLM ranks over layers, compose whole-model variants, register every variant in MLflow,
     promote one by the objective's rule and export the best composed model.
@@ -98,6 +100,10 @@ def compress_sweep(
     defaults (a test holds them equal); their descriptions are there, and ``tensorllm sweep --help`` shows them.
     """
     config = validate_sweep(locals())  # every check first: a bad parameter fails the run with one line
+    if config.models or config.evaluate == "none":  # a batch of models, or decomposition only: flows.batch
+        from .batch import run_batch
+
+        return run_batch.with_options(task_runner=ray_runner(config.ray_address))(config)
     return run_sweep.with_options(task_runner=ray_runner(config.ray_address))(config)
 
 

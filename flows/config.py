@@ -35,6 +35,7 @@ DEFAULT_RANKS: list[tuple[float, float, float]] = [
     (0.01, 0.1, 0.25),  # (6, 6, 2): 217.3x
 ]
 Objective = Literal["denoise", "compress"]
+Evaluate = Literal["full", "none"]
 ComposeStrategy = Literal["uniform", "greedy"]
 REGISTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -95,6 +96,16 @@ class SweepConfig(BaseModel):
     artifacts_root: str = Field("runs/artifacts", description="factor artifacts; evaluations, reports and "
                                                               "exports go to its siblings")
     batch_size: int = Field(16, ge=1, description="evaluation batch size")
+    evaluate: Evaluate = Field(
+        "full", description="'full': evaluate, register every variant, promote by the objective; 'none': decompose "
+                            "only (flows.batch): one whole-model variant per rank configuration (the configuration on "
+                            "every chosen layer) registered with its factor artifacts and decomposition metrics; no "
+                            "accuracy, so no champion is promoted")
+    models: list[str] = Field(default_factory=list,
+                              description="a batch: several models (names, folders or hub ids) compressed in one run "
+                                          "as one DAG on one Ray cluster, each under its own derived registered name "
+                                          "with its own champion; replaces `model` when given; [] for `model` alone")
+
 
     @field_validator("layers")
     @classmethod
@@ -119,6 +130,15 @@ class SweepConfig(BaseModel):
                              f"digit), or None to derive it from the model; got {value!r}")
         return value
 
+    @field_validator("models")
+    @classmethod
+    def _models_distinct(cls, value):
+        names = [default_registered_name(m) for m in value]
+        twice = sorted({m for m, n in zip(value, names) if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"models must be distinct (each gets its own registered name); {twice} repeat")
+        return value
+
     @field_validator("alpha")
     @classmethod
     def _alpha_range(cls, value):
@@ -132,6 +152,15 @@ class SweepConfig(BaseModel):
         if not 0 <= value < 1:
             raise ValueError(f"margin must be in [0, 1) (accuracy as a fraction: 0.02 = 2 points); got {value}")
         return value
+
+    def batch(self) -> list["SweepConfig"]:
+        """One config per model of the run: ``models`` each with its derived name, else this config alone."""
+        if not self.models:
+            return [self]
+        if self.registered_model is not None and len(self.models) > 1:
+            raise ValueError(f"registered_model {self.registered_model!r} cannot name {len(self.models)} models: "
+                             "leave it None (each model gets tensorllm-<model>) or run one model")
+        return [self.model_copy(update={"model": m, "models": []}) for m in self.models]
 
     def registered_name(self) -> str:
         """The MLflow registered model name: ``registered_model``, or one derived from ``model``."""

@@ -48,12 +48,21 @@ def validate_sweep(params: dict) -> SweepConfig:
     """The :class:`SweepConfig` of ``params`` once every check passed; else :class:`SweepInputError`."""
     check_known_parameters(params)
     config = build_config(params)
-    folder = check_model(config.model)
-    model_config, layout = check_architecture(folder)
-    check_layers(config, layout.n_layers(model_config))
-    check_ranks(config, layout.shape(model_config))
-    check_laser(config, layout)
-    check_datasets(config.datasets)
+    try:
+        per_model = config.batch()  # `models`: every model of the batch is checked
+    except ValueError as exc:
+        raise SweepInputError(f"registered_model: {exc}") from None
+    for one in per_model:
+        try:
+            folder = check_model(one.model)
+        except SweepInputError as exc:
+            raise SweepInputError(str(exc).replace("model:", "models:", 1) if config.models else str(exc)) from None
+        model_config, layout = check_architecture(folder)
+        check_layers(one, layout.n_layers(model_config))
+        check_ranks(one, layout.shape(model_config))
+        check_laser(one, layout)
+    if config.evaluate != "none":  # decompose-only runs read no data
+        check_datasets(config.datasets)
     check_mlflow_uri(config.mlflow_tracking_uri)
     check_ray_address(config.ray_address)
     return config

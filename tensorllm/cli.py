@@ -163,6 +163,13 @@ def cmd_sweep(args) -> int:
 
 
 def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
+    if summary.get("mode") == "batch":  # --models: one summary per model
+        for one in summary["models"].values():
+            print_sweep(one, tracking_uri, api_url)
+        return
+    if summary.get("mode") == "decompose-only":  # --evaluate none
+        print_decomposed(summary, tracking_uri)
+        return
     metric = summary["selection_metric"]
     key = f"val_{metric}"
     base = summary["baseline"]
@@ -197,6 +204,17 @@ def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
         print(f"No champion for {name}.")
     print(f"MLflow store: {tracking_uri}   (UI: mlflow ui --backend-store-uri {tracking_uri})")
     print(f"Prefect API: {api_url}   (runs: prefect flow-run ls; UI: prefect server start, PREFECT_HOME=runs/prefect)")
+
+
+def print_decomposed(summary: dict, tracking_uri: str) -> None:
+    """A decompose-only summary: one whole-model variant per rank configuration, no accuracy, no promotion."""
+    print(f"\n{summary['model']} -> {summary['registered_model']}: layers {summary['layers']}, decompose only")
+    print(f"{'variant':40s} {'ver':>4s} {'model CR':>9s} {'mean rel_err':>12s} {'max rel_err':>11s} {'decompose s':>11s}")
+    for row in summary["variants"]:
+        print(f"{row['name'][:40]:40s} {row['version']:>4d} {row['whole_model_attention_cr']:>8.3f}x "
+              f"{row['rel_error_mean']:>12.4f} {row['rel_error_max']:>11.4f} {row['decompose_seconds']:>11.1f}")
+    print(f"Decision: {summary['decision']['sentence']}")
+    print(f"MLflow store: {tracking_uri}")
 
 
 # ---- models (the MLflow registry) -------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """``tensorllm sweep``'s options, generated from the flow's typed config (``flows.config.SweepConfig``).
 
 One source of truth: every field of the config is one option, with its name (``val_limit`` ->
-``--val-limit``), its type (bool -> ``--x/--no-x``; Literal -> choices; a list of Literals -> several
+``--val-limit``), its type (bool -> ``--x/--no-x``; Literal -> choices; a list of Literals or of str -> several
 values; int, float, str), its description as help and its default; the dataset choices come from the
 dataset registry through the config's ``DatasetName``. Three fields have a text syntax of their own
 (``layers``, ``ranks``, ``laser``) and their parsers here. A new config field becomes an option without
@@ -105,6 +105,8 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=name, nargs="*", choices=typing.get_args(args[0]), help=help_text)
         elif origin is typing.Literal:
             parser.add_argument(flag, dest=name, choices=args, help=help_text)
+        elif origin is list and args == (str,):  # e.g. --models a b c
+            parser.add_argument(flag, dest=name, nargs="+", metavar=name.upper().rstrip("S"), help=help_text)
         elif annotation in (int, float, str):
             parser.add_argument(flag, dest=name, type=annotation, help=help_text)
         else:
