@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 import types
@@ -146,15 +147,38 @@ def cmd_sweep(args) -> int:
     params = sweep_params(args)
     validate_sweep(params)  # every check before Prefect or Ray starts: a bad value fails in seconds
 
-    from flows.services import prefect_api, set_quiet_defaults
+    from flows.supervise import is_driver, run_supervised
 
     root = Path.cwd()
-    set_quiet_defaults()
-    with prefect_api(root) as api_url:
-        from flows.compress_sweep import compress_sweep  # imported once PREFECT_API_URL is set
-        from tensorllm.registry import default_tracking_uri
+    if not is_driver():  # this process supervises; the sweep runs in a child (flows/supervise.py says why)
+        from flows.service_ledger import clean_stale
 
-        summary = compress_sweep(**params)
+        ledger_dir = root / "runs" / "services"
+        for stale in clean_stale(ledger_dir):  # a SIGKILLed sweep's Prefect server and Ray, found by their record
+            print(f"tensorllm sweep: {stale.sentence()}", file=sys.stderr)
+        run = run_supervised(args.argv, ledger_dir)
+        if run.signal_name:
+            stopped = f"; stopped the {len(run.stopped)} processes it had started" if run.stopped else ""
+            print(f"tensorllm sweep: interrupted by {run.signal_name}{stopped}. Rerun the same command to resume: "
+                  "finished decompositions and evaluations are reused and no version is registered twice.",
+                  file=sys.stderr)
+        return run.exit_code
+
+    from flows.services import prefect_api, set_quiet_defaults
+
+    # the supervisor's SIGINT must raise KeyboardInterrupt here, even where a shell started us with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    set_quiet_defaults()
+    try:
+        with prefect_api(root) as api_url:
+            from flows.compress_sweep import compress_sweep  # imported once PREFECT_API_URL is set
+            from flows.progress import task_progress
+            from tensorllm.registry import default_tracking_uri
+
+            with task_progress(api_url, enabled=not args.json and sys.stderr.isatty()):
+                summary = compress_sweep(**params)
+    except KeyboardInterrupt:  # the supervisor's SIGINT: the blocks above have unwound; it reports
+        return 130
     uri = params.get("mlflow_tracking_uri") or default_tracking_uri(root)
     print_sweep(summary, uri, api_url)
     if args.json:
@@ -413,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the sweep re-runs itself as its driver
     # Configure our own logger only: a root handler would print Prefect's and Ray's records a second time.
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
