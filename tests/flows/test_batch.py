@@ -80,3 +80,28 @@ def test_decompose_only_batch_registers_uniform_variants_per_model_and_promotes_
         assert registered.aliases == {}  # no champion: nothing is promoted without evaluation
         assert registered.tags["last_decision.promoted"] == "false"
         assert one["champion_version"] is None and one["decision"]["promote"] is False
+
+
+@pytest.mark.integration
+def test_full_batch_sweeps_each_model_with_its_own_champion(prefect_api, tiny_llm, other_tiny_llm, tmp_path):
+    from mlflow import MlflowClient
+
+    from flows.compress_sweep import compress_sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    models = [str(tiny_llm), str(other_tiny_llm)]
+    # the smallest full sweep: one layer, one rank configuration, 8 items, no generation, no composition
+    summary = compress_sweep(models=models, layers=[3], ranks=[(16, 8, 2)], val_limit=8, test_limit=8, generate=False,
+                             compose=[], export_best=False, margin=0.5, mlflow_tracking_uri=uri,
+                             artifacts_root=str(tmp_path / "artifacts"), batch_size=8)
+    assert summary["mode"] == "batch" and summary["evaluate"] == "full"
+    client = MlflowClient(uri)
+    for model in models:
+        one = summary["models"][model]
+        name = default_registered_name(model)
+        assert one["registered_model"] == name
+        assert [v["kind"] for v in one["variants"]] == ["layer"]  # one layer x one rank configuration
+        assert len(client.search_model_versions(f"name='{name}'")) == 2  # the baseline and the variant
+        # each model's decision is its own: a champion (if any) is a version of that model's name
+        champion = client.get_registered_model(name).aliases.get("champion")
+        assert champion is None or int(champion) == one["champion_version"]
