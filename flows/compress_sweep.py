@@ -46,8 +46,8 @@ from tensorllm.evaluation.data import dataset_digest
 from tensorllm.models import resolve_model
 
 from .compose import ComposedPlan, LayerEdit, greedy_name, greedy_order, uniform_plans
-from .config import (DEFAULT_RANKS, ComposeStrategy, DatasetName, LaserSpec, Objective, SelectionMetric, SweepConfig,
-                     code_version, stable_key)
+from .config import (DEFAULT_GROUPING, DEFAULT_RANKS, ComposeStrategy, DatasetName, Grouping, LaserSpec, LayoutName,
+                     Objective, SelectionMetric, SweepConfig, code_version, stable_key)
 from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, higher_is_better,
                      non_inferior, shortlist)
 from .records import (Variant, baseline_variant, composed_variant, flat_metrics, layer_variants, markdown_table, mean_metric,
@@ -73,7 +73,8 @@ def compress_sweep(
     datasets: list[DatasetName] = ["qa_wikidata"],  # noqa: B006 (Prefect copies parameters)
     layers: str | list[int] = "last 4",
     ranks: list[tuple[float, float, float]] = DEFAULT_RANKS,  # noqa: B006
-    grouping: Literal["kv", "replicate"] = "kv",
+    grouping: Grouping = DEFAULT_GROUPING,
+    layout: LayoutName | None = None,
     laser: list[LaserSpec] = [],  # noqa: B006
     val_limit: int | None = 1000,
     test_limit: int | None = 400,
@@ -138,7 +139,8 @@ def run_sweep(config: SweepConfig) -> dict:
         # the baseline's full pass also caches the inputs of every sweep layer for the variants
         baseline_val = {d: evaluate(baseline, d, "val", fill_layers=layers) for d in config.datasets}
         decompositions = {layer: decompose_layer_task.submit(config.model, layer, rank_specs, config.grouping,
-                                                             str(artifacts_dir), identity, version) for layer in layers}
+                                                             str(artifacts_dir), identity, version, layout=config.layout)
+                          for layer in layers}
         lasers = {(layer, spec.matrix, spec.rho): laser_task.submit(config.model, layer, spec.matrix, spec.rho,
                                                                     str(artifacts_dir), identity, version)
                   for layer in layers for spec in config.laser}

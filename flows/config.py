@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from tensorllm.evaluation.data import dataset_names
+from tensorllm.layouts import LAYOUT_NAMES
+from tensorllm.tensorise import DEFAULT_GROUPING, GROUPINGS
 
 #: the dataset registry's names (tensorllm.evaluation.data.DATASETS): one list, for the flow, the UI form and the CLI
 DatasetName = Literal[tuple(dataset_names())]  # type: ignore[valid-type]
@@ -37,6 +39,8 @@ DEFAULT_RANKS: list[tuple[float, float, float]] = [
 Objective = Literal["denoise", "compress"]
 Evaluate = Literal["full", "none"]
 ComposeStrategy = Literal["uniform", "greedy"]
+Grouping = Literal[tuple(GROUPINGS)]  # type: ignore[valid-type]
+LayoutName = Literal[tuple(LAYOUT_NAMES)]  # type: ignore[valid-type]
 REGISTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -58,7 +62,10 @@ class SweepConfig(BaseModel):
     ranks: list[tuple[float, float, float]] = Field(
         default_factory=lambda: list(DEFAULT_RANKS), min_length=1,
         description="rank grid: each (R1, R2, R3) as integers or fractions of (d_model, d_head, slices)")
-    grouping: Literal["kv", "replicate"] = Field("kv", description="GQA grouping of the heads into the 4-D tensor")
+    grouping: Grouping = Field(DEFAULT_GROUPING, description="GQA/MQA grouping of the heads into the 4-D tensor: kv, "
+                                                             "replicate or weighted (README: GQA grouping)")
+    layout: LayoutName | None = Field(None, description="attention layout; None: detected from the model's own "
+                                                        "modules (README: Architectures)")
     laser: list[LaserSpec] = Field(default_factory=list, description="LASER interventions on an FFN matrix, each "
                                    "alone (paper Case 1) and combined with every MHA variant (Case 3)")
     val_limit: int | None = Field(1000, ge=1, description="first N items of the validation split (20%); None: all")

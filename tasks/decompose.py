@@ -18,9 +18,9 @@ from .resources import best_device
 @task(name="decompose-layer", cache_policy=PIPELINE_CACHE, cache_expiration=CACHE_EXPIRATION, retries=1,
       retry_delay_seconds=5, task_run_name="decompose-layer-{layer}")
 def decompose_layer_task(model: str, layer: int, ranks: list, grouping: str, out_root: str,
-                         model_identity: str, code_version: str) -> list[dict]:
+                         model_identity: str, code_version: str, layout: str | None = None) -> list[dict]:
     records = decompose_layer(model, layer, [tuple(r) for r in ranks], grouping=grouping, out_root=out_root,
-                              device=best_device())
+                              device=best_device(), layout=layout)
     return [record.to_dict() for record in records]
 
 

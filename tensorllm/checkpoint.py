@@ -28,17 +28,23 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .layouts import AttentionLayout, AttentionShape, AttentionWeights, layout_for
+from .layout_detection import DetectedLayout, detect_layout
+from .layouts import AttentionLayout, AttentionShape, AttentionWeights
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
 
 class Checkpoint:
-    """A local HF checkpoint folder: its config, its layout, and lazy access to single tensors."""
+    """A local HF checkpoint folder: its config, its layout, and lazy access to single tensors.
 
-    def __init__(self, folder: str | Path):
+    The layout is detected from the checkpoint's own tensor names and shapes (the safetensors headers:
+    no tensor is read), see :mod:`tensorllm.layout_detection`; ``layout`` names one explicitly.
+    """
+
+    def __init__(self, folder: str | Path, layout: str | None = None):
         self.folder = Path(folder)
+        self.layout_name = layout
         if not (self.folder / "config.json").is_file():
             raise FileNotFoundError(f"{self.folder} has no config.json; expected a Hugging Face model folder")
         self.weight_map = self._weight_map()
@@ -87,17 +93,38 @@ class Checkpoint:
 
         return AutoConfig.from_pretrained(self.folder)
 
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor's shape, from the safetensors headers (nothing is read but the headers)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        by_file: dict[str, list[str]] = {}
+        for name, filename in self.weight_map.items():
+            by_file.setdefault(filename, []).append(name)
+        for filename, names in sorted(by_file.items()):
+            path = self.folder / filename
+            try:
+                with safe_open(path, framework="pt") as handle:
+                    for name in names:
+                        shapes[name] = tuple(handle.get_slice(name).get_shape())
+            except (SafetensorError, OSError) as exc:
+                raise _unreadable(path, exc) from exc
+        return shapes
+
+    @cached_property
+    def detected(self) -> DetectedLayout:
+        """The layout matched on the checkpoint's attention tensors, their prefix and the head geometry."""
+        return detect_layout(self.tensor_shapes(), self.config, layout=self.layout_name)
+
     @cached_property
     def layout(self) -> AttentionLayout:
-        return layout_for(self.config)
+        return self.detected.layout
 
     @cached_property
     def shape(self) -> AttentionShape:
-        return self.layout.shape(self.config)
+        return self.detected.shape
 
     @cached_property
     def prefix(self) -> str:
-        return self.layout.find_prefix(self.weight_map.keys())
+        return self.detected.prefix
 
     @property
     def n_layers(self) -> int:

@@ -24,7 +24,9 @@ import time
 import types
 
 from . import __version__
+from .layouts import LAYOUT_NAMES
 from .sweep_options import add_sweep_options, parse_ranks, sweep_params
+from .tensorise import DEFAULT_GROUPING, GROUPINGS
 
 
 def emit_json(payload: dict) -> None:
@@ -35,23 +37,28 @@ def emit_json(payload: dict) -> None:
 def cmd_inspect(args) -> int:
     from .checkpoint import Checkpoint
     from .models import resolve_model
-    from .tensorise import tensor_shape
+    from .tensorise import GROUPINGS, tensor_shape
 
-    ckpt = Checkpoint(resolve_model(args.model))
+    ckpt = Checkpoint(resolve_model(args.model), layout=args.layout)
     shape = ckpt.shape
     info = {
         "model": args.model, "folder": str(ckpt.folder), "architecture": ckpt.config.model_type,
+        "layout": ckpt.layout.name, "layer_prefix": ckpt.prefix, "attention_tensors": ckpt.attention_names(0),
+        "ffn_matrices": sorted(ckpt.layout.ffn),
         "layers": ckpt.n_layers, "heads": shape.n_heads, "kv_heads": shape.n_kv_heads, "head_dim": shape.d_head,
         "d_model": shape.d_model, "mha_params_per_layer": shape.n_params,
-        "tensor_shape_kv": list(tensor_shape(shape, "kv")), "tensor_shape_replicate": list(tensor_shape(shape, "replicate")),
+        **{f"tensor_shape_{g}": list(tensor_shape(shape, g)) for g in GROUPINGS},
     }
     kind = "MHA" if shape.n_kv_heads == shape.n_heads else ("MQA" if shape.n_kv_heads == 1 else "GQA")
     print(f"{args.model}  ({info['architecture']}, {info['folder']})")
+    how = "given by --layout" if args.layout else "detected from the checkpoint's tensors"
+    print(f"  layout            {info['layout']}  ({how}: {', '.join(info['attention_tensors'])})")
     print(f"  layers            {info['layers']}")
     print(f"  heads / KV heads  {shape.n_heads} / {shape.n_kv_heads}  ({kind}, group size {shape.group_size})")
     print(f"  head dim, d_model {shape.d_head}, {shape.d_model}")
     print(f"  MHA params/layer  {shape.n_params:,}")
-    print(f"  tensor (kv)       {tuple(info['tensor_shape_kv'])}   (replicate: {tuple(info['tensor_shape_replicate'])})")
+    for g in GROUPINGS:
+        print(f"  tensor ({g + ')':10s}{tuple(info[f'tensor_shape_{g}'])}")
     if args.json:
         emit_json(info)
     return 0
@@ -64,7 +71,7 @@ def cmd_decompose(args) -> int:
     start = time.perf_counter()
     rank_list = args.ranks
     records = decompose_layer(args.model, args.layer, rank_list, grouping=args.grouping, out_root=args.out,
-                              device=args.device)
+                              device=args.device, layout=args.layout)
     for rec in records:
         state = "reused" if rec.reused else f"{rec.seconds:.2f}s"
         print(f"layer {rec.layer}  ranks {tuple(rec.ranks)}  grouping {rec.grouping}  rel_error {rec.rel_error:.4f}  "
@@ -96,7 +103,7 @@ def cmd_evaluate(args) -> int:
     folder = resolve_model(args.model)
     device = args.device or str(default_device())
     dtype = parse_dtype(args.dtype) if args.dtype else default_dtype(device)
-    model, tokenizer = load_model(folder, dtype=dtype, device=device)
+    model, tokenizer = load_model(folder, dtype=dtype, device=device, layout=args.layout)
     artifacts = [load_artifact(p) for p in args.variant or []]
     first_layer = min(a.layer for a in artifacts) if artifacts else None
     identity = Checkpoint(folder).identity()
@@ -360,8 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="on an error, show the traceback instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("inspect", help="architecture, layers, heads, KV heads, head dim, MHA params per layer")
+    p = sub.add_parser("inspect", help="architecture, detected layout, layers, heads, KV heads, head dim, "
+                                       "MHA params per layer, the 4-D tensor of every grouping")
     p.add_argument("model", help="smollm2-135m, a local HF folder, or a hub id")
+    _add_layout_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 
@@ -370,7 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, required=True)
     p.add_argument("--ranks", type=parse_ranks, action="append", required=True,
                    help="R1,R2,R3 as integers or fractions of (d_model, d_head, slices); repeat for several")
-    p.add_argument("--grouping", choices=["kv", "replicate"], default="kv", help="GQA grouping (default kv)")
+    p.add_argument("--grouping", choices=GROUPINGS, default=DEFAULT_GROUPING,
+                   help=f"GQA/MQA grouping: {', '.join(GROUPINGS)} (default {DEFAULT_GROUPING}; README: GQA grouping)")
+    _add_layout_option(p)
     p.add_argument("--out", default="runs/artifacts", help="artifact root folder (default runs/artifacts)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", action="store_true")
@@ -389,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--dtype", help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--out", default="runs/evaluations/cli", help="folder for the per-example jsonl files")
+    _add_layout_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -432,6 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
     return parser
+
+
+def _add_layout_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layout", choices=LAYOUT_NAMES, default=None,
+                        help="attention layout (default: detected from the model's own modules; README: Architectures)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,8 @@ from .checkpoint import Checkpoint
 from .laser import laser_rank, low_rank
 from .models import resolve_model
 from .provenance import library_code_version
-from .tensorise import Grouping, check_grouping, slice_labels, tensor_shape, tensorise
+from .tensorise import (DEFAULT_GROUPING, Grouping, check_grouping, slice_labels, tensor_shape, tensorise,
+                        written_rel_error)
 from .tucker import RankSpec, resolve_ranks, tucker_sweep
 
 log = logging.getLogger(__name__)
@@ -80,18 +81,25 @@ def decompose_layer(
     layer: int,
     rank_list: Sequence[RankSpec],
     *,
-    grouping: Grouping = "kv",
+    grouping: Grouping = DEFAULT_GROUPING,
     out_root: str | Path = "runs/artifacts",
     device: str = "cpu",
     n_iter_max: int = 25,
     tol: float = 1e-6,
+    layout: str | None = None,
 ) -> list[ArtifactRecord]:
-    """Decompose the MHA weights of ``layer`` at every rank in ``rank_list``; one artifact each."""
+    """Decompose the MHA weights of ``layer`` at every rank in ``rank_list``; one artifact each.
+
+    ``layout`` names the attention layout (``None``: detected from the checkpoint's tensors, see
+    :mod:`tensorllm.layout_detection`). Rank specs that resolve to the same integers are decomposed once.
+    ``rel_error`` is measured on the weights the variant runs with (after any K/V copies are averaged:
+    :func:`tensorllm.tensorise.written_rel_error`).
+    """
     check_grouping(grouping)
     if not rank_list:
         raise ValueError("rank_list is empty: give at least one (R1, R2, R3)")
     folder = resolve_model(model)
-    ckpt = Checkpoint(folder)
+    ckpt = Checkpoint(folder, layout=layout)
     ckpt.check_layer(layer)
     shape = ckpt.shape
     dims = tensor_shape(shape, grouping)
@@ -109,6 +117,9 @@ def decompose_layer(
             records[i] = _record(path, existing, reused=True)
         else:
             todo.append(i)
+    # rank specs that resolve to the same integers (0.5 and 288 of d_model 576) are decomposed once
+    same_as = {i: next(j for j in todo if tuple(resolved[j]) == tuple(resolved[i])) for i in todo}
+    todo = [i for i in todo if same_as[i] == i]
     if todo:
         start = time.perf_counter()
         weights = ckpt.attention(layer)
@@ -120,6 +131,7 @@ def decompose_layer(
             meta = {
                 "kind": "tucker_mha",
                 "architecture": ckpt.config.model_type,
+                "layout": ckpt.layout.name,
                 "layer": layer,
                 "ranks": list(result.ranks),
                 "grouping": grouping,
@@ -127,7 +139,9 @@ def decompose_layer(
                 "slice_labels": slice_labels(shape, grouping),
                 "attention_shape": asdict(shape),
                 "dtype": source_dtype,
-                "rel_error": result.rel_error,
+                "rel_error": written_rel_error(weights.to(device=device, dtype=torch.float32), result.reconstruct(),
+                                               shape, grouping),
+                "fit_rel_error": result.rel_error,
                 "original_params": shape.n_params,
                 "compressed_params": result.n_params,
                 "compression_ratio": result.compression_ratio(shape.n_params),
@@ -149,6 +163,8 @@ def decompose_layer(
                 log.warning("layer %d ranks %s: HOOI did not converge in %d sweeps (relative error still changing "
                             "by >= tol=%g; last errors %s); raise n_iter_max or tol", layer, result.ranks,
                             result.n_iter, tol, [round(e, 6) for e in result.error_history[-3:]])
+    for i, first in same_as.items():
+        records.setdefault(i, records[first])
     return [records[i] for i in range(len(resolved))]
 
 

@@ -15,9 +15,11 @@ For a batch of hidden states X (n x d_model):
   the per-head cores and U1^T.
 
 :class:`FactorisedAttention` holds U1, U2 and the cores (U3 folded in); small adapter modules replace the
-model's projection modules (separate ``q/k/v/o`` Linear layers, GPT-2's fused Conv1D ``c_attn``, GPT-NeoX's
-interleaved ``query_key_value``), so everything else of the family's attention stays as it is: RoPE,
-biases (kept by the adapters), q/k norms, GQA/MQA head sharing, caches. The adapters of one layer share
+model's projection modules (separate ``q/k/v/o`` Linear layers; fused projections whose output is
+``[Q | K | V]``: GPT-2's Conv1D ``c_attn``, Phi-3's ``qkv_proj``; or grouped per KV head ``[Q_1..Q_g, K, V]``:
+GPT-NeoX's and Falcon's ``query_key_value``, GPT-BigCode's ``c_attn``), so everything else of the family's
+attention stays as it is: RoPE, biases (kept by the adapters), per-head q/k norms, GQA/MQA head sharing,
+caches. The adapters of one layer share
 the factors; with separate projections, ``X·U1`` is cached for the one input tensor that q, k and v see.
 
 Parameters: ``d_model·R1 + d_head·R2 + R1·R2·(2·n_heads + 2·n_kv_heads)``. When that, or the multiply-adds
@@ -38,11 +40,11 @@ import torch
 from torch import nn
 
 from .artifact import Artifact, check_architecture, verify_base
-from .layouts import AttentionShape, GPTNeoXLayout, layout_for
+from .layouts import FACTORS_MODULE_NAME, AttentionShape, GroupedQKVLayout, layout_for
 from .tensorise import untensorise
 from .tucker import mode_dot
 
-FACTORS_MODULE = "tensorllm_factors"  # attribute of the attention module that owns the factors
+FACTORS_MODULE = FACTORS_MODULE_NAME  # attribute of the attention module that owns the factors
 
 
 @dataclass(frozen=True)
@@ -181,17 +183,23 @@ class FactorisedOutput(_Adapter):
 
 
 class FactorisedFusedQKV(_Adapter):
-    """Replaces a fused QKV projection: GPT-2's ``c_attn`` ([q | k | v] along the features) or GPT-NeoX's
-    ``query_key_value`` (features ordered head, {q, k, v}, d_head)."""
+    """Replaces a fused QKV projection. ``grouped=False``: features ``[Q (h·d) | K (kv·d) | V (kv·d)]`` (GPT-2's
+    ``c_attn``, Phi-3's ``qkv_proj``); ``grouped=True``: features ordered (KV head, [Q_1..Q_g, K, V], d_head)
+    (GPT-NeoX's and Falcon's ``query_key_value``, GPT-BigCode's ``c_attn``; with g = 1 that is (head, {q,k,v}, d))."""
 
-    def __init__(self, factors: FactorisedAttention, bias: torch.Tensor | None, interleaved: bool):
+    def __init__(self, factors: FactorisedAttention, bias: torch.Tensor | None, grouped: bool):
         super().__init__(factors, bias)
-        self.interleaved = interleaved
+        self.grouped = grouped
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.factors.project_all(x)  # each (..., n, d_head)
-        fused = torch.stack((q, k, v), dim=-2) if self.interleaved else torch.stack((q, k, v), dim=-3)
-        return self._with_bias(fused.flatten(-3))
+        q, k, v = self.factors.project_all(x)  # q (..., h, d_head); k, v (..., kv, d_head)
+        if self.grouped:
+            kv = k.shape[-2]
+            q = q.unflatten(-2, (kv, -1))  # (..., kv, g, d_head): query head i is in group i // g
+            fused = torch.cat((q, k.unsqueeze(-2), v.unsqueeze(-2)), dim=-2).flatten(-3)
+        else:
+            fused = torch.cat((q.flatten(-2), k.flatten(-2), v.flatten(-2)), dim=-1)
+        return self._with_bias(fused)
 
 
 def _module_name(weight_name: str) -> str:
@@ -237,8 +245,8 @@ def install_factors(model: nn.Module, layer: int, factors: FactorisedAttention) 
     reference = next(model.parameters())
     factors = factors.to(device=reference.device, dtype=reference.dtype)
     biases = {role: getattr(model.get_submodule(m), "bias", None) for role, m in modules.items()}
-    if "qkv" in modules:  # GPT-2 (Conv1D c_attn) and GPT-NeoX (interleaved query_key_value)
-        fused = FactorisedFusedQKV(factors, biases["qkv"], interleaved=isinstance(layout, GPTNeoXLayout))
+    if "qkv" in modules:  # fused: [Q | K | V] (GPT-2, Phi-3) or grouped per KV head (GPT-NeoX, Falcon, GPT-BigCode)
+        fused = FactorisedFusedQKV(factors, biases["qkv"], grouped=isinstance(layout, GroupedQKVLayout))
         _replace(model, modules["qkv"], fused)
     else:
         for role in ("q", "k", "v"):

@@ -112,8 +112,13 @@ def convert_gguf_to_hf(package_dir: str, gguf_file: str, out: Path) -> None:
     tmp.rename(out)
 
 
-def load_model(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """Load a causal LM and its tokenizer from a local HF folder (eval mode)."""
+def load_model(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+               layout: str | None = None):
+    """Load a causal LM and its tokenizer from a local HF folder (eval mode).
+
+    ``layout`` names the attention layout explicitly (``--layout``): it is checked against the model's
+    modules and kept as ``model.config.tensorllm_layout``, which :func:`tensorllm.layouts.layout_for` honours.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from safetensors import SafetensorError
@@ -127,6 +132,11 @@ def load_model(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, de
         Checkpoint(folder)  # reads every header and raises an error naming the damaged file
         raise
 
+    if layout is not None:
+        from .layout_detection import detect_layout
+
+        detect_layout(model.state_dict(), model.config, layout=layout)  # a layout that does not fit fails here
+        model.config.tensorllm_layout = layout
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -34,10 +34,19 @@ from tensorllm.layouts import AttentionShape, layout_for
 from tensorllm.models import load_model
 from tiny_models import build_tiny, sample_input_ids, single_thread, tiny_tokenizer
 
-# llama_mqa: one KV head; qwen3: per-head q/k norms; gemma2: head_dim != d_model / heads, MQA, soft-capping
-CAUSAL = ["llama", "llama_gqa", "llama_mqa", "qwen3", "gemma2", "mistral", "qwen2", "gpt2", "gptj", "gpt_neox", "opt"]
-WITH_BIASES = ["qwen2", "opt", "gpt2", "gpt_neox"]  # families whose attention projections carry biases
-GROUPINGS = ["kv", "replicate"]
+# llama_mqa: one KV head; qwen3: per-head q/k norms; gemma2: head_dim != d_model / heads, MQA, soft-capping;
+# phi3: fused [Q | K | V] qkv_proj (GQA); falcon: fused query_key_value [Q_1..Q_4 | K | V] (MQA); falcon_gqa: grouped
+# per KV head [Q_1, Q_2, K, V]; gpt_bigcode: Linear c_attn, MQA; olmo2: q/k norms over all heads; mixtral: MoE FFN
+CAUSAL = ["llama", "llama_gqa", "llama_mqa", "qwen3", "gemma2", "mistral", "qwen2", "gpt2", "gptj", "gpt_neox", "opt",
+          "gemma", "gemma3_text", "phi3", "falcon", "falcon_gqa", "starcoder2", "olmo", "olmo2", "cohere", "granite",
+          "stablelm", "gpt_bigcode", "mixtral"]
+# families whose attention projections carry biases
+WITH_BIASES = ["qwen2", "opt", "gpt2", "gpt_neox", "starcoder2", "falcon_gqa", "gpt_bigcode"]
+GROUPINGS = ["kv", "replicate", "weighted"]
+#: (name, grouping) pairs run: every family with the default; all groupings where they differ (GQA/MQA)
+GROUPED = [(name, grouping) for name in CAUSAL for grouping in GROUPINGS
+           if grouping == "kv" or name in ("llama_gqa", "llama_mqa", "qwen3", "gemma2", "phi3", "falcon", "falcon_gqa",
+                                           "gpt_bigcode", "gemma3_text", "mixtral")]
 LAYER = 1
 LOW = (0.5, 0.5, 0.5)  # compressing: e.g. (16, 4, 2) for llama's (32, 8, 4, 4) tensor
 FULL = (1.0, 1.0, 1.0)
@@ -131,8 +140,7 @@ def dense_and_factorised(folders, artifact_path, name):
 
 
 # ---- numerics ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("grouping", GROUPINGS)
-@pytest.mark.parametrize("name", CAUSAL)
+@pytest.mark.parametrize("name,grouping", GROUPED)
 def test_factorised_logits_match_dense_variant(folders, artifact, name, grouping):
     base = fresh(folders, name)
     dense, factorised, _ = dense_and_factorised(folders, artifact(name, LOW, grouping), name)
@@ -142,8 +150,7 @@ def test_factorised_logits_match_dense_variant(folders, artifact, name, grouping
     assert max_diff(logits(factorised), logits(base)) > CHANGED
 
 
-@pytest.mark.parametrize("grouping", GROUPINGS)
-@pytest.mark.parametrize("name", CAUSAL)
+@pytest.mark.parametrize("name,grouping", GROUPED)
 def test_generation_with_kv_cache_matches_dense_variant(folders, artifact, name, grouping):
     dense, factorised, _ = dense_and_factorised(folders, artifact(name, LOW, grouping), name)
     tokens = generate(factorised)
@@ -181,7 +188,9 @@ def test_biases_are_kept_and_used(folders, artifact, name):
     _, model, _ = dense_and_factorised(folders, artifact(name), name)
     state = model.state_dict()
     bias_names = [f"{m}.bias" for m in attention_modules(model, LAYER).values() if f"{m}.bias" in base_state]
-    assert len(bias_names) == {"qwen2": 3, "opt": 4, "gpt2": 2, "gpt_neox": 2}[name]  # q/k/v; all four; fused + out
+    # q/k/v; all four; fused + out
+    assert len(bias_names) == {"qwen2": 3, "opt": 4, "gpt2": 2, "gpt_neox": 2, "starcoder2": 4, "falcon_gqa": 2,
+                               "gpt_bigcode": 2}[name]
     for bias in bias_names:
         assert torch.equal(state[bias], base_state[bias]), bias  # same values, same name as before
         assert float(base_state[bias].abs().max()) > BIAS_SCALE / 10  # random, not the initialiser's zeros

@@ -11,7 +11,18 @@ import pytest
 import torch
 
 from tensorllm.layouts import ATTENTION_KINDS, AttentionShape, AttentionWeights, layout_for
-from tensorllm.tensorise import GROUPINGS, check_grouping, slice_labels, tensor_shape, tensorise, untensorise
+from tensorllm.tensorise import (
+    DEFAULT_GROUPING,
+    GROUPINGS,
+    check_grouping,
+    kv_scale,
+    slice_labels,
+    tensor_shape,
+    tensorise,
+    untensorise,
+    written_rel_error,
+)
+from tensorllm.tucker import tucker_decompose
 from tiny_models import build_tiny, single_thread
 
 
@@ -143,8 +154,8 @@ def test_synthetic_round_trip_and_labels(n_heads, n_kv_heads, grouping):
     assert len(slice_labels(shape, grouping)) == tensor.shape[2]
     back = untensorise(tensor, shape, grouping)
     assert torch.equal(back.q, weights.q) and torch.equal(back.o, weights.o)
-    # "kv" moves data only (exact); "replicate" averages g identical copies, which may round by an ulp
-    # (values are O(1) here, an ulp ~1e-7)
+    # "kv" moves data only (exact); "replicate" averages g identical copies and "weighted" also scales them by
+    # 1/sqrt(g) and back, which may round by an ulp or two (values are O(1) here, an ulp ~1e-7)
     atol = 0.0 if grouping == "kv" else 1e-6
     torch.testing.assert_close(back.k, weights.k, atol=atol, rtol=0)
     torch.testing.assert_close(back.v, weights.v, atol=atol, rtol=0)
@@ -241,3 +252,84 @@ def test_untensorise_rejects_wrong_shape(llama_gqa):
         untensorise(kv.transpose(0, 1), shape, "kv")  # d_model and d_head swapped
     with pytest.raises(ValueError, match="does not match"):
         untensorise(kv[..., :1], shape, "kv")  # a KV group missing
+
+
+# ---- GQA/MQA, "weighted" grouping ---------------------------------------------------------------
+
+
+def test_gqa_weighted_tensor_scales_every_kv_copy(llama_gqa):
+    weights, shape = _read(llama_gqa, 0)
+    g = shape.group_size
+    weighted, replicate = tensorise(weights, shape, "weighted"), tensorise(weights, shape, "replicate")
+    assert weighted.shape == (48, 8, 4, 6) == tensor_shape(shape, "weighted")  # one slab (core) per query head
+    assert kv_scale(shape, "weighted") == pytest.approx(3 ** -0.5)  # g = 3
+    assert torch.equal(weighted[:, :, 0], replicate[:, :, 0]) and torch.equal(weighted[:, :, 3], replicate[:, :, 3])
+    # K and V copies scaled by 1/sqrt(g): one multiplication, so at most an ulp from the reference product
+    torch.testing.assert_close(weighted[:, :, 1:3], replicate[:, :, 1:3] / g ** 0.5, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n_heads,n_kv_heads", [(4, 4), (6, 2), (4, 1)])
+def test_weighted_tensor_counts_each_weight_once(n_heads, n_kv_heads):
+    """||tensor||^2 is the sum of every real weight squared once, for kv and weighted; replicate counts K/V g times."""
+    shape = AttentionShape(n_heads=n_heads, n_kv_heads=n_kv_heads, d_head=3, d_model=5)
+    weights = _random_weights(shape)
+    norms = {kind: float(getattr(weights, kind).pow(2).sum()) for kind in ATTENTION_KINDS}
+    once = sum(norms.values())
+    g = shape.group_size
+    squared = {grouping: float(tensorise(weights, shape, grouping).pow(2).sum()) for grouping in GROUPINGS}
+    # sums of ~100 fp32 squares of O(1): relative rounding ~1e-6
+    assert squared["kv"] == pytest.approx(once, rel=1e-5)
+    assert squared["weighted"] == pytest.approx(once, rel=1e-5)
+    assert squared["replicate"] == pytest.approx(once + (g - 1) * (norms["k"] + norms["v"]), rel=1e-5)
+
+
+@pytest.mark.parametrize("n_heads,n_kv_heads", [(6, 2), (4, 1)])
+def test_mqa_and_gqa_weighted_shapes_and_labels(n_heads, n_kv_heads):
+    shape = AttentionShape(n_heads=n_heads, n_kv_heads=n_kv_heads, d_head=8, d_model=32)
+    # one core per query head (Eq. 9-12) for replicate/weighted; one per KV head (2g+2 slices) for kv
+    assert tensor_shape(shape, "weighted") == tensor_shape(shape, "replicate") == (32, 8, 4, n_heads)
+    assert tensor_shape(shape, "kv") == (32, 8, 2 * shape.group_size + 2, n_kv_heads)
+    assert slice_labels(shape, "weighted") == ["Q", "K", "V", "O"]
+
+
+# ---- the error of the weights actually written back ---------------------------------------------
+
+
+def _low_rank_reconstruction(weights, shape, grouping, ranks):
+    return tucker_decompose(tensorise(weights, shape, grouping), ranks)
+
+
+def test_written_rel_error_by_hand():
+    shape = AttentionShape(n_heads=4, n_kv_heads=2, d_head=3, d_model=5)
+    weights = _random_weights(shape)
+    noisy = tensorise(weights, shape, "replicate").clone()
+    noisy[:, :, 1, 0] += 1.0  # one K copy of KV head 0 off by 1 everywhere: the written K_0 moves by 1/g = 0.5
+    expected = (0.5 ** 2 * shape.d_model * shape.d_head) ** 0.5 / sum(
+        float(getattr(weights, k).pow(2).sum()) for k in ATTENTION_KINDS) ** 0.5
+    # float64 sums of 15 identical squared terms vs the closed form: exact to ~1e-7 after the fp32 averaging
+    assert written_rel_error(weights, noisy, shape, "replicate") == pytest.approx(expected, rel=1e-5)
+    assert written_rel_error(weights, tensorise(weights, shape, "kv"), shape, "kv") == 0.0  # nothing moved
+
+
+@pytest.mark.parametrize("n_heads,n_kv_heads", [(6, 2), (4, 1)])
+def test_written_error_of_each_grouping(n_heads, n_kv_heads):
+    """kv: the tensor's error is the written error. replicate: they differ (the tensor counts K/V g times and the
+    written K/V is an average). weighted: the written error is at most the fit error (the average of the g
+    reconstructed copies is closer to K than the copies are on average: Jensen), and the norms agree."""
+    shape = AttentionShape(n_heads=n_heads, n_kv_heads=n_kv_heads, d_head=4, d_model=12)
+    weights = _random_weights(shape, seed=3)
+    ranks = (4, 2, 2)  # R1 <= groups * R2 * R3 holds for the MQA kv tensor too (one group)
+    kv = _low_rank_reconstruction(weights, shape, "kv", ranks)
+    # the kv fit's own relative error is the written one (same weights, each once): fp64 vs fp32 norms, 1e-5
+    assert written_rel_error(weights, kv.reconstruct(), shape, "kv") == pytest.approx(kv.rel_error, rel=1e-5)
+    rep = _low_rank_reconstruction(weights, shape, "replicate", ranks)
+    written = written_rel_error(weights, rep.reconstruct(), shape, "replicate")
+    assert abs(written - rep.rel_error) > 1e-3  # a different number: reporting the fit's would be wrong
+    weighted = _low_rank_reconstruction(weights, shape, "weighted", ranks)
+    written_w = written_rel_error(weights, weighted.reconstruct(), shape, "weighted")
+    assert written_w <= weighted.rel_error + 1e-6  # Jensen; 1e-6 for fp32 rounding
+    assert 0.0 < written_w < 1.0
+
+
+def test_default_grouping_is_a_known_grouping():
+    assert DEFAULT_GROUPING in GROUPINGS

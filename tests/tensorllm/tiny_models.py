@@ -68,6 +68,99 @@ def _gemma2() -> PretrainedConfig:
                                      head_dim=16, max_position_embeddings=MAX_POSITIONS)
 
 
+def _gemma() -> PretrainedConfig:
+    # Gemma 1: head_dim given explicitly (8 here), GQA; embeddings scaled by sqrt(d_model)
+    return transformers.GemmaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=2,
+                                    head_dim=8, max_position_embeddings=MAX_POSITIONS)
+
+
+def _gemma3_text_config() -> PretrainedConfig:
+    # head_dim (16) != d_model / heads (8); MQA; per-head q/k RMS norms; local/global layers (window 16)
+    return transformers.Gemma3TextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=1,
+                                         head_dim=16, max_position_embeddings=MAX_POSITIONS, sliding_window=16)
+
+
+def _gemma3() -> PretrainedConfig:
+    # the multimodal wrapper: the text model sits under model.language_model (saved as language_model.model),
+    # next to a SigLIP vision tower whose layers are also "layers.N.self_attn.*" (hidden 16, not 32)
+    vision = transformers.SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=N_LAYERS,
+                                             num_attention_heads=2, image_size=16, patch_size=8)
+    return transformers.Gemma3Config(text_config=_gemma3_text_config().to_dict(), vision_config=vision.to_dict(),
+                                     mm_tokens_per_image=4, image_token_index=VOCAB - 1, boi_token_index=VOCAB - 3,
+                                     eoi_token_index=VOCAB - 2)
+
+
+def _llama_like(config_class: str, **overrides) -> PretrainedConfig:
+    """A decoder with Llama's attention modules (q/k/v/o_proj), GQA with 2 KV heads, from its own config class."""
+    kwargs = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=N_LAYERS,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS,
+                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    kwargs.update(overrides)
+    return getattr(transformers, config_class)(**kwargs)
+
+
+def _phi3() -> PretrainedConfig:
+    # fused qkv_proj rows [Q | K | V]; GQA; fused gate_up_proj
+    return _llama_like("Phi3Config")
+
+
+def _falcon() -> PretrainedConfig:
+    # fused query_key_value [Q_1..Q_4 | K | V], multi-query (one KV head); parallel attention; rotary
+    return transformers.FalconConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=N_LAYERS,
+                                     num_attention_heads=4, multi_query=True, new_decoder_architecture=False,
+                                     max_position_embeddings=MAX_POSITIONS, bos_token_id=1, eos_token_id=2)
+
+
+def _falcon_gqa() -> PretrainedConfig:
+    # Falcon's new decoder architecture (40B/180B): rows per KV head [Q_1, Q_2, K, V]; 2 KV heads; biases
+    return transformers.FalconConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=N_LAYERS,
+                                     num_attention_heads=4, num_kv_heads=2, new_decoder_architecture=True, bias=True,
+                                     max_position_embeddings=MAX_POSITIONS, bos_token_id=1, eos_token_id=2)
+
+
+def _starcoder2() -> PretrainedConfig:
+    # Llama-style attention with biases on all four projections; mlp.c_fc / mlp.c_proj
+    return _llama_like("Starcoder2Config", sliding_window=None)
+
+
+def _olmo() -> PretrainedConfig:
+    return _llama_like("OlmoConfig")
+
+
+def _olmo2() -> PretrainedConfig:
+    # q_norm / k_norm over all heads together (RMSNorm over h*d and kv*d), applied before the head split
+    return _llama_like("Olmo2Config")
+
+
+def _cohere() -> PretrainedConfig:
+    # parallel attention and MLP; rotary interleaved on adjacent pairs
+    return _llama_like("CohereConfig", pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+
+def _granite() -> PretrainedConfig:
+    # Llama with scaled embeddings, attention, residuals and logits
+    return _llama_like("GraniteConfig", attention_multiplier=0.3, embedding_multiplier=2.0,
+                       residual_multiplier=0.5, logits_scaling=2.0)
+
+
+def _stablelm() -> PretrainedConfig:
+    # LayerNorm (with biases), partial rotary (25% of each head)
+    return _llama_like("StableLmConfig")
+
+
+def _gpt_bigcode() -> PretrainedConfig:
+    # Linear c_attn [Q_1..Q_4 | K | V] (multi-query); biases; absolute positions
+    return transformers.GPTBigCodeConfig(vocab_size=VOCAB, n_embd=32, n_layer=N_LAYERS, n_head=4, multi_query=True,
+                                         n_positions=MAX_POSITIONS, bos_token_id=1, eos_token_id=2)
+
+
+def _mixtral() -> PretrainedConfig:
+    # sparse MoE FFN (2 experts, top-2): only the attention is compressed; the experts have no LASER names
+    return _llama_like("MixtralConfig", num_local_experts=2, num_experts_per_tok=2, sliding_window=None)
+
+
 def _mistral() -> PretrainedConfig:
     return transformers.MistralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
                                       num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=2,
@@ -135,7 +228,26 @@ TINY_CONFIGS: dict[str, Callable[[], PretrainedConfig]] = {
     "opt": _opt,
     "bert": _bert,
     "roberta": _roberta,
+    "gemma": _gemma,
+    "gemma3_text": _gemma3_text_config,
+    "gemma3": _gemma3,
+    "phi3": _phi3,
+    "falcon": _falcon,
+    "falcon_gqa": _falcon_gqa,
+    "starcoder2": _starcoder2,
+    "olmo": _olmo,
+    "olmo2": _olmo2,
+    "cohere": _cohere,
+    "granite": _granite,
+    "stablelm": _stablelm,
+    "gpt_bigcode": _gpt_bigcode,
+    "mixtral": _mixtral,
 }
+
+#: the families added for detection by structure (issue 12); each has the same tests as the older ones
+NEW_FAMILIES = ("gemma", "gemma3_text", "gemma3", "phi3", "falcon", "falcon_gqa", "starcoder2", "olmo", "olmo2",
+                "cohere", "granite", "stablelm", "gpt_bigcode", "mixtral")
+_LLAMA_STYLE = ("gemma", "gemma3_text", "starcoder2", "olmo", "olmo2", "cohere", "granite", "stablelm", "mixtral")
 
 #: names whose task-head model is a masked LM (encoders); all others are causal LMs
 ENCODERS = frozenset({"bert", "roberta"})
@@ -155,10 +267,18 @@ ATTENTION_MODULE: dict[str, str] = {
     "opt": "model.decoder.layers.{l}.self_attn",
     "bert": "bert.encoder.layer.{l}.attention.self",
     "roberta": "roberta.encoder.layer.{l}.attention.self",
+    **{name: "model.layers.{l}.self_attn" for name in _LLAMA_STYLE + ("phi3",)},
+    "gemma3": "model.language_model.layers.{l}.self_attn",
+    "gpt_bigcode": "transformer.h.{l}.attn",
+    # Falcon computes attention inline (no eager_attention_forward): only the output-projection tests apply
+    "falcon": "transformer.h.{l}.self_attention",
+    "falcon_gqa": "transformer.h.{l}.self_attention",
 }
 
 #: names whose Q/K pass through a rotary embedding (a per-position rotation) before attention
-ROTARY = frozenset({"llama", "llama_gqa", "llama_mqa", "qwen3", "gemma2", "mistral", "qwen2", "gptj", "gpt_neox"})
+ROTARY = frozenset({"llama", "llama_gqa", "llama_mqa", "qwen3", "gemma2", "mistral", "qwen2", "gptj", "gpt_neox",
+                    "gemma", "gemma3_text", "gemma3", "phi3", "falcon", "falcon_gqa", "starcoder2", "olmo", "olmo2",
+                    "cohere", "granite", "stablelm", "mixtral"})
 
 #: module (with "{l}" for the layer) whose input is the concatenated per-head attention output
 ATTENTION_OUT_PROJ: dict[str, str] = {
@@ -175,6 +295,11 @@ ATTENTION_OUT_PROJ: dict[str, str] = {
     "opt": "model.decoder.layers.{l}.self_attn.out_proj",
     "bert": "bert.encoder.layer.{l}.attention.output.dense",
     "roberta": "roberta.encoder.layer.{l}.attention.output.dense",
+    **{name: "model.layers.{l}.self_attn.o_proj" for name in _LLAMA_STYLE + ("phi3",)},
+    "gemma3": "model.language_model.layers.{l}.self_attn.o_proj",
+    "falcon": "transformer.h.{l}.self_attention.dense",
+    "falcon_gqa": "transformer.h.{l}.self_attention.dense",
+    "gpt_bigcode": "transformer.h.{l}.attn.c_proj",
 }
 
 
