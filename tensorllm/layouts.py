@@ -478,25 +478,29 @@ def layout_named(name: str) -> AttentionLayout:
 def layout_for(config, tensors: Mapping | None = None, layout: str | None = None) -> AttentionLayout:
     """The layout of a model, matched on its attention modules' structure (see :mod:`tensorllm.layout_detection`).
 
-    ``tensors`` (name -> tensor or shape: a state dict, a checkpoint's header) is what is matched; without
-    it, the model's skeleton is built from ``config`` on the meta device (no memory, no weights) and matched.
-    ``layout`` (or ``config.tensorllm_layout``, which ``--layout`` sets on a loaded model) names the
-    layout explicitly. ``config.model_type`` is only a hint for the order in which layouts are tried.
+    ``tensors`` (name -> tensor or shape: a state dict, a checkpoint's header) is what is matched; ``model_type``
+    is then only a hint for the order in which layouts are tried. Without ``tensors``, a known ``model_type``
+    gives its layout directly (the skeleton built from the same config could only agree), and any other config
+    is matched on the model's skeleton, built on the meta device (no memory, no weights). ``layout`` (or
+    ``config.tensorllm_layout``, which ``--layout`` sets on a loaded model) names the layout explicitly.
     """
     from .layout_detection import detect_layout, skeleton_shapes
 
     override = layout or getattr(config, "tensorllm_layout", None)
-    if tensors is None:
-        tensors = skeleton_shapes(config)
     if tensors is not None:
         return detect_layout(tensors, config, layout=override).layout
-    # no structure to look at (a bare namespace, or a config transformers cannot build): the hint decides
-    if override:
-        return layout_named(override)
     model_type = getattr(config, "model_type", None)
-    for candidate in LAYOUTS:
-        if model_type in candidate.model_types:
-            return candidate.with_ffn(_default_ffn(candidate))
+    hinted = _hinted(model_type)
+    if hinted is not None and override in (None, hinted.name):
+        # the skeleton would be built from this same config class, so for a known type it can only agree with
+        # the hint (a test holds every tiny family to that); skipping it saves importing the modeling file
+        return hinted
+    skeleton = skeleton_shapes(config)
+    if skeleton is not None:
+        return detect_layout(skeleton, config, layout=override).layout
+    # no structure to look at (a bare namespace, or a config transformers cannot build): only a name can decide
+    if override:
+        return layout_named(override).with_ffn({})
     raise ValueError(
         f"Unsupported architecture {model_type!r}. Supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}. "
         f"Any other model whose attention matches a known layout ({', '.join(LAYOUT_NAMES)}) is supported too: "
@@ -504,7 +508,19 @@ def layout_for(config, tensors: Mapping | None = None, layout: str | None = None
     )
 
 
-def _default_ffn(layout: AttentionLayout) -> dict[str, str]:
-    """The FFN names a family usually has (used only when there is no structure to detect them from)."""
-    by_layout = {"phi3": 1, "gpt2": 2, "gpt_bigcode": 2, "gptj": 3, "gpt_neox": 4, "falcon": 4, "opt": 5, "bert": 6}
-    return dict(FFN_CANDIDATES[by_layout.get(layout.name, 0)])
+#: FFN names per layout where a config alone is known (first FFN_CANDIDATES entry if absent), and the model types
+#: whose FFN differs from their layout's usual one (MoE layers have no single FFN matrix: {})
+_FFN_BY_LAYOUT = {"phi3": FFN_CANDIDATES[1], "gpt2": FFN_CANDIDATES[2], "gpt_bigcode": FFN_CANDIDATES[2],
+                  "gptj": FFN_CANDIDATES[3], "gpt_neox": FFN_CANDIDATES[4], "falcon": FFN_CANDIDATES[4],
+                  "opt": FFN_CANDIDATES[5], "bert": FFN_CANDIDATES[6]}
+_FFN_BY_MODEL_TYPE = {"starcoder2": FFN_CANDIDATES[2], "mixtral": {}, "qwen2_moe": {}, "qwen3_moe": {},
+                      "granitemoe": {}, "phimoe": {}}
+
+
+def _hinted(model_type) -> AttentionLayout | None:
+    """The layout (with FFN names) a known ``model_type`` has; None for an unknown one."""
+    for candidate in LAYOUTS:
+        if model_type in candidate.model_types:
+            ffn = _FFN_BY_MODEL_TYPE.get(model_type, _FFN_BY_LAYOUT.get(candidate.name, FFN_CANDIDATES[0]))
+            return candidate.with_ffn(ffn)
+    return None

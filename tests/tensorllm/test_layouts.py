@@ -175,6 +175,22 @@ def test_model_type_is_only_a_hint():
     assert type(layout_for(config, bigcode.state_dict())) is GPTBigCodeLayout
 
 
+@pytest.mark.parametrize("name", ARCHS)
+def test_config_only_hint_agrees_with_the_skeleton(name):
+    """Without tensors, a known model_type gives its layout directly; the structure (the model's skeleton built
+    from the same config on the meta device) must say the same, FFN names included."""
+    from tensorllm.layout_detection import detect_layout, skeleton_shapes
+
+    config = tiny_config(name)
+    assert detect_layout(skeleton_shapes(config), config).layout == layout_for(config)
+
+
+def test_unknown_model_type_is_matched_on_its_skeleton():
+    config = tiny_config("phi3")
+    config.model_type = "my_new_decoder"  # no hint: the skeleton built from the config decides
+    assert type(layout_for(config)) is Phi3Layout
+
+
 def test_supported_types_cover_every_tiny_model():
     assert {tiny_config(name).model_type for name in ARCHS} <= set(SUPPORTED_MODEL_TYPES)
 
