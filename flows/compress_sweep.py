@@ -43,6 +43,7 @@ from tensorllm.artifact import read_meta
 from tensorllm.checkpoint import Checkpoint
 from tensorllm.composed import whole_model_size
 from tensorllm.evaluation.data import dataset_digest
+from tensorllm.mlflow_store import promotion_lock
 from tensorllm.models import resolve_model
 
 from .compose import ComposedPlan, LayerEdit, greedy_name, greedy_order, uniform_plans
@@ -174,9 +175,13 @@ def run_sweep(config: SweepConfig) -> dict:
     candidates = {v.version: _candidate(v, metric) for v in everything}
     baseline_candidate = Candidate(baseline.version, "baseline", mean_metric(baseline.val, metric),
                                    mean_metric(baseline.val, "loss"))
-    current = comparable_champion(champion_task(uri, name), settings, metric)
-    decision = decide(list(candidates.values()), baseline_candidate, current, config.objective, metric,
+
+    def decide_against(current):
+        return decide(list(candidates.values()), baseline_candidate, current, config.objective, metric,
                       config.alpha, config.margin)
+
+    current = comparable_champion(champion_task(uri, name), settings, metric)
+    decision = decide_against(current)
     best_composed = shortlist([candidates[v.version] for v in composed], config.objective, metric, config.margin, 1)
     chosen = {c.version for c in shortlist(list(candidates.values()), config.objective, metric, config.margin,
                                            config.test_top_k)}
@@ -197,8 +202,15 @@ def run_sweep(config: SweepConfig) -> dict:
         update_metrics_task(uri, name, v.version, paired_metrics(v.paired_test))
 
     # ---- promotion, export, report ------------------------------------------------------------------
-    paired = next((v.paired_test for v in tested[1:] if v.version == decision.version), None)
-    champion_version = apply_promotion_task(uri, name, decision.promote, decision.version, decision_tags(decision, paired))
+    with promotion_lock(uri, name):  # concurrent sweeps of one model: the later one decides against the other's pick
+        latest = comparable_champion(champion_task(uri, name), settings, metric)
+        if (latest and latest.version) != (current and current.version):
+            logger.info("The champion changed during this sweep (v%s -> v%s): deciding again against it",
+                        current and current.version, latest and latest.version)
+            current, decision = latest, decide_against(latest)
+        paired = next((v.paired_test for v in tested[1:] if v.version == decision.version), None)
+        champion_version = apply_promotion_task(uri, name, decision.promote, decision.version,
+                                                decision_tags(decision, paired))
     if decision.promote:
         describe_task(uri, name, decision.version, decision.sentence)
     best = next((v for v in composed if best_composed and v.version == best_composed[0].version), None)

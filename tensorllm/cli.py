@@ -23,7 +23,7 @@ import sys
 import time
 import types
 
-from . import __version__
+from . import __version__, progress
 from .layouts import LAYOUT_NAMES
 from .sweep_options import add_sweep_options, parse_ranks, sweep_params
 from .tensorise import DEFAULT_GROUPING, GROUPINGS
@@ -70,8 +70,10 @@ def cmd_decompose(args) -> int:
 
     start = time.perf_counter()
     rank_list = args.ranks
-    records = decompose_layer(args.model, args.layer, rank_list, grouping=args.grouping, out_root=args.out,
-                              device=args.device, layout=args.layout)
+    bars = progress.tqdm_listener(not args.json and sys.stderr.isatty(), unit="configs")
+    with progress.listening(bars):  # a bar per rank configuration on a terminal
+        records = decompose_layer(args.model, args.layer, rank_list, grouping=args.grouping, out_root=args.out,
+                                  device=args.device, layout=args.layout)
     for rec in records:
         state = "reused" if rec.reused else f"{rec.seconds:.2f}s"
         print(f"layer {rec.layer}  ranks {tuple(rec.ranks)}  grouping {rec.grouping}  rel_error {rec.rel_error:.4f}  "
@@ -110,12 +112,17 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    bars = not args.json and sys.stderr.isatty()
+
     def run(label: str, layer: int | None):
         config = EvalConfig(dataset=args.dataset, split=args.split, limit=args.limit, batch_size=args.batch_size,
                             generate=args.generate, first_changed_layer=layer, model_id=identity,
                             cache_dir=cache_dir() / "hidden-states")
-        return evaluate(model, tokenizer, config,
-                        examples_out=out / f"{label}-{args.dataset}-{args.split}-limit{args.limit}.jsonl")
+        if bars:
+            print(f"evaluating {label} on {args.dataset}/{args.split}", file=sys.stderr)
+        with progress.listening(progress.tqdm_listener(bars)):  # bars on a terminal; none with --json
+            return evaluate(model, tokenizer, config,
+                            examples_out=out / f"{label}-{args.dataset}-{args.split}-limit{args.limit}.jsonl")
 
     base = run("base", None) if (not artifacts or args.compare_base) else None
     result = base

@@ -4,6 +4,7 @@ No mlflow import here: these act on the sqlite file itself (MLflow's own client 
 
 * :func:`default_tracking_uri`: ``$MLFLOW_TRACKING_URI``, else ``./runs/mlflow/mlflow.db``;
 * :func:`store_creation_lock`: serialises the first access of a sqlite store across processes;
+* :func:`promotion_lock`: serialises "read the champion, decide, move the alias" of one registered model;
 * :func:`relocate_sqlite_store`: rewrites the absolute artifact locations after a ``runs/`` folder moved.
 """
 
@@ -42,6 +43,33 @@ def store_creation_lock(tracking_uri: str):
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def promotion_lock(tracking_uri: str | None, registered_model: str):
+    """Hold an exclusive lock per (store, registered model) while a sweep reads the champion and moves it.
+
+    Two sweeps of one model that finish together would otherwise both compare with the same old champion
+    and the later write would win, even with the worse variant. Under the lock the later sweep sees the
+    earlier one's champion and decides against it. The lock is a file: next to a sqlite store, else in the
+    system's temporary folder (which serialises sweeps on one machine; sweeps on different machines
+    sharing one tracking server are not serialised).
+    """
+    import fcntl
+    import hashlib
+    import tempfile
+
+    uri = tracking_uri or default_tracking_uri()
+    db = _sqlite_path(uri)
+    folder = db.parent if db is not None else Path(tempfile.gettempdir()) / "tensorllm-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(f"{uri}\n{registered_model}".encode()).hexdigest()[:16]
+    with open(folder / f"promotion-{digest}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

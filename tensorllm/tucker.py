@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import progress
+
 RankSpec = Sequence[int | float]
 DECOMPOSED_MODES = (0, 1, 2)  # d_model, d_head, slices; mode 3 (heads / KV groups) keeps its identity
 
@@ -428,4 +430,9 @@ def tucker_sweep(tensor: torch.Tensor, rank_list: Sequence[RankSpec], **kwargs) 
     resolved = [resolve_ranks(r, dims) for r in rank_list]
     work_dtype = kwargs.get("dtype") or (torch.float64 if tensor.dtype == torch.float64 else torch.float32)
     bases = hosvd_bases(tensor.to(work_dtype))
-    return [tucker_decompose(tensor, ranks, bases=bases, **kwargs) for ranks in resolved]
+    results = []
+    progress.expect("decompose", len(resolved))
+    for ranks in resolved:
+        results.append(tucker_decompose(tensor, ranks, bases=bases, **kwargs))
+        progress.advance("decompose")  # a bar per rank configuration in `tensorllm decompose`
+    return results

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .. import progress
 from .batching import make_batches
 from .config import EvalConfig, EvalResult
 from .data import Task, load_task
@@ -110,6 +111,7 @@ def evaluate(
     )  # fmt: skip
 
     start = time.perf_counter()
+    progress.expect("teacher-forced", n)
     with _eval_mode(model):
         forced = run_teacher_forced(
             model, sequences, answer_ids, batch_size=config.batch_size, pad_id=pad_id, candidate_ids=candidate_ids,
@@ -119,6 +121,7 @@ def evaluate(
         forced_seconds = time.perf_counter() - start
         continuations, generation = None, None
         if task.kind == "generate" and config.generate:
+            progress.expect("generation", None)  # rows whose draft answer holds are never generated
             token_ids, generation = _generate_with_drafts(model, tokenizer, [e.prompt for e in encoded], task, config,
                                                           pad_id, cache, f"{config.dataset}-{config.split}-n{n}-s{config.seed}")
             continuations = [tokenizer.decode(t, skip_special_tokens=True) for t in token_ids]

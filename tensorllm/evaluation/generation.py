@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from transformers import GenerationConfig
 
+from .. import progress
 from .batching import Batch
 
 
@@ -79,4 +80,5 @@ def generate_batch(model: nn.Module, batch: Batch, config: GenerationConfig) -> 
     for tokens in new:
         cut = next((i + 1 for i, t in enumerate(tokens) if t in eos_set), len(tokens))
         rows.append(tokens[:cut])
+    progress.advance("generation", len(rows))
     return rows

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .. import progress
 from .batching import Batch, layout_digest, make_batches
 from .fingerprint import prefix_fingerprint
 from .hidden_cache import HiddenStateCache
@@ -73,6 +74,7 @@ def _score_batches(model, batches, answers, candidate_ids, device, runner) -> li
         tail = runner(index, batch.to(device), tail_size(rows))
         for i, score in zip(batch.indices, score_tail(tail, rows, candidate_ids)):
             scores[i] = score
+        progress.advance("teacher-forced", len(batch.indices))
     return scores
 
 

@@ -63,6 +63,14 @@ def test_a_sigkilled_sweeps_processes_are_stopped_by_the_next_run(tmp_path):
             time.sleep(600)
     """)
     sweep = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
+    try:
+        _kill_and_clean(sweep, tmp_path)
+    finally:  # on a failure, stop what this test started
+        sweep.kill()
+        clean_stale(tmp_path)
+
+
+def _kill_and_clean(sweep: subprocess.Popen, tmp_path: Path) -> None:
     path = tmp_path / f"sweep-{sweep.pid}.json"
     def stubborn_recorded() -> int:
         return path.exists() and sum("SIG_IGN" in p["command"] and "Popen" not in p["command"]
