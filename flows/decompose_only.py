@@ -56,7 +56,8 @@ def submit_decompositions(config: SweepConfig) -> tuple[list[int], dict]:
     artifacts_dir = Path(config.artifacts_root).resolve()
     with remote_options(num_cpus=1, num_gpus=ray_gpus_per_task()):
         futures = {layer: decompose_layer_task.submit(config.model, layer, rank_specs, config.grouping,
-                                                      str(artifacts_dir), identity, version) for layer in layers}
+                                                      str(artifacts_dir), identity, version, layout=config.layout)
+                   for layer in layers}
     return layers, futures
 
 
