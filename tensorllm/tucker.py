@@ -170,15 +170,27 @@ def uses_subspace_iteration(shape: Sequence[int], rank: int, dense_max: int | No
     return short > dense_max and 2 * block_size(rank, shape[0]) <= short
 
 
-def exact_block(matrix: torch.Tensor, rank: int) -> torch.Tensor:
-    """The top :func:`block_size` left singular vectors of ``matrix`` (Gram of the short side + eigh), sorted."""
+def exact_block(matrix: torch.Tensor, rank: int, eigvecs: torch.Tensor | None = None) -> torch.Tensor:
+    """The top :func:`block_size` left singular vectors of ``matrix`` (Gram of the short side + eigh), sorted.
+
+    ``eigvecs``: that Gram's eigenvectors, largest first (:func:`gram_eigenvectors`), when already computed.
+    """
     k = block_size(rank, matrix.shape[0])
+    vectors = gram_eigenvectors(matrix) if eigvecs is None else eigvecs
+    if matrix.shape[0] <= matrix.shape[1]:
+        return vectors[:, :k]
+    return torch.linalg.qr(matrix @ vectors[:, :k])[0]
+
+
+def gram_eigenvectors(matrix: torch.Tensor) -> torch.Tensor:
+    """Eigenvectors of the Gram of the short side of ``matrix`` (A A^T or A^T A), largest eigenvalue first.
+
+    They do not depend on the rank of the mode: in a rank sweep, configurations that differ only in that
+    rank share them (:func:`tucker_sweep`), which saves the dense eigh, the one expensive step of a big mode.
+    """
     m, n = matrix.shape
-    if m <= n:
-        _, vectors = torch.linalg.eigh(matrix @ matrix.T)
-        return vectors[:, -k:].flip(-1)
-    _, vectors = torch.linalg.eigh(matrix.T @ matrix)
-    return torch.linalg.qr(matrix @ vectors[:, -k:].flip(-1))[0]
+    _, vectors = torch.linalg.eigh(matrix @ matrix.T if m <= n else matrix.T @ matrix)
+    return vectors.flip(-1)
 
 
 def _ritz(matrix: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
@@ -254,12 +266,15 @@ def hosvd_bases(tensor: torch.Tensor, full_gram_max: int | None = None) -> dict[
 
 
 def _update(matrix: torch.Tensor, rank: int, blocks: dict[int, torch.Tensor], mode: int,
-            dense_max: int, warm: torch.Tensor | None = None) -> torch.Tensor:
+            dense_max: int, warm: torch.Tensor | None = None, eigvecs: dict | None = None,
+            key: tuple | None = None) -> torch.Tensor:
     """The rank-``rank`` leading left singular vectors of one unfolding: exact, or by subspace iteration.
 
     Subspace iteration (:func:`uses_subspace_iteration`) takes one step from the block kept in ``blocks``;
     without one, from ``warm`` (a given start, completed to a block with a fixed Gaussian sketch of the
-    matrix), or else the block is computed exactly (:func:`exact_block`). The block is kept for the next sweep.
+    matrix), or else the block is computed exactly (:func:`exact_block`; with ``eigvecs``, a cache shared by
+    the configurations of a sweep, the Gram's eigenvectors are looked up under ``key`` or stored there). The
+    block is kept for the next sweep.
     """
     if not uses_subspace_iteration(matrix.shape, rank, dense_max):
         return leading_left_singular_vectors(matrix, rank)
@@ -270,6 +285,10 @@ def _update(matrix: torch.Tensor, rank: int, blocks: dict[int, torch.Tensor], mo
         omega = torch.randn(matrix.shape[1], extra, generator=torch.Generator().manual_seed(SKETCH_SEED),
                             dtype=matrix.dtype).to(matrix.device)
         block = subspace_step(matrix, torch.linalg.qr(torch.cat([warm, matrix @ omega], dim=1))[0])
+    elif eigvecs is not None and key is not None:
+        if key not in eigvecs:
+            eigvecs[key] = gram_eigenvectors(matrix)
+        block = exact_block(matrix, rank, eigvecs[key])
     else:
         block = exact_block(matrix, rank)
     blocks[mode] = block
@@ -278,7 +297,8 @@ def _update(matrix: torch.Tensor, rank: int, blocks: dict[int, torch.Tensor], mo
 
 def initial_factors(tensor: torch.Tensor, ranks: Sequence[int], full_gram_max: int | None = None,
                     bases: dict[int, torch.Tensor] | None = None,
-                    blocks: dict[int, torch.Tensor] | None = None) -> list[torch.Tensor]:
+                    blocks: dict[int, torch.Tensor] | None = None,
+                    eigvecs: dict | None = None) -> list[torch.Tensor]:
     """HOOI's starting factors: HOSVD where it is cheap, sequential truncation where it is not.
 
     A mode of size I_n <= ``full_gram_max`` gets its HOSVD factor from the *full* tensor (an I_n x I_n
@@ -289,7 +309,9 @@ def initial_factors(tensor: torch.Tensor, ranks: Sequence[int], full_gram_max: i
     ``blocks`` for the HOOI sweeps to warm-start their subspace iteration from.
     A pure ST-HOSVD start was measured to lead HOOI to worse stationary points on some unstructured
     tensors than TensorLy's HOSVD start; HOSVD on the small modes removes that. ``bases`` (from
-    :func:`hosvd_bases`) are truncated instead of recomputed.
+    :func:`hosvd_bases`) are truncated instead of recomputed; ``eigvecs`` (a dict shared by a sweep that also
+    shares ``bases``) keeps the big modes' Gram eigenvectors keyed by the ranks of the other modes, which are
+    all that the projected tensor depends on.
     """
     full_gram_max = DENSE_MAX if full_gram_max is None else full_gram_max  # None: the module's setting
     blocks = {} if blocks is None else blocks
@@ -306,7 +328,9 @@ def initial_factors(tensor: torch.Tensor, ranks: Sequence[int], full_gram_max: i
             current = mode_dot(current, factors[mode].T, mode)
     for mode in by_size:
         if factors[mode] is None:
-            factors[mode] = _update(unfold(current, mode), ranks[mode], blocks, mode, full_gram_max)
+            key = (mode, tuple(ranks[m] for m in DECOMPOSED_MODES if m != mode))
+            factors[mode] = _update(unfold(current, mode), ranks[mode], blocks, mode, full_gram_max,
+                                    eigvecs=eigvecs if bases is not None else None, key=key)
             current = mode_dot(current, factors[mode].T, mode)
     return factors  # type: ignore[return-value]
 
@@ -332,6 +356,7 @@ def tucker_decompose(
     init: Sequence[torch.Tensor] | None = None,
     dtype: torch.dtype | None = None,
     bases: dict[int, torch.Tensor] | None = None,
+    eigvecs: dict | None = None,
 ) -> TuckerResult:
     """Shared-factor Tucker decomposition of a (d_model, d_head, slices, groups) tensor by HOOI.
 
@@ -347,6 +372,8 @@ def tucker_decompose(
     dtype : computation dtype; default float32 (float64 stays float64). Half precision (fp16, bf16) is
         upcast: every product accumulates in float32.
     bases : :func:`hosvd_bases` of this tensor, shared by the configurations of a rank sweep.
+    eigvecs : a dict shared by the configurations of a rank sweep (with ``bases``): the big modes' Gram
+        eigenvectors at the start, reused by configurations whose other ranks are equal (bitwise the same result).
 
     Returns
     -------
@@ -382,7 +409,7 @@ def tucker_decompose(
 
     blocks: dict[int, torch.Tensor] = {}
     if init is None:
-        factors = initial_factors(x, rank_tuple, bases=bases, blocks=blocks)
+        factors = initial_factors(x, rank_tuple, bases=bases, blocks=blocks, eigvecs=eigvecs)
     else:
         factors = [u[:, :r].to(device=x.device, dtype=work_dtype) for u, r in zip(init, rank_tuple)]
 
@@ -423,16 +450,18 @@ def tucker_sweep(tensor: torch.Tensor, rank_list: Sequence[RankSpec], **kwargs) 
     """Decompose one tensor at several ranks; each result is bitwise the one :func:`tucker_decompose` gives
     for that configuration alone (on CPU at a fixed thread count), so an artifact never depends on which
     other ranks shared its call. What is shared is rank-independent: the HOSVD bases of the small modes
-    (:func:`hosvd_bases`); the range finder's test matrix comes from a fixed seed, the same in every call.
-    Results come back in the order of ``rank_list``.
+    (:func:`hosvd_bases`) and, for a big d_model, the eigenvectors of its start's Gram, which depend only on
+    the other modes' ranks (configurations that differ only in R1 share them: one dense eigh instead of one per
+    configuration). Results come back in the order of ``rank_list``.
     """
     dims = tuple(tensor.shape)
     resolved = [resolve_ranks(r, dims) for r in rank_list]
     work_dtype = kwargs.get("dtype") or (torch.float64 if tensor.dtype == torch.float64 else torch.float32)
     bases = hosvd_bases(tensor.to(work_dtype))
+    eigvecs: dict = {}  # big modes' start eigenvectors, by the other modes' ranks
     results = []
     progress.expect("decompose", len(resolved))
     for ranks in resolved:
-        results.append(tucker_decompose(tensor, ranks, bases=bases, **kwargs))
+        results.append(tucker_decompose(tensor, ranks, bases=bases, eigvecs=eigvecs, **kwargs))
         progress.advance("decompose")  # a bar per rank configuration in `tensorllm decompose`
     return results

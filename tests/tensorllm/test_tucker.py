@@ -561,10 +561,15 @@ def test_big_mode_path_converges_to_the_exact_hooi_optimum(small_dense_max, shap
     assert all(b <= a + 1e-12 for a, b in zip(ours.error_history, ours.error_history[1:]))
 
 
-def test_big_mode_path_is_deterministic_and_sweeps_are_bitwise_alone(small_dense_max):
+def test_big_mode_path_is_deterministic_and_sweeps_are_bitwise_alone(small_dense_max, monkeypatch):
     x = gaussian((96, 8, 4, 6), seed=9)
-    rank_list = [(8, 4, 4), (20, 6, 3), (8, 4, 4)]
+    rank_list = [(8, 4, 4), (20, 6, 3), (8, 4, 4), (24, 4, 4)]
+    eighs = []
+    original = tucker_module.gram_eigenvectors
+    monkeypatch.setattr(tucker_module, "gram_eigenvectors", lambda m: eighs.append(1) or original(m))
     swept = tucker_sweep(x, rank_list)
+    # the start's dense eigh depends only on (R2, R3): (4, 4) and (6, 3) -> two, shared by R1 = 8, 8 and 24
+    assert len(eighs) == 2
     for ranks, result in zip(rank_list, swept):
         alone = tucker_decompose(x.clone(), ranks)
         # CPU kernels are deterministic and the only random numbers come from a fixed seed (SKETCH_SEED)
