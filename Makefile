@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU wheel from this machine's disk; a GPU user sets TORCH="torch" (or a CUDA build) before `make install`.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install test test-fast sweep bench bench-quick clean
+.PHONY: install test test-fast sweep bench bench-quick checkpoint-7b bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,14 @@ bench-quick: install
 
 bench: install
 	for b in decompose sweep_eval memory pipeline factorised; do $(BIN)/python bench/$$b.py || exit 1; done
+
+# synthetic Llama-2-7B-shaped checkpoint (fp16, ~13.7 GB) in runs/synthetic-7b, for bench/scale.py (issue 10)
+checkpoint-7b: install
+	$(BIN)/python bench/make_checkpoint.py
+
+# the GPU checks of issue 10 in one script (needs a CUDA build of torch; see bench/gpu.sh)
+bench-gpu: install
+	bash bench/gpu.sh
 
 clean:
 	rm -rf runs .pytest_cache
