@@ -30,7 +30,6 @@ from functools import lru_cache
 
 from .layouts import (
     FFN_CANDIDATES,
-    LAYOUT_NAMES,
     LAYOUTS,
     AttentionLayout,
     AttentionShape,
@@ -148,8 +147,3 @@ def _skeleton(config_class: type, config_json: str) -> tuple | None:
         log.debug("no skeleton for %s: %s", config_class.__name__, exc)
         return None
     return tuple((name, tuple(t.shape)) for name, t in model.state_dict().items())
-
-
-def describe_layouts() -> str:
-    """One line per known layout (for help texts)."""
-    return ", ".join(LAYOUT_NAMES)

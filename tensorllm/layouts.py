@@ -503,8 +503,8 @@ def layout_for(config, tensors: Mapping | None = None, layout: str | None = None
         return layout_named(override).with_ffn({})
     raise ValueError(
         f"Unsupported architecture {model_type!r}. Supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}. "
-        f"Any other model whose attention matches a known layout ({', '.join(LAYOUT_NAMES)}) is supported too: "
-        "give its folder (its modules are matched) or --layout NAME."
+        f"Any other model whose transformers config loads and whose attention matches a known layout "
+        f"({', '.join(LAYOUT_NAMES)}) is supported too (its modules are matched; --layout NAME names one)."
     )
 
 
