@@ -49,8 +49,8 @@ from tensorllm.models import resolve_model
 from .compose import ComposedPlan, LayerEdit, greedy_name, greedy_order, uniform_plans
 from .config import (DEFAULT_GROUPING, DEFAULT_RANKS, ComposeStrategy, DatasetName, Grouping, LaserSpec, LayoutName,
                      Objective, SelectionMetric, SweepConfig, code_version, stable_key)
-from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, higher_is_better,
-                     non_inferior, shortlist)
+from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, harms_generation,
+                     higher_is_better, non_inferior, shortlist)
 from .records import (Variant, baseline_variant, composed_variant, flat_metrics, layer_variants, markdown_table, mean_metric,
                       paired_columns, paired_metrics, summary_row, variant_record)
 from .validate import validate_sweep
@@ -82,6 +82,7 @@ def compress_sweep(
     generate: bool = True,
     selection_metric: SelectionMetric = "top1_accuracy",
     test_top_k: int = 2,
+    transfer_dataset: DatasetName | None = "counterfact",
     objective: Objective = "compress",
     alpha: float = 0.05,
     margin: float = 0.02,
@@ -123,7 +124,8 @@ def run_sweep(config: SweepConfig) -> dict:
     artifacts_dir, evals_dir, reports_dir = root, root.parent / "evaluations", root.parent / "reports"
     gpus = ray_gpus_per_task()
     rank_specs = [list(r) for r in config.rank_specs()]
-    data_digests = {d: dataset_digest(d) for d in config.datasets}
+    transfer = config.transfer_dataset if config.transfer_dataset not in (None, *config.datasets) else None
+    data_digests = {d: dataset_digest(d) for d in [*config.datasets, *([transfer] if transfer else [])]}
     logger.info("Sweep %s -> %s: layers %s x %d rank configs, datasets %s, objective %s, %s GPU per task, code %s",
                 config.model, name, layers, len(rank_specs), config.datasets, config.objective, gpus, version)
 
@@ -161,6 +163,7 @@ def run_sweep(config: SweepConfig) -> dict:
     column = PAIRED_COLUMN.get(metric, "top1_correct")
     for v in everything:
         v.paired_val = paired_pooled_task(_examples(baseline.val), _examples(v.val), column, v.name)
+        v.guard_val = _generation_guard(baseline, v)
         v.size = whole_model_size(config.model, [read_meta(a) for a in v.artifacts])
     common = {"base_model": config.model, "datasets": ",".join(config.datasets), "code_version": version,
               "model_identity": identity}
@@ -182,16 +185,20 @@ def run_sweep(config: SweepConfig) -> dict:
 
     current = comparable_champion(champion_task(uri, name), settings, metric)
     decision = decide_against(current)
-    best_composed = shortlist([candidates[v.version] for v in composed], config.objective, metric, config.margin, 1)
+    best_composed = shortlist([candidates[v.version] for v in composed], config.objective, metric, config.margin, 1,
+                              alpha=config.alpha)
     chosen = {c.version for c in shortlist(list(candidates.values()), config.objective, metric, config.margin,
-                                           config.test_top_k)}
+                                           config.test_top_k, alpha=config.alpha)}
     chosen |= {c.version for c in best_composed} | ({decision.version} if decision.promote else set())
 
     # ---- test split: the report ---------------------------------------------------------------------
     tested = [baseline] + [v for v in everything if v.version in chosen]
     with remote_options(num_cpus=1, num_gpus=gpus):
         test_futures = {(v.name, d): evaluate(v, d, "test") for v in tested for d in config.datasets}
-        wait(list(test_futures.values()))
+        # transfer: the promoted variant and the base on a dataset it was not selected on (issue 14)
+        promoted = [v for v in everything if decision.promote and v.version == decision.version]
+        transfer_futures = {v.name: evaluate(v, transfer, "test") for v in [baseline, *promoted]} if transfer and promoted else {}
+        wait(list(test_futures.values()) + list(transfer_futures.values()))
     for v in tested:
         v.test = {d: test_futures[(v.name, d)].result() for d in config.datasets}
         update_metrics_task(uri, name, v.version, flat_metrics(v.test, "test"))
@@ -220,6 +227,7 @@ def run_sweep(config: SweepConfig) -> dict:
         with remote_options(num_cpus=1, num_gpus=gpus):
             exported = export_task.submit(config.model, best.artifacts, str(out_dir), identity, version).result()
     summary = _summary(config, name, baseline, everything, decision, champion_version, current, best, exported, metric)
+    summary["transfer"] = _transfer(uri, name, config, transfer, baseline, promoted, transfer_futures, metric)
     summary["sweep_run_id"] = log_sweep_task(uri, name, summary, str(reports_dir), metric, decision.sentence,
                                              config.model_dump(mode="json"))
     create_markdown_artifact(markdown=f"**Decision** ({config.objective}): {decision.sentence}\n\n"
@@ -227,6 +235,33 @@ def run_sweep(config: SweepConfig) -> dict:
                              description=f"Variants of {name} and the promotion decision")
     logger.info("Decision: %s", decision.sentence)
     return summary
+
+
+def _generation_guard(baseline: Variant, v: Variant) -> dict | None:
+    """Validation generation accuracy of ``v`` vs the base, datasets pooled (the policy's generation guard);
+    None when generation was not measured on validation (``generate`` off)."""
+    if any(r["accuracy"] is None for r in [*baseline.val.values(), *v.val.values()]):
+        return None
+    return paired_pooled_task(_examples(baseline.val), _examples(v.val), "correct", f"{v.name}-generation")
+
+
+def _transfer(uri, name: str, config: SweepConfig, dataset: str | None, baseline: Variant, promoted: list[Variant],
+              futures: dict, metric: str) -> dict:
+    """The promoted variant vs the base on the transfer dataset's test split, recorded on both versions as
+    ``transfer.*`` metrics (the paired comparison on the champion's); what the summary says about it."""
+    if not futures:
+        why = ("no transfer_dataset" if config.transfer_dataset is None else
+               f"{config.transfer_dataset} is a selection dataset" if dataset is None else "nothing was promoted")
+        return {"dataset": config.transfer_dataset, "skipped": why}
+    base, champion = futures[baseline.name].result(), futures[promoted[0].name].result()
+    paired = {dataset: {col: paired_comparison_task(base["examples"], champion["examples"], col)
+                        for col in paired_columns(champion, metric)}}
+    update_metrics_task(uri, name, baseline.version, {f"transfer.{k}": v for k, v in flat_metrics({dataset: base}, "test").items()})
+    update_metrics_task(uri, name, promoted[0].version,
+                        {f"transfer.{k}": v for k, v in {**flat_metrics({dataset: champion}, "test"),
+                                                         **paired_metrics(paired)}.items()})
+    return {"dataset": dataset, "version": promoted[0].version, "n": champion["n"],
+            "base_accuracy": base["accuracy"], "champion_accuracy": champion["accuracy"], "paired": paired[dataset]}
 
 
 def _examples(results: dict[str, dict]) -> dict[str, str]:
@@ -239,7 +274,8 @@ def _candidate(v: Variant, metric: str) -> Candidate:
     variants, the whole model's attention for composed ones: see flows.policy), paired validation comparison."""
     compression = v.size.attention_compression_ratio if v.composed else (v.decomposition.get("compression_ratio") or 1.0)
     return Candidate(v.version, v.name, mean_metric(v.val, metric), mean_metric(v.val, "loss"),
-                     compression=compression, kind="composed" if v.composed else "layer", paired_val=v.paired_val)
+                     compression=compression, kind="composed" if v.composed else "layer", paired_val=v.paired_val,
+                     guard_val=v.guard_val)
 
 
 def _compose(config: SweepConfig, variants: list[Variant], baseline: Variant, evaluate, metric: str) -> list[Variant]:
@@ -263,7 +299,8 @@ def _compose(config: SweepConfig, variants: list[Variant], baseline: Variant, ev
             val = {d: evaluate(trial, d, "val").result() for d in config.datasets}
             paired = paired_pooled_task(_examples(baseline.val), _examples(val), column, trial.name)
             probe = Candidate(0, trial.name, mean_metric(val, metric), mean_metric(val, "loss"), paired_val=paired)
-            if non_inferior(probe, metric, config.margin):
+            probe.guard_val = _generation_guard(baseline, Variant(trial.name, "greedy", [], {}, val=val))
+            if non_inferior(probe, metric, config.margin) and not harms_generation(probe, config.alpha):
                 kept, kept_val = kept + [edit], val
         if len(kept) >= 2:
             final = composed_variant(ComposedPlan(greedy_name(kept), "greedy", kept))

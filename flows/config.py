@@ -70,14 +70,20 @@ class SweepConfig(BaseModel):
                                    "alone (paper Case 1) and combined with every MHA variant (Case 3)")
     val_limit: int | None = Field(1000, ge=1, description="first N items of the validation split (20%); None: all")
     test_limit: int | None = Field(400, ge=1, description="first N items of the test split (80%); None: all")
-    generate: bool = Field(True, description="on the test split, also the paper's greedy-generation accuracy of "
-                                             "generative datasets")
+    generate: bool = Field(True, description="the paper's greedy-generation accuracy of generative datasets: on "
+                                             "validation for the generation guard of the promotion (fast: variants "
+                                             "check the base's continuations, tensorllm.evaluation.drafts) and on the "
+                                             "test split for the report")
     selection_metric: SelectionMetric = Field(
         "top1_accuracy", description="on validation: top1_accuracy (teacher-forced first answer token: fast with the "
                                      "layer cache, so the validation set can be large), accuracy (the paper's; greedy "
                                      "generation) or loss")
     test_top_k: int = Field(2, ge=1, description="the first k of the objective's shortlist (flows.policy.shortlist), "
                                              "evaluated on the test split")
+    transfer_dataset: DatasetName | None = Field(
+        "counterfact", description="a second dataset the champion was not selected on: its test split (test_limit "
+                                   "items) evaluated for the champion and the base, the paired comparison recorded as "
+                                   "transfer.* metrics on the champion's version; None (or one of `datasets`): skipped")
     objective: Objective = Field(
         "compress",
         description="promotion rule. 'compress' (default): the most compressed variant that is non-inferior to the "
@@ -175,8 +181,9 @@ class SweepConfig(BaseModel):
 
     def generate_for(self, split: str) -> bool:
         """Greedy generation (the paper's accuracy on generative sets) where it is needed: on the test split
-        when ``generate`` is on (the report), on validation only when selection uses ``accuracy``."""
-        return self.generate if split == "test" else self.selection_metric == "accuracy"
+        when ``generate`` is on (the report); on validation when ``generate`` is on (the generation guard of
+        the promotion, issue 14) or selection uses ``accuracy``."""
+        return self.generate if split == "test" else (self.generate or self.selection_metric == "accuracy")
 
     def resolve_layers(self, n_layers: int) -> list[int]:
         """The layer indices of the sweep for a model with ``n_layers`` layers."""

@@ -33,6 +33,7 @@ class Variant:
 
     val: dict[str, dict] = field(default_factory=dict)  # dataset -> EvalResult dict (validation)
     paired_val: dict | None = None  # PairedComparison dict vs the baseline, validation, datasets pooled
+    guard_val: dict | None = None  # the same for validation generation accuracy (the policy's generation guard)
     size: WholeModelSize | None = None
     key: str | None = None
     version: int | None = None

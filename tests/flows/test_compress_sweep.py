@@ -114,6 +114,27 @@ def test_decision_is_one_sentence_on_the_version_page_and_the_sweep_run(first_ru
         assert "champion" not in aliases
 
 
+def test_generation_guard_and_transfer_are_recorded(first_run):
+    """Issue 14: every variant's validation generation accuracy is compared with the base's (the policy's guard),
+    and the promoted variant is evaluated on the transfer dataset (counterfact by default), recorded on its version."""
+    from mlflow import MlflowClient
+
+    params, summary, _ = first_run
+    transfer = summary["transfer"]
+    assert transfer["dataset"] == "counterfact"  # the default transfer_dataset, not a selection dataset
+    if not summary["decision"]["promote"]:
+        assert transfer["skipped"] == "nothing was promoted"
+        return
+    assert "generation guard" in summary["decision"]["sentence"]
+    assert transfer["version"] == summary["decision"]["version"] and transfer["n"] >= 1
+    assert "correct" in transfer["paired"]  # generation accuracy, paired with the base on the same items
+    version = MlflowClient(params["mlflow_tracking_uri"]).get_model_version(REGISTERED, str(transfer["version"]))
+    metrics = MlflowClient(params["mlflow_tracking_uri"]).get_run(version.run_id).data.metrics
+    diff = metrics["transfer.counterfact.test_vs_baseline.correct.accuracy_diff"]
+    assert diff == pytest.approx(transfer["champion_accuracy"] - transfer["base_accuracy"])  # same items, same numbers
+    assert "transfer.counterfact.test_vs_baseline.correct.variant_worse_p" in metrics
+
+
 def test_task_runs_name_their_variant_and_the_flow_run_shows_the_decision(first_run):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
