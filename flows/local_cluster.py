@@ -137,11 +137,25 @@ class LocalRayCluster:
         os.environ.update(auth)  # this process is the driver: it must present the token too
         try:
             for i in range(self.nodes):
-                self._start_node(i)
+                self._start_node_retrying(i)
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def _start_node_retrying(self, index: int, attempts: int = 3) -> None:
+        """``ray start`` gives a raylet a fixed 30 s to register with the GCS; on a loaded machine it can miss
+        that. A failed start's session is stopped (by its SID) and the node started again."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_node(index)
+            except RuntimeError as exc:
+                node = self.started.pop()
+                stop_session(node.sid)
+                if attempt == attempts:
+                    raise
+                log.warning("Ray node_%d did not start (attempt %d of %d), retrying: %s", index, attempt, attempts,
+                            str(exc).splitlines()[-1])
 
     def _start_node(self, index: int) -> None:
         # the socket paths of a node live in its temp dir and must stay under ~100 characters: use /tmp
