@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prefect import task
 
+from tensorllm.activation_fit import Calibration
 from tensorllm.decompose import decompose_layer, laser_layer
 
 from .caching import CACHE_EXPIRATION, PIPELINE_CACHE
@@ -18,9 +19,15 @@ from .resources import best_device
 @task(name="decompose-layer", cache_policy=PIPELINE_CACHE, cache_expiration=CACHE_EXPIRATION, retries=1,
       retry_delay_seconds=5, task_run_name="decompose-layer-{layer}")
 def decompose_layer_task(model: str, layer: int, ranks: list, grouping: str, out_root: str,
-                         model_identity: str, code_version: str, layout: str | None = None) -> list[dict]:
+                         model_identity: str, code_version: str, layout: str | None = None, balance: str = "none",
+                         fit: str = "weights", calibration: dict | None = None) -> list[dict]:
+    """``calibration`` (for ``fit="activations"``): ``{"datasets": [...], "n_prompts": N, "data_digests": {...}}``;
+    the digests only key the task's cache (the library hashes the calibration data itself for the artifact)."""
+    calib = None
+    if fit == "activations":
+        calib = Calibration(datasets=tuple(calibration["datasets"]), n_prompts=int(calibration["n_prompts"]))
     records = decompose_layer(model, layer, [tuple(r) for r in ranks], grouping=grouping, out_root=out_root,
-                              device=best_device(), layout=layout)
+                              device=best_device(), layout=layout, balance=balance, fit=fit, calibration=calib)
     return [record.to_dict() for record in records]
 
 

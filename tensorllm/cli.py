@@ -72,8 +72,14 @@ def cmd_decompose(args) -> int:
     rank_list = args.ranks
     bars = progress.tqdm_listener(not args.json and sys.stderr.isatty(), unit="configs")
     with progress.listening(bars):  # a bar per rank configuration on a terminal
+        calibration = None
+        if args.fit == "activations":
+            from .activation_fit import Calibration
+
+            calibration = Calibration(datasets=tuple(args.calibration_datasets), n_prompts=args.calibration_prompts)
         records = decompose_layer(args.model, args.layer, rank_list, grouping=args.grouping, out_root=args.out,
-                                  device=args.device, layout=args.layout)
+                                  device=args.device, layout=args.layout, balance=args.balance, fit=args.fit,
+                                  calibration=calibration)
     for rec in records:
         state = "reused" if rec.reused else f"{rec.seconds:.2f}s"
         print(f"layer {rec.layer}  ranks {tuple(rec.ranks)}  grouping {rec.grouping}  rel_error {rec.rel_error:.4f}  "
@@ -389,6 +395,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grouping", choices=GROUPINGS, default=DEFAULT_GROUPING,
                    help=f"GQA/MQA grouping: {', '.join(GROUPINGS)} (default {DEFAULT_GROUPING}; README: GQA grouping)")
     _add_layout_option(p)
+    p.add_argument("--balance", choices=("none", "norms"), default="none",
+                   help="function-preserving per-head rescaling before the fit (default none = the paper; README: "
+                        "Beyond the paper)")
+    p.add_argument("--fit", choices=("weights", "activations"), default="weights",
+                   help="what the Tucker fit minimises: the weights' error (the paper) or the layer's output error on "
+                        "calibration prompts (default weights)")
+    p.add_argument("--calibration-datasets", nargs="+", default=["qa_wikidata"], metavar="DATASET",
+                   help="--fit activations: datasets whose validation split gives the prompts (default qa_wikidata)")
+    p.add_argument("--calibration-prompts", type=int, default=128,
+                   help="--fit activations: number of calibration prompts (default 128)")
     p.add_argument("--out", default="runs/artifacts", help="artifact root folder (default runs/artifacts)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", action="store_true")

@@ -24,14 +24,17 @@ from pathlib import Path
 
 import torch
 
+from .activation_fit import Calibration, calibration_set, check_fit, layer_covariances, layer_output_error
+from .activation_fit import unweight_u1, weight_tensor, whitening_factor
 from .artifact import read_meta, save_artifact, verify_tensors
+from .balance import apply_scales, balance_scales, check_balance, fold_unbalance, qk_norm_kind, slice_scales
 from .checkpoint import Checkpoint
 from .laser import laser_rank, low_rank
 from .models import resolve_model
 from .provenance import library_code_version
 from .tensorise import (DEFAULT_GROUPING, Grouping, check_grouping, slice_labels, tensor_shape, tensorise,
                         written_rel_error)
-from .tucker import RankSpec, resolve_ranks, tucker_sweep
+from .tucker import DECOMPOSED_MODES, RankSpec, mode_dot, resolve_ranks, tucker_sweep
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +74,24 @@ def model_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "model"
 
 
-def tucker_artifact_dir(out_root: Path, model: str, layer: int, grouping: str, ranks: Sequence[int]) -> Path:
+def tucker_artifact_dir(out_root: Path, model: str, layer: int, grouping: str, ranks: Sequence[int],
+                       mode_suffix: str = "") -> Path:
     r1, r2, r3 = ranks
-    return Path(out_root) / model_slug(model) / f"layer{layer:03d}-mha-{grouping}-r{r1}x{r2}x{r3}"
+    return Path(out_root) / model_slug(model) / f"layer{layer:03d}-mha-{grouping}-r{r1}x{r2}x{r3}{mode_suffix}"
+
+
+def fit_key(balance: str, fit: str, calibration: dict | None) -> dict:
+    """What the fit mode adds to an artifact's identity (artifact.json ``fit_key``, compared on reuse)."""
+    return {"balance": balance, "fit": fit, "calibration": calibration if fit == "activations" else None}
+
+
+def _mode_suffix(key: dict) -> str:
+    """Folder-name suffix of a non-default fit mode (the paper's fit keeps its historical names)."""
+    suffix = "" if key["balance"] == "none" else f"-bal-{key['balance']}"
+    if key["fit"] == "activations":
+        calib = key["calibration"]
+        suffix += f"-act-n{calib['n_prompts']}-{calib['data_sha256'][:8]}"
+    return suffix
 
 
 def decompose_layer(
@@ -86,6 +104,9 @@ def decompose_layer(
     device: str = "cpu",
     n_iter_max: int = 25,
     tol: float = 1e-6,
+    balance: str = "none",
+    fit: str = "weights",
+    calibration: Calibration | None = None,
     layout: str | None = None,
 ) -> list[ArtifactRecord]:
     """Decompose the MHA weights of ``layer`` at every rank in ``rank_list``; one artifact each.
@@ -94,8 +115,19 @@ def decompose_layer(
     :mod:`tensorllm.layout_detection`). Rank specs that resolve to the same integers are decomposed once.
     ``rel_error`` is measured on the weights the variant runs with (after any K/V copies are averaged:
     :func:`tensorllm.tensorise.written_rel_error`).
+
+    ``balance`` (:mod:`tensorllm.balance`): ``"none"`` (the paper) or ``"norms"`` (function-preserving
+    per-head rescaling before the fit, folded back into the saved cores). ``fit``
+    (:mod:`tensorllm.activation_fit`): ``"weights"`` (the paper's Eq. 14) or ``"activations"`` (mode 1
+    weighted by the layer's input covariance over ``calibration``'s validation prompts). The artifact's
+    factors always reconstruct the unbalanced weights, so every consumer of artifacts works unchanged.
     """
     check_grouping(grouping)
+    check_balance(balance)
+    check_fit(fit)
+    if fit == "activations" and calibration is None:
+        raise ValueError("fit='activations' needs a calibration (datasets and number of validation prompts), "
+                         "e.g. Calibration(datasets=('qa_wikidata',), n_prompts=128)")
     if not rank_list:
         raise ValueError("rank_list is empty: give at least one (R1, R2, R3)")
     folder = resolve_model(model)
@@ -107,12 +139,14 @@ def decompose_layer(
     digest = ckpt.layer_digest(layer)
     solver = {"method": "hooi", "init": "hosvd", "tol": tol, "n_iter_max": n_iter_max}
     code = library_code_version()
-    dirs = [tucker_artifact_dir(Path(out_root), model, layer, grouping, r) for r in resolved]
+    calib = calibration_set(calibration) if fit == "activations" else None
+    key = fit_key(balance, fit, calib.describe() if calib is not None else None)
+    dirs = [tucker_artifact_dir(Path(out_root), model, layer, grouping, r, _mode_suffix(key)) for r in resolved]
 
     records: dict[int, ArtifactRecord] = {}
     todo: list[int] = []
     for i, (ranks, path) in enumerate(zip(resolved, dirs)):
-        existing = _reusable(path, digest, ranks, grouping, solver, code)
+        existing = _reusable(path, digest, ranks, grouping, solver, code, key)
         if existing is not None:
             records[i] = _record(path, existing, reused=True)
         else:
@@ -124,10 +158,39 @@ def decompose_layer(
         start = time.perf_counter()
         weights = ckpt.attention(layer)
         source_dtype = str(weights.q.dtype).removeprefix("torch.")
-        tensor = tensorise(weights.to(device=device, dtype=torch.float32), shape, grouping)
+        weights = weights.to(device=device, dtype=torch.float32)
+        tensor = tensorise(weights, shape, grouping)
+        attention_prefix = ckpt.attention_names(layer)[0].rsplit(".", 2)[0]
+        qk_norm = qk_norm_kind(ckpt.weight_map, _norm_shapes(ckpt, attention_prefix), attention_prefix, shape)
+        scales = balance_scales(weights, shape, balance, qk_norm)
+        fit_tensor = tensorise(apply_scales(weights, scales), shape, grouping) if balance != "none" else tensor
+        whitening = cov = None
+        if calib is not None:
+            cov = layer_covariances(model, [layer], calib, Path(out_root) / model_slug(model) / "calibration")[layer]
+            whitening = whitening_factor(cov.cov).to(device)
+            fit_tensor = weight_tensor(fit_tensor, whitening)
         read_seconds = time.perf_counter() - start
-        results = tucker_sweep(tensor, [resolved[i] for i in todo], n_iter_max=n_iter_max, tol=tol)
+        results = tucker_sweep(fit_tensor, [resolved[i] for i in todo], n_iter_max=n_iter_max, tol=tol)
         for i, result in zip(todo, results):
+            fit_rel_error = result.rel_error  # of the balanced / weighted tensor the solver saw
+            u1, u2, u3 = result.factors
+            core = result.core
+            if whitening is not None:
+                u1 = unweight_u1(u1, whitening)
+            if balance != "none":
+                core, u3 = fold_unbalance(core, u3, slice_scales(scales, shape, grouping))
+            approx = core
+            for mode, factor in zip(DECOMPOSED_MODES, (u1, u2, u3)):
+                approx = mode_dot(approx, factor, mode)
+            weight_rel_error = written_rel_error(weights, approx, shape, grouping)
+            fit_meta = {**key, "qk_norm": qk_norm, "fit_rel_error": fit_rel_error}
+            if balance != "none":
+                fit_meta["scales"] = scales.to_dict()
+                fit_meta["folded"] = "U3 is the identity: (G x_3 U3) / scales is stored as the core"
+            if cov is not None:
+                fit_meta["calibration_tokens"] = cov.n_tokens
+                fit_meta["output_rel_error"] = layer_output_error(tensor, approx, cov.cov)
+            n_params = result.n_params + (scales.n_values if balance != "none" else 0)
             meta = {
                 "kind": "tucker_mha",
                 "architecture": ckpt.config.model_type,
@@ -139,12 +202,13 @@ def decompose_layer(
                 "slice_labels": slice_labels(shape, grouping),
                 "attention_shape": asdict(shape),
                 "dtype": source_dtype,
-                "rel_error": written_rel_error(weights.to(device=device, dtype=torch.float32), result.reconstruct(),
-                                               shape, grouping),
-                "fit_rel_error": result.rel_error,
+                "rel_error": weight_rel_error,
+                "fit_rel_error": fit_rel_error,
                 "original_params": shape.n_params,
-                "compressed_params": result.n_params,
-                "compression_ratio": result.compression_ratio(shape.n_params),
+                "compressed_params": n_params,
+                "compression_ratio": shape.n_params / n_params,
+                "fit_key": key,
+                "fit": fit_meta,
                 "hooi_iterations": result.n_iter,
                 "converged": result.converged,
                 "error_history": list(result.error_history),
@@ -154,11 +218,11 @@ def decompose_layer(
                 "device": str(tensor.device),
                 "base_model": {"name": str(model), "folder": str(folder), "layer_sha256": digest},
             }
-            tensors = {"U1": result.factors[0], "U2": result.factors[1], "U3": result.factors[2], "core": result.core}
+            tensors = {"U1": u1, "U2": u2, "U3": u3, "core": core}
             save_artifact(dirs[i], meta, {k: v.float() for k, v in tensors.items()})
             records[i] = _record(dirs[i], meta, reused=False)
-            log.info("layer %d ranks %s: rel_error %.4f, CR %.1fx, %.2fs", layer, result.ranks,
-                     result.rel_error, meta["compression_ratio"], meta["seconds"])
+            log.info("layer %d ranks %s (balance %s, fit %s): rel_error %.4f, CR %.1fx, %.2fs", layer, result.ranks,
+                     balance, fit, weight_rel_error, meta["compression_ratio"], meta["seconds"])
             if not result.converged:
                 log.warning("layer %d ranks %s: HOOI did not converge in %d sweeps (relative error still changing "
                             "by >= tol=%g; last errors %s); raise n_iter_max or tol", layer, result.ranks,
@@ -168,16 +232,27 @@ def decompose_layer(
     return [records[i] for i in range(len(resolved))]
 
 
-def _reusable(path: Path, digest: str, ranks: Sequence[int], grouping: str, solver: dict, code: str) -> dict | None:
+def _norm_shapes(ckpt: Checkpoint, attention_prefix: str) -> dict[str, tuple[int, ...]]:
+    """Shapes of the attention module's q/k norm weights, if the checkpoint has them (read from the file)."""
+    names = [f"{attention_prefix}.{n}_norm.weight" for n in ("q", "k")]
+    present = [n for n in names if n in ckpt.weight_map]
+    return {n: tuple(t.shape) for n, t in ckpt.tensors(present).items()} if present else {}
+
+
+def _reusable(path: Path, digest: str, ranks: Sequence[int], grouping: str, solver: dict, code: str,
+              key: dict | None = None) -> dict | None:
     """An existing artifact is reused only when everything that computed it is the same: the layer's
-    weights (digest), ranks, grouping, solver settings and the library's code version; and only when its
-    tensors file still has the sha256 it was written with (a damaged artifact is recomputed, with a warning)."""
+    weights (digest), ranks, grouping, solver settings, fit mode (balance, fit, calibration size and data
+    hash: ``fit_key``) and the library's code version; and only when its tensors file still has the sha256
+    it was written with (a damaged artifact is recomputed, with a warning)."""
     try:
         meta = read_meta(path)
     except (FileNotFoundError, ValueError):
         return None
+    key = key if key is not None else fit_key("none", "weights", None)
     same = (meta.get("base_model", {}).get("layer_sha256") == digest and meta.get("ranks") == list(ranks)
-            and meta.get("grouping") == grouping and meta.get("solver") == solver and meta.get("code_version") == code)
+            and meta.get("grouping") == grouping and meta.get("solver") == solver and meta.get("code_version") == code
+            and meta.get("fit_key", fit_key("none", "weights", None)) == key)
     if not same:
         return None
     try:
