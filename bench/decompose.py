@@ -1,6 +1,7 @@
 """Benchmark: our shared-factor Tucker (tensorllm.tucker.tucker_decompose) against TensorLy's partial_tucker.
 
     python bench/decompose.py [--quick] [--json] [--device cpu|cuda] [--threads N] [--cases NAME ...] [--no-tensorly]
+                              [--tensorly-cache auto|refresh|off] [--tensorly-only]
 
 On CPU the default is ``--threads 1`` for every measured process (see main(): with 2+ OpenMP threads on a
 shared machine small ops spin and the ratios become noise); pass ``--threads 2`` to measure multi-threaded.
@@ -21,37 +22,48 @@ Each case runs at a "small" rank (~220-240x compression of the layer, as in the 
 
 Measured per case:
 
-* ours: ``tucker_decompose(x, ranks)`` with its defaults (n_iter_max=25, tol=1e-6), and with
-  ``tol=1e-4`` (TensorLy's tolerance) for a like-for-like stopping rule;
+* ours: ``tucker_decompose(x, ranks)`` with its defaults (tol=1e-4 tested from the third sweep, n_iter_max=25;
+  exact start, then warm-started subspace iteration on a big d_model: see tensorllm/tucker.py);
 * TensorLy: ``partial_tucker(x, rank=[R1, R2, R3], modes=[0, 1, 2])`` with ALL its defaults
   (init='svd', svd='truncated_svd', tol=1e-4, n_iter_max=100), backend 'pytorch';
-* every one of these three runs in a fresh process (same harness, warm-up call first, device
-  synchronised around the timer) with a timeout (``--timeout``; a run that hits it is reported as a
-  lower bound); 3 repeats (median) on the small tensors, 1 on the 7B shape and in --quick;
-* ``speedup`` = TensorLy seconds / ours seconds; both relative errors ||X - X_hat||_F / ||X||_F;
+* each in a fresh process (same harness, warm-up call first, device synchronised around the timer) with a
+  timeout (``--timeout``; a run that hits it is reported as a lower bound); 3 repeats (median) on the small
+  tensors, 1 on the 7B shape and in --quick;
+* TensorLy on the 7B shape takes minutes per row (2-4 min of one core, much longer on a loaded machine), so it
+  is measured once per (case, ranks, device, threads, versions) and kept in
+  ``bench/results/decompose-tensorly.json`` with the command, date and load average of the run that measured
+  it (``--tensorly-cache auto``, the default); ``--tensorly-cache refresh`` measures again, ``--tensorly-only``
+  measures TensorLy alone (nothing else) to fill the cache. Smaller cases are always measured live;
+* ``speedup`` = TensorLy seconds / ours seconds, ``speedup_cpu`` the same in process CPU seconds (steadier on
+  a shared machine, and the fair one when TensorLy comes from the cache); both relative errors
+  ||X - X_hat||_F / ||X||_F; ``ours_within_1e4``: ours <= TensorLy + 1e-4 (issue 10's accuracy condition);
 * the floor: one pass over the tensor (``pass``: the mode-4 Gram X_(4) X_(4)^T, a single GEMM that reads
   the tensor once) and the mode-1 Gram GEMM X_(1) X_(1)^T, and ours as a multiple of each;
 * a convergence trace of ours: ``tucker_decompose(x, ranks, n_iter_max=k, tol=0)`` for k = 0 (the start,
-  ``initial_factors``), 1, 2, 3, 5, 10, 15, 20, 25 sweeps (up to ``--trace-sweeps``): relative error, end-to-end
-  time, and the time of one sweep ((t_k - t_0) / k).
+  ``initial_factors``), 1, 2, 3, 5, 10, 15, 20, 25 sweeps (up to ``--trace-sweeps``; at most 5 on the 7B shape
+  at the small rank and 3 at the moderate one): relative error, end-to-end time, and the time of one sweep
+  ((t_k - t_0) / k).
 
-Results: ``bench/results/decompose.json`` (``decompose-quick.json`` with --quick).
+Results: ``bench/results/decompose.json`` (``decompose-quick.json`` with --quick; ``decompose-cuda.json`` on CUDA).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (base_parser, finish, library_versions, pick_device, print_table,  # noqa: E402
-                    run_isolated, setup_threads, sync, time_call)
+from common import (base_parser, command_line, finish, library_versions, pick_device,  # noqa: E402
+                    print_table, run_isolated, setup_threads, sync, time_call)
 
 SEED = 0
 SMOLLM2_LAYER = 15
+ERR_SLACK = 1e-4  # issue 10: ours' error may exceed TensorLy's by at most this
 
 # name -> (shape or None for the real layer, small ranks, moderate ranks)
 CASES = {
@@ -150,6 +162,43 @@ def ours_case(case: str, ranks: list, device: str, repeats: int = 1, tol: float 
             "n_iter": result.n_iter, "converged": result.converged}
 
 
+TENSORLY_CACHE = Path(__file__).resolve().parent / "results" / "decompose-tensorly.json"
+
+
+def tensorly_key(case: str, level: str, shape, ranks, device: str, threads: int, versions: dict) -> dict:
+    """What a cached TensorLy measurement must match to be reused (same tensor, ranks, device, threads, versions)."""
+    return {"case": case, "level": level, "shape": list(shape), "ranks": list(ranks), "device": device,
+            "threads": threads, "tensorly": versions.get("tensorly"), "torch": versions.get("torch"), "seed": SEED}
+
+
+def load_tensorly_cache() -> list[dict]:
+    if not TENSORLY_CACHE.is_file():
+        return []
+    return json.loads(TENSORLY_CACHE.read_text()).get("entries", [])
+
+
+def cached_tensorly(key: dict) -> dict | None:
+    for entry in load_tensorly_cache():
+        if entry["key"] == key and entry["measured"].get("status") == "ok":
+            return entry
+    return None
+
+
+def store_tensorly(key: dict, measured: dict) -> None:
+    """Add (or replace) one TensorLy measurement in the cache, with the command, date and load that produced it."""
+    entries = [e for e in load_tensorly_cache() if e["key"] != key]
+    entries.append({"key": key, "measured": measured, "command": command_line(),
+                    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_avg": list(os.getloadavg())})
+    payload = {"description": "TensorLy partial_tucker (all defaults) on the bench/decompose.py cases, measured once "
+                              "per key (about 2-10 min per 7B-shape row on one core) and reused by bench/decompose.py "
+                              "(--tensorly-cache); 'command' is the run that measured each entry.",
+               "entries": entries}
+    TENSORLY_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = TENSORLY_CACHE.with_name(TENSORLY_CACHE.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, TENSORLY_CACHE)
+
+
 def run_child(func: str, kwargs: dict, timeout: float) -> dict:
     """One method's measurement in a fresh process: {status, s, cpu_s, times_s, iters, err} or a timeout."""
     child = run_isolated(__file__, func, kwargs, timeout=timeout)
@@ -197,7 +246,7 @@ def floor_times(x, device: str, repeats: int, warmup: int = 1) -> dict:
     flat1 = x.reshape(x.shape[0], -1)
     pass_t = time_call(lambda: flat4.T @ flat4, device=device, repeats=repeats, warmup=warmup)
     gram1 = time_call(lambda: flat1 @ flat1.T, device=device, repeats=repeats, warmup=warmup)
-    return {"pass_s": pass_t.median, "gram1_s": gram1.median}
+    return {"pass_s": pass_t.median, "pass_cpu_s": pass_t.cpu_median, "gram1_s": gram1.median}
 
 
 def main() -> None:
@@ -212,6 +261,13 @@ def main() -> None:
     parser.add_argument("--trace-sweeps", type=int, default=None,
                         help="HOOI sweeps to trace per case (default 3 quick, 25 full; 3 on the 7B moderate case)")
     parser.add_argument("--layer", type=int, default=SMOLLM2_LAYER, help="SmolLM2 layer for the real case")
+    parser.add_argument("--tensorly-cache", choices=("auto", "refresh", "off"), default="auto",
+                        help="TensorLy on tensors >= 3e7 entries (the 7B shape, minutes per row): 'auto' reuses a "
+                             "measurement of the same key from bench/results/decompose-tensorly.json or measures and "
+                             "stores it; 'refresh' measures and stores; 'off' measures and does not store. Smaller "
+                             "cases are always measured live.")
+    parser.add_argument("--tensorly-only", action="store_true",
+                        help="measure TensorLy only (fills the cache; ours, the floor and the trace are skipped)")
     args = parser.parse_args()
 
     import torch
@@ -241,7 +297,8 @@ def main() -> None:
         shape = tuple(x.shape)
         big = x.numel() >= 3e7
         repeats = 1 if (quick or big) else 3
-        floor = floor_times(x, device, repeats=1 if quick else 3, warmup=0 if quick else 1)
+        floor = {} if args.tensorly_only else floor_times(x, device, repeats=1 if quick else 3,
+                                                           warmup=0 if quick else 1)
         for level in args.levels:
             if quick and (case, level) in QUICK_SKIP:
                 continue
@@ -254,18 +311,32 @@ def main() -> None:
                    "cr": layer_params(shape) / tucker_params(shape, ranks), **floor}
 
             common_kwargs = {"case": case, "ranks": list(ranks), "device": device, "layer": args.layer}
-            for prefix, func, extra in (("ours", "ours_case", {"repeats": repeats}),
-                                        ("ours_tol4", "ours_case", {"repeats": repeats, "tol": 1e-4}),
-                                        ("tl", "tensorly_case", {"repeats": repeats})):
+            methods = [("tl", "tensorly_case", {"repeats": repeats})]
+            if not args.tensorly_only:
+                methods.insert(0, ("ours", "ours_case", {"repeats": repeats}))
+            for prefix, func, extra in methods:
                 if prefix == "tl" and (args.no_tensorly or (quick and case in QUICK_NO_TENSORLY)):
                     row["tl_status"] = "skipped"
                     continue
-                measured = run_child(func, {**common_kwargs, **extra}, timeout)
+                key = tensorly_key(case, level, shape, ranks, device, torch.get_num_threads(), versions)
+                cached = cached_tensorly(key) if (prefix == "tl" and big and args.tensorly_cache == "auto") else None
+                if cached is not None:
+                    measured = cached["measured"]
+                    row.update({"tl_cached": True, "tl_measured_by": cached["command"], "tl_measured_at": cached["date"],
+                                "tl_measured_load_avg": cached["load_avg"]})
+                else:
+                    measured = run_child(func, {**common_kwargs, **extra}, timeout)
+                    if prefix == "tl" and big and args.tensorly_cache != "off" and measured["status"] == "ok":
+                        store_tensorly(key, measured)
                 row.update({f"{prefix}_{k}": v for k, v in measured.items()})
                 print(f"    {prefix:9s} " + (f"{measured['s']:.3f}s wall, {measured['cpu_s']:.3f}s CPU, "
                                             f"{measured['iters']} sweeps, err {measured['err']:.6f}"
-                                            if measured["status"] == "ok" else measured["status"]), flush=True)
-            for key, ours_key in (("speedup", "ours_s"), ("speedup_tol4", "ours_tol4_s")):
+                                            if measured["status"] == "ok" else measured["status"])
+                      + (f" (cached: measured {cached['date']})" if cached else ""), flush=True)
+            if args.tensorly_only:
+                rows.append(row)
+                continue
+            for key, ours_key in (("speedup", "ours_s"),):
                 if row.get("tl_s") and row.get(ours_key):
                     row[key] = row["tl_s"] / row[ours_key]
                 elif row.get("tl_s_lower_bound") and row.get(ours_key):
@@ -274,21 +345,19 @@ def main() -> None:
                 row["speedup_cpu"] = row["tl_cpu_s"] / row["ours_cpu_s"]  # steadier on a shared machine
             if row.get("tl_err") is not None and row.get("ours_err") is not None:
                 row["err_diff"] = row["ours_err"] - row["tl_err"]  # < 0: ours is more accurate
-                row["ours_not_worse"] = row["ours_err"] <= row["tl_err"] + 1e-6
-            if row.get("tl_err") is not None and row.get("ours_tol4_err") is not None:
-                row["ours_tol4_not_worse"] = row["ours_tol4_err"] <= row["tl_err"] + 1e-6
+                row["ours_within_1e4"] = row["ours_err"] <= row["tl_err"] + ERR_SLACK
             if not row.get("ours_s"):
                 rows.append(row)
                 continue
             row["ours_over_pass"] = row["ours_s"] / row["pass_s"]
             row["ours_over_gram1"] = row["ours_s"] / row["gram1_s"]
-            if row.get("ours_tol4_s"):
-                row["ours_tol4_over_pass"] = row["ours_tol4_s"] / row["pass_s"]
+            if device == "cpu" and row.get("pass_cpu_s"):
+                row["ours_cpu_over_pass_cpu"] = row["ours_cpu_s"] / row["pass_cpu_s"]
             rows.append(row)
 
             n_sweeps = trace_default
-            if case == "llama7b" and level == "moderate":
-                n_sweeps = min(n_sweeps, 3)
+            if case == "llama7b":
+                n_sweeps = min(n_sweeps, 3 if level == "moderate" else 5)
             if quick and big:
                 n_sweeps = 0
             if n_sweeps > 0:
@@ -296,13 +365,16 @@ def main() -> None:
                     trace_rows.append({"case": case, "level": level, "ranks": list(ranks), **t})
         del x
 
+    if args.tensorly_only:
+        print(f"TensorLy measurements stored in {TENSORLY_CACHE} (the main run reuses them)")
+        return
+
     def fmt_ranks(row):
         out = {**row, "shape_s": "x".join(map(str, row["shape"])), "ranks_s": "x".join(map(str, row["ranks"])),
                "tl": row.get("tl_s") or row.get("tl_status"), "ours_s": row.get("ours_s") or row.get("ours_status"),
-               "ours_tol4_s": row.get("ours_tol4_s") or row.get("ours_tol4_status")}
-        for key in ("speedup", "speedup_tol4"):
-            if row.get(key + "_lower_bound") and not row.get(key):
-                out[key] = f">={row[key + '_lower_bound']:.1f}x"
+               "tl_src": "cached" if row.get("tl_cached") else "live"}
+        if row.get("speedup_lower_bound") and not row.get("speedup"):
+            out["speedup"] = f">={row['speedup_lower_bound']:.1f}x"
         return out
 
     table = [fmt_ranks(r) for r in rows]
@@ -310,20 +382,18 @@ def main() -> None:
         ("case", "{}"), ("level", "{}"), ("shape_s", "{}", "shape"), ("ranks_s", "{}", "ranks"),
         ("cr", "{:.0f}x", "CR"),
         ("ours_s", "{:.3f}", "ours s"), ("ours_iters", "{}", "it"), ("ours_err", "{:.6f}", "ours err"),
-        ("ours_tol4_s", "{:.3f}", "ours@1e-4 s"), ("ours_tol4_iters", "{}", "it"),
-        ("ours_tol4_err", "{:.6f}", "ours@1e-4 err"),
         ("tl", "{:.2f}", "TensorLy s"), ("tl_iters", "{}", "it"), ("tl_err", "{:.6f}", "TensorLy err"),
+        ("tl_src", "{}", "TL"),
         ("ours_cpu_s", "{:.2f}", "ours CPU s"), ("tl_cpu_s", "{:.2f}", "TL CPU s"),
         ("speedup", "{:.1f}x", "speedup"), ("speedup_cpu", "{:.1f}x", "speedup (CPU s)"),
-        ("speedup_tol4", "{:.1f}x", "speedup@1e-4"),
         ("err_diff", "{:+.1e}", "err ours-TL"),
     ], title=f"Tucker decomposition: ours vs TensorLy partial_tucker (defaults), device={device}")
     print_table(table, [
         ("case", "{}"), ("level", "{}"), ("ranks_s", "{}", "ranks"),
         ("pass_s", "{:.4f}", "1 pass s (mode-4 Gram)"), ("gram1_s", "{:.3f}", "mode-1 Gram s"),
         ("ours_s", "{:.3f}", "ours s"), ("ours_over_pass", "{:.0f}x", "ours/pass"),
+        ("ours_cpu_over_pass_cpu", "{:.0f}x", "ours/pass (CPU s)"),
         ("ours_over_gram1", "{:.2f}x", "ours/mode-1 Gram"),
-        ("ours_tol4_s", "{:.3f}", "ours@1e-4 s"), ("ours_tol4_over_pass", "{:.0f}x", "ours@1e-4/pass"),
     ], title="Floor: ours as a multiple of one pass over the tensor")
     if trace_rows:
         print_table(trace_rows, [
@@ -332,27 +402,34 @@ def main() -> None:
             ("per_sweep_s", "{:.3f}", "s per sweep"),
         ], title="Ours: error and time vs HOOI sweeps (tucker_decompose(n_iter_max=k, tol=0); 0 = the start)")
 
-    def goal(key, ok_key):
+    def goal(factor: float):
+        # on CPU the ratio in CPU seconds decides: TensorLy's 7B rows may come from the cache, measured under
+        # another load, and on a shared machine wall time measures the neighbours as much as the work
+        key = "speedup_cpu" if device == "cpu" else "speedup"
         cases7b = [r for r in rows if r["case"] == "llama7b" and r.get("tl_status") == "ok"]
         if not cases7b:
             return None
-        return all((r.get(key) or 0) >= 20 and r.get(ok_key) for r in cases7b)
+        return all((r.get(key) or 0) >= factor and r.get("ours_within_1e4") for r in cases7b)
 
     summary = {
-        "goal_7b_20x_at_equal_or_lower_error": goal("speedup", "ours_not_worse"),
-        "goal_7b_20x_at_equal_or_lower_error_tol4": goal("speedup_tol4", "ours_tol4_not_worse"),
+        "goal_7b_20x_within_1e-4_of_tensorly": goal(20),
+        "goal_7b_50x_within_1e-4_of_tensorly": goal(50),
         "min_speedup": min((r["speedup"] for r in rows if r.get("speedup")), default=None),
-        "min_speedup_tol4": min((r["speedup_tol4"] for r in rows if r.get("speedup_tol4")), default=None),
+        "min_speedup_cpu": min((r["speedup_cpu"] for r in rows if r.get("speedup_cpu")), default=None),
     }
     print(f"\nsummary: {summary}")
-    finish("decompose", rows, args, device=device,
+    # a CUDA run (bench/gpu.sh) writes decompose-cuda.json and leaves the CPU results in place
+    finish("decompose" if device == "cpu" else f"decompose-{device}", rows, args, device=device,
            extra={"versions": versions, "convergence": trace_rows, "summary": summary,
                   "definitions": {
                       "speedup": "TensorLy partial_tucker seconds (defaults) / tucker_decompose seconds (defaults)",
-                      "speedup_tol4": "TensorLy seconds / tucker_decompose(tol=1e-4) seconds",
                       "speedup_cpu": "the same ratio in process CPU seconds (all threads), CPU runs only",
                       "err": "||X - X_hat||_F / ||X||_F, computed explicitly in float64",
-                      "pass_s": "X_(4) X_(4)^T (one GEMM reading the tensor once)",
+                      "pass_s": "X_(4) X_(4)^T (one GEMM reading the tensor once): the one-Gram-pass floor",
+                      "ours_over_pass": "ours seconds / pass_s (ours_cpu_over_pass_cpu: the same in CPU seconds)",
+                      "ours_within_1e4": "ours_err <= tl_err + 1e-4 (issue 10's accuracy condition)",
+                      "tl_cached": "TensorLy's numbers come from bench/results/decompose-tensorly.json "
+                                   "(tl_measured_by: the command that measured them)",
                       "gram1_s": "X_(1) X_(1)^T",
                       "cr": "tensor entries / (core + factor entries)",
                       "times": "median of repeats; 1 repeat for tensors >= 3e7 entries and in --quick",
