@@ -34,7 +34,8 @@ from .models import resolve_model
 from .provenance import library_code_version
 from .tensorise import (DEFAULT_GROUPING, Grouping, check_grouping, slice_labels, tensor_shape, tensorise,
                         written_rel_error)
-from .tucker import DECOMPOSED_MODES, RankSpec, mode_dot, resolve_ranks, tucker_sweep
+from .tucker import (DECOMPOSED_MODES, DEFAULT_N_ITER_MAX, DEFAULT_TOL, RankSpec, mode_dot, resolve_ranks,
+                     solver_settings, tucker_sweep)
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,8 @@ def decompose_layer(
     grouping: Grouping = DEFAULT_GROUPING,
     out_root: str | Path = "runs/artifacts",
     device: str = "cpu",
-    n_iter_max: int = 25,
-    tol: float = 1e-6,
+    n_iter_max: int = DEFAULT_N_ITER_MAX,
+    tol: float = DEFAULT_TOL,
     balance: str = "none",
     fit: str = "weights",
     calibration: Calibration | None = None,
@@ -137,7 +138,7 @@ def decompose_layer(
     dims = tensor_shape(shape, grouping)
     resolved = [resolve_ranks(r, dims) for r in rank_list]
     digest = ckpt.layer_digest(layer)
-    solver = {"method": "hooi", "init": "hosvd", "tol": tol, "n_iter_max": n_iter_max}
+    solver = solver_settings(tol, n_iter_max)  # every setting that changes the factors is part of the reuse key
     code = library_code_version()
     calib = calibration_set(calibration) if fit == "activations" else None
     key = fit_key(balance, fit, calib.describe() if calib is not None else None)
