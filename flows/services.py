@@ -65,26 +65,52 @@ def wait_healthy(api_url: str, timeout: float, process: subprocess.Popen | None 
 def prefect_server(home: Path, timeout: float = 180, log_file: Path | None = None) -> Iterator[str]:
     """Run ``prefect server start`` for the duration of the block; yields its API URL."""
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home.resolve()), **{k: os.environ.get(k, v) for k, v in QUIET_DEFAULTS.items()}}
     env.pop("PREFECT_API_URL", None)
     out = open(log_file or home / "server.log", "ab")
-    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    api_url = f"http://127.0.0.1:{port}/api"
-    try:
+    # Two servers starting at once on one new database both run its migrations, and one dies in alembic
+    # ("Online migration expected to match one row"): measured with two sweeps started together. So a
+    # server starts under a file lock in its home, released once it is healthy (its migrations are done).
+    with _exclusive(home / "server-start.lock"):
+        port = free_port()  # under the lock too: two servers never pick the same free port
+        api_url = f"http://127.0.0.1:{port}/api"
+        cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.info("Starting a local Prefect server (pid %d) at %s", process.pid, api_url)
-        wait_healthy(api_url, timeout, process)
+        try:
+            wait_healthy(api_url, timeout, process)
+        except BaseException:
+            _stop(process)
+            out.close()
+            raise
+    try:
         yield api_url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        _stop(process)
         out.close()
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` for the block (across processes; released if we die)."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def drain_prefect_clients(timeout: float = 15) -> None:

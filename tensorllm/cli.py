@@ -492,6 +492,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"tensorllm {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except (ConnectionError, TimeoutError) as exc:  # a service went away mid-run: not bad input, but still one line
+        if args.debug:
+            raise
+        print(f"tensorllm {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 1
 
 
 def one_line(exc: BaseException) -> str:

@@ -2,7 +2,7 @@
 same as an undisturbed sweep's (every variant's error and validation metrics, and the decision).
 
 Real processes: two CLI sweeps with the same parameters in two folders; in the second, the first worker
-seen running a decomposition or an evaluation task (process title ``ray::<task>``) is SIGKILLed.
+seen running a decomposition or an evaluation task (process title ``ray::<task>``, polled every 0.5 s) is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import os
 import signal
 import subprocess
 
+import psutil
 import pytest
-from cli_sweep import START_TIMEOUT, cli_env, ledger, start, sweep_command, wait_for
+from cli_sweep import START_TIMEOUT, cli_env, start, sweep_command, wait_for
+
+from flows.service_ledger import OwnedProcess
 
 pytestmark = pytest.mark.integration
 
@@ -21,9 +24,19 @@ pytestmark = pytest.mark.integration
 COMPARED = ("rel_error", "val_top1_accuracy", "val_loss", "compression_ratio", "whole_model_attention_cr")
 
 
-def busy_worker(workdir, pid):
-    return next((p for p in ledger(workdir, pid)
-                 if p.command.startswith(("ray::decompose-layer", "ray::evaluate")) and p.alive()), None)
+def busy_worker(pid: int) -> OwnedProcess | None:
+    """A Ray worker below the sweep that is running a task now (Ray retitles an idle worker per task)."""
+    try:
+        below = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return None
+    for process in below:
+        try:
+            if " ".join(process.cmdline()).startswith(("ray::decompose-layer", "ray::evaluate")):
+                return OwnedProcess.of(process)
+        except psutil.Error:
+            continue
+    return None
 
 
 def results(summary: dict) -> dict:
@@ -40,7 +53,7 @@ def test_a_killed_ray_worker_is_retried_with_identical_results(tiny_llm, tmp_pat
     workdir.mkdir()
     sweep = start(workdir, tiny_llm, "--json")
     try:
-        worker = wait_for(lambda: busy_worker(workdir, sweep.pid), START_TIMEOUT, "a busy Ray worker", sweep)
+        worker = wait_for(lambda: busy_worker(sweep.pid), START_TIMEOUT, "a busy Ray worker", sweep)
         os.kill(worker.pid, signal.SIGKILL)
         out, err = sweep.communicate(timeout=1200)
     finally:
