@@ -133,7 +133,7 @@ def run_sweep(config: SweepConfig) -> dict:
         return evaluate_task.submit(
             model=config.model, artifacts=v.artifacts, dataset=dataset, split=split,
             limit=config.val_limit if split == "val" else config.test_limit, first_changed_layer=v.first_layer,
-            generate=config.generate_for(split), batch_size=config.batch_size, out_root=str(evals_dir),
+            generate=extra.pop("generate", config.generate_for(split)), batch_size=config.batch_size, out_root=str(evals_dir),
             model_identity=identity, code_version=version, data_digest=data_digests[dataset], variant=v.name,
             **extra)
 
@@ -185,6 +185,23 @@ def run_sweep(config: SweepConfig) -> dict:
 
     current = comparable_champion(champion_task(uri, name), settings, metric)
     decision = decide_against(current)
+    # ---- the generation guard: validation generation of the variant the rule picks, until one passes ----
+    if config.generate and not config.generate_for("val"):  # (selecting on accuracy: every variant has it)
+        by_version, base_generation = {v.version: v for v in everything}, None
+        with remote_options(num_cpus=1, num_gpus=gpus):
+            while decision.promote and candidates[decision.version].guard_val is None:
+                if base_generation is None:  # its pass stores the drafts the variants check (tensorllm.evaluation.drafts)
+                    base_generation = {d: evaluate(baseline, d, "val", generate=True, fill_layers=layers).result()
+                                       for d in config.datasets}
+                    update_metrics_task(uri, name, baseline.version, flat_metrics(base_generation, "val_generation"))
+                v = by_version[decision.version]
+                generation = {d: evaluate(v, d, "val", generate=True).result() for d in config.datasets}
+                v.guard_val = candidates[v.version].guard_val = paired_pooled_task(
+                    _examples(base_generation), _examples(generation), "correct", f"{v.name}-generation")
+                update_metrics_task(uri, name, v.version, {**flat_metrics(generation, "val_generation"),
+                                                           **{f"guard.{k}": x for k, x in v.guard_val.items()
+                                                              if isinstance(x, (int, float)) and not isinstance(x, bool)}})
+                decision = decide_against(current)
     best_composed = shortlist([candidates[v.version] for v in composed], config.objective, metric, config.margin, 1,
                               alpha=config.alpha)
     chosen = {c.version for c in shortlist(list(candidates.values()), config.objective, metric, config.margin,

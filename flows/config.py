@@ -70,10 +70,10 @@ class SweepConfig(BaseModel):
                                    "alone (paper Case 1) and combined with every MHA variant (Case 3)")
     val_limit: int | None = Field(1000, ge=1, description="first N items of the validation split (20%); None: all")
     test_limit: int | None = Field(400, ge=1, description="first N items of the test split (80%); None: all")
-    generate: bool = Field(True, description="the paper's greedy-generation accuracy of generative datasets: on "
-                                             "validation for the generation guard of the promotion (fast: variants "
-                                             "check the base's continuations, tensorllm.evaluation.drafts) and on the "
-                                             "test split for the report")
+    generate: bool = Field(True, description="the paper's greedy-generation accuracy of generative datasets: on the "
+                                             "test split for the report, and on validation for the variants the "
+                                             "promotion rule picks (the generation guard; fast: variants check the "
+                                             "base's continuations, tensorllm.evaluation.drafts)")
     selection_metric: SelectionMetric = Field(
         "top1_accuracy", description="on validation: top1_accuracy (teacher-forced first answer token: fast with the "
                                      "layer cache, so the validation set can be large), accuracy (the paper's; greedy "
@@ -180,10 +180,11 @@ class SweepConfig(BaseModel):
         return self.registered_model or default_registered_name(self.model)
 
     def generate_for(self, split: str) -> bool:
-        """Greedy generation (the paper's accuracy on generative sets) where it is needed: on the test split
-        when ``generate`` is on (the report); on validation when ``generate`` is on (the generation guard of
-        the promotion, issue 14) or selection uses ``accuracy``."""
-        return self.generate if split == "test" else (self.generate or self.selection_metric == "accuracy")
+        """Greedy generation (the paper's accuracy on generative sets) for *every* variant where it is needed: on
+        the test split when ``generate`` is on (the report), on validation when selection uses ``accuracy``.
+        (With ``generate`` on, the flow's generation guard also evaluates, on validation, the variants the
+        promotion rule picks, one at a time: flows.compress_sweep.)"""
+        return self.generate if split == "test" else self.selection_metric == "accuracy"
 
     def resolve_layers(self, n_layers: int) -> list[int]:
         """The layer indices of the sweep for a model with ``n_layers`` layers."""

@@ -40,7 +40,9 @@ def evaluate_task(model: str, artifacts: list[str], dataset: str, split: str, li
     ``code_version`` and ``data_digest`` (the dataset files' sha256) are inputs only for the cache key.
     """
     folder = resolve_model(model)
-    out_dir = Path(out_root) / model_slug(model) / variant_label(artifacts) / f"{dataset}-{split}-limit{limit}"
+    # validation with and without generation are two evaluations (the generation guard adds the former)
+    suffix = "-generate" if generate and split == "val" else ""
+    out_dir = Path(out_root) / model_slug(model) / variant_label(artifacts) / f"{dataset}-{split}-limit{limit}{suffix}"
     out_dir.mkdir(parents=True, exist_ok=True)
     examples = out_dir / "examples.jsonl"
     config = EvalConfig(dataset=dataset, split=split, limit=limit, batch_size=batch_size, generate=generate,

@@ -125,7 +125,7 @@ def test_generation_guard_and_transfer_are_recorded(first_run):
     if not summary["decision"]["promote"]:
         assert transfer["skipped"] == "nothing was promoted"
         return
-    assert "generation guard" in summary["decision"]["sentence"]
+    assert "generation guard passed" in summary["decision"]["sentence"]  # the pick was checked on validation
     assert transfer["version"] == summary["decision"]["version"] and transfer["n"] >= 1
     assert "correct" in transfer["paired"]  # generation accuracy, paired with the base on the same items
     version = MlflowClient(params["mlflow_tracking_uri"]).get_model_version(REGISTERED, str(transfer["version"]))
