@@ -145,7 +145,7 @@ def test_norms_and_rotary_are_untouched(name, folders, tmp_path):
 def test_rank_specs_with_the_same_integers_are_decomposed_once(folders, tmp_path):
     # phi3 (4 heads, 2 KV heads): kv tensor (32, 8, 2g+2 = 6, 2); 0.5 of 32 is 16, of 8 is 4, of 6 slices is 3
     records = decompose_layer(str(folders["phi3"]), layer=LAYER, rank_list=[(16, 4, 3), (0.5, 0.5, 0.5), (8, 4, 2)],
-                              out_root=tmp_path, n_iter_max=2)
+                              grouping="kv", out_root=tmp_path, n_iter_max=2)
     assert [r.ranks for r in records] == [[16, 4, 3], [16, 4, 3], [8, 4, 2]]
     assert records[0] is records[1]  # one decomposition, one record, both positions
     assert [r.reused for r in records] == [False, False, False]
@@ -173,6 +173,6 @@ def test_cli_layout_override(folders, capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.startswith("tensorllm inspect: error: Unsupported architecture 'falcon': layout 'gpt_neox' does not match")
     assert main(["decompose", str(folders["falcon"]), "--layer", "1", "--ranks", "16,4,4", "--layout", "falcon",
-                 "--out", str(tmp_path), "--json"]) == 0
+                 "--grouping", "kv", "--out", str(tmp_path), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert payload["ranks"] == [16, 4, 4]  # falcon MQA, kv grouping: tensor (32, 8, 10, 1)
