@@ -76,6 +76,9 @@ def compress_sweep(
     ranks: list[tuple[float, float, float]] = DEFAULT_RANKS,  # noqa: B006
     grouping: Grouping = DEFAULT_GROUPING,
     layout: LayoutName | None = None,
+    balance: Literal["none", "norms"] = "norms",
+    fit: Literal["weights", "activations"] = "weights",
+    calibration_prompts: int = 128,
     laser: list[LaserSpec] = [],  # noqa: B006
     val_limit: int | None = 1000,
     test_limit: int | None = 400,
@@ -142,7 +145,8 @@ def run_sweep(config: SweepConfig) -> dict:
         # the baseline's full pass also caches the inputs of every sweep layer for the variants
         baseline_val = {d: evaluate(baseline, d, "val", fill_layers=layers) for d in config.datasets}
         decompositions = {layer: decompose_layer_task.submit(config.model, layer, rank_specs, config.grouping,
-                                                             str(artifacts_dir), identity, version, layout=config.layout)
+                                                             str(artifacts_dir), identity, version, layout=config.layout,
+                                                             **config.fit_options(data_digests))
                           for layer in layers}
         lasers = {(layer, spec.matrix, spec.rho): laser_task.submit(config.model, layer, spec.matrix, spec.rho,
                                                                     str(artifacts_dir), identity, version)

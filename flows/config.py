@@ -66,6 +66,15 @@ class SweepConfig(BaseModel):
                                                              "replicate or weighted (README: GQA grouping)")
     layout: LayoutName | None = Field(None, description="attention layout; None: detected from the model's own "
                                                         "modules (README: Architectures)")
+    balance: Literal["none", "norms"] = Field(
+        "norms", description="function-preserving per-head rescaling of Q/K and V/O before the fit: none (the "
+                             "paper) or norms (the default: the study in README: Beyond the paper)")
+    fit: Literal["weights", "activations"] = Field(
+        "weights", description="what the Tucker fit minimises: the weights' error (the paper) or the layer's output "
+                               "error on calibration prompts from the validation split of `datasets` (README: Beyond "
+                               "the paper)")
+    calibration_prompts: int = Field(128, ge=1, description="fit=activations: number of validation prompts whose "
+                                                            "layer inputs give the covariance")
     laser: list[LaserSpec] = Field(default_factory=list, description="LASER interventions on an FFN matrix, each "
                                    "alone (paper Case 1) and combined with every MHA variant (Case 3)")
     val_limit: int | None = Field(1000, ge=1, description="first N items of the validation split (20%); None: all")
@@ -118,7 +127,6 @@ class SweepConfig(BaseModel):
                               description="a batch: several models (names, folders or hub ids) compressed in one run "
                                           "as one DAG on one Ray cluster, each under its own derived registered name "
                                           "with its own champion; replaces `model` when given; [] for `model` alone")
-
 
     @field_validator("layers")
     @classmethod
@@ -200,6 +208,14 @@ class SweepConfig(BaseModel):
         if not 1 <= n <= n_layers:
             raise ValueError(f"'last {n}' needs 1 <= N <= {n_layers} (the model's layer count)")
         return list(range(n_layers - n, n_layers))
+
+    def fit_options(self, data_digests: dict[str, str]) -> dict:
+        """The decompose task's fit keywords; the calibration data's digests are there only to key the task's cache."""
+        calibration = None
+        if self.fit == "activations":
+            calibration = {"datasets": list(self.datasets), "n_prompts": self.calibration_prompts,
+                           "data_digests": {d: data_digests[d] for d in self.datasets}}
+        return {"balance": self.balance, "fit": self.fit, "calibration": calibration}
 
     def rank_specs(self) -> list[tuple[int | float, ...]]:
         """Ranks as the library expects them: whole numbers as int, fractions as float."""

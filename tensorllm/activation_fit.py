@@ -66,7 +66,11 @@ def check_fit(fit: str) -> str:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Which prompts calibrate the activation-aware fit: ``n_prompts`` from the validation split of ``datasets``."""
+    """Which prompts calibrate the activation-aware fit: ``n_prompts`` from the validation split of ``datasets``.
+
+    ``seed`` is the split seed (as ``EvalConfig.seed``, which fixes which items are ``val``): keep it equal to
+    the evaluation's, or calibration items could be the evaluation's test items.
+    """
 
     datasets: tuple[str, ...] = ("qa_wikidata",)
     n_prompts: int = DEFAULT_PROMPTS

@@ -272,3 +272,15 @@ def test_balanced_low_rank_artifact_runs_factorised_like_dense(unbalanced_folder
         dense = logits(model)
     install_factorised(model, artifact)
     assert float((logits(model) - dense).abs().max()) <= LOGITS_TOL  # same weights, other summation order
+
+
+def test_sweep_defaults_to_the_studys_best_mode_and_passes_it_to_the_decompose_task():
+    """README, Beyond the paper: balanced, weight-space fit is the sweep's default (bench/fit_quality.py)."""
+    from flows.config import SweepConfig
+
+    config = SweepConfig()
+    assert (config.balance, config.fit) == ("norms", "weights")
+    assert config.fit_options({"qa_wikidata": "d"}) == {"balance": "norms", "fit": "weights", "calibration": None}
+    aware = SweepConfig(fit="activations", balance="none", calibration_prompts=64)
+    assert aware.fit_options({"qa_wikidata": "d"})["calibration"] == {
+        "datasets": ["qa_wikidata"], "n_prompts": 64, "data_digests": {"qa_wikidata": "d"}}
