@@ -58,7 +58,7 @@ def cmd_inspect(args) -> int:
     print(f"  head dim, d_model {shape.d_head}, {shape.d_model}")
     print(f"  MHA params/layer  {shape.n_params:,}")
     for g in GROUPINGS:
-        print(f"  tensor ({g + ')':10s}{tuple(info[f'tensor_shape_{g}'])}")
+        print(f"  tensor ({g + ')':11s}{tuple(info[f'tensor_shape_{g}'])}")
     if args.json:
         emit_json(info)
     return 0
