@@ -116,7 +116,8 @@ def layer_payload_bytes(folder: Path, layer: int) -> int:
 
 def git_state() -> dict:
     def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=False).stdout.strip()
 
     return {"head": git("rev-parse", "--short", "HEAD"), "tucker_commit": git("log", "-1", "--format=%h %s", "--",
                                                                               "tensorllm/tucker.py")[:100],

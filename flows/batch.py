@@ -37,7 +37,8 @@ def run_batch(config: SweepConfig) -> dict:
         if config.evaluate == "none":
             summaries[c.model] = register_decomposed(c, layers, records)
         else:
-            from .compress_sweep import ray_runner, run_sweep  # lazy: compress_sweep imports this module's caller
+            # lazy: flows.compress_sweep imports this module inside its flow
+            from .compress_sweep import ray_runner, run_sweep
 
             summaries[c.model] = run_sweep.with_options(task_runner=ray_runner(c.ray_address))(c)
     if not config.models:

@@ -175,14 +175,13 @@ class LocalRayCluster:
                    "--dashboard-port", str(dashboard), "--ray-client-server-port", str(free_port()), *common]
         else:
             cmd = [ray, "start", "--address", self.address, *common]
-        out = open(self.folder / f"{name}-start.log", "ab")
         start = time.perf_counter()
-        # a new session per node: its SID is this Popen's pid, shared by every process the node starts
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, env=os.environ.copy())
-        self.started.append(RayNode(name, process.pid, temp_dir, self.cpus_per_node))
-        code = process.wait(timeout=180)
-        out.close()
+        with open(self.folder / f"{name}-start.log", "ab") as out:
+            # a new session per node: its SID is this Popen's pid, shared by every process the node starts
+            process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True, env=os.environ.copy())
+            self.started.append(RayNode(name, process.pid, temp_dir, self.cpus_per_node))
+            code = process.wait(timeout=180)
         if code != 0:
             tail = (self.folder / f"{name}-start.log").read_text()[-1500:]
             raise RuntimeError(f"`ray start` of {name} exited with {code}; its log ends:\n{tail}")
