@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,6 +153,7 @@ class LocalRayCluster:
             except RuntimeError as exc:
                 node = self.started.pop()
                 stop_session(node.sid)
+                shutil.rmtree(node.temp_dir, ignore_errors=True)
                 if attempt == attempts:
                     raise
                 log.warning("Ray node_%d did not start (attempt %d of %d), retrying: %s", index, attempt, attempts,
@@ -195,6 +197,7 @@ class LocalRayCluster:
         self._disconnect()
         for node in reversed(self.started):  # worker nodes first, the head last
             killed = stop_session(node.sid)
+            shutil.rmtree(node.temp_dir, ignore_errors=True)  # sockets, session logs: nothing outlives the node
             log.info("Ray %s stopped%s", node.name, f" ({killed} needed SIGKILL)" if killed else "")
         for key, value in self._env_before.items():
             if value is None:
