@@ -23,7 +23,6 @@ import re
 import socket
 import typing
 from pathlib import Path
-from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
@@ -57,7 +56,7 @@ def validate_sweep(params: dict) -> SweepConfig:
             folder = check_model(one.model)
         except SweepInputError as exc:
             raise SweepInputError(str(exc).replace("model:", "models:", 1) if config.models else str(exc)) from None
-        model_config, layout = check_architecture(folder)
+        model_config, layout = check_architecture(folder, one.layout)
         check_layers(one, layout.n_layers(model_config))
         check_ranks(one, layout.shape(model_config))
         check_laser(one, layout)
@@ -184,20 +183,17 @@ def check_model(model: str) -> Path:
         raise SweepInputError(f"model: {exc}") from None
 
 
-def check_architecture(folder: Path):
-    """The model's transformers config and its layout; an unsupported ``model_type`` keeps the layouts' message."""
+def check_architecture(folder: Path, layout: str | None = None):
+    """The model's transformers config and its layout, detected from the checkpoint's tensors (names and
+    shapes from the safetensors headers; ``model_type`` is only a hint) or the ``layout`` named."""
     from tensorllm.checkpoint import Checkpoint
-    from tensorllm.layouts import SUPPORTED_MODEL_TYPES, layout_for
+    from tensorllm.layouts import SUPPORTED_MODEL_TYPES
 
     path = folder / "config.json"
     try:
-        model_type = json.loads(path.read_text()).get("model_type")
+        json.loads(path.read_text()).get("model_type")
     except (ValueError, AttributeError, OSError) as exc:
         raise SweepInputError(f"model: {path} is not a JSON object ({exc}); allowed: a Hugging Face config.json") from None
-    try:  # before transformers reads it: an architecture without a layout gets the layouts' own message
-        layout_for(SimpleNamespace(model_type=model_type))
-    except ValueError as exc:
-        raise SweepInputError(f"model: {exc}") from None
 
     from transformers import AutoConfig
 
@@ -205,14 +201,13 @@ def check_architecture(folder: Path):
         model_config = AutoConfig.from_pretrained(folder)
     except (ValueError, KeyError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SweepInputError(f"model: cannot read {folder / 'config.json'} ({first}); allowed model types: "
+        raise SweepInputError(f"model: cannot read {folder / 'config.json'} ({first}); allowed: a model type that this "
+                              f"transformers knows whose attention matches a known layout, e.g. "
                               f"{', '.join(SUPPORTED_MODEL_TYPES)}") from None
     try:
-        layout = layout_for(model_config)
-        Checkpoint(folder)  # safetensors present (reads the headers only)
+        return model_config, Checkpoint(folder, layout=layout).layout
     except (ValueError, FileNotFoundError) as exc:
         raise SweepInputError(f"model: {exc}") from None
-    return model_config, layout
 
 
 def check_layers(config: SweepConfig, n_layers: int) -> list[int]:

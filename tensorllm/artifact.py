@@ -42,7 +42,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .checkpoint import tensors_digest
-from .layouts import AttentionShape, layout_for
+from .layouts import AttentionShape, layer_count, layout_for
 from .tensorise import untensorise
 from .tucker import DECOMPOSED_MODES, mode_dot
 
@@ -255,7 +255,7 @@ def check_architecture(artifact: Artifact, config, shape: AttentionShape) -> Non
         )
     if artifact.kind == "tucker_mha" and AttentionShape(**artifact.meta["attention_shape"]) != shape:
         raise ValueError(f"artifact {artifact.path} has attention shape {artifact.meta['attention_shape']}; model has {shape}")
-    n_layers = config.num_hidden_layers
+    n_layers = layer_count(config)  # under every family's name for it (a multimodal wrapper's text config too)
     if not 0 <= artifact.layer < n_layers:
         raise ValueError(f"artifact {artifact.path} edits layer {artifact.layer}; the model has layers 0..{n_layers - 1}")
 

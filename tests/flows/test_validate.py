@@ -28,12 +28,25 @@ def tiny(tmp_path_factory):
     return save_tiny_with_tokenizer("llama_gqa", tmp_path_factory.mktemp("validate") / "llama_gqa")[0]
 
 
-def model_folder(tmp_path, config: dict | None):
-    """A folder with ``config.json`` = ``config`` (none when None): the bad-model cases."""
+#: a state-space model's tensors: no attention projection in its layers (shapes for d_model 16)
+MAMBA_TENSORS = {"backbone.embeddings.weight": (32, 16), "backbone.layers.0.mixer.in_proj.weight": (64, 16),
+                 "backbone.layers.0.mixer.out_proj.weight": (16, 32)}
+#: a Llama config (heads and width known), for weights that are not a Llama's
+LLAMA_CONFIG = {"model_type": "llama", "hidden_size": 16, "num_attention_heads": 2, "num_hidden_layers": 1,
+                "intermediate_size": 32, "vocab_size": 32}
+
+
+def model_folder(tmp_path, config: dict | None, tensors: dict | None = None):
+    """A folder with ``config.json`` = ``config`` (none when None) and zero tensors of the given shapes."""
     folder = tmp_path / "model"
     folder.mkdir()
     if config is not None:
         (folder / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    if tensors is not None:
+        from safetensors.torch import save_file
+        import torch
+
+        save_file({name: torch.zeros(shape) for name, shape in tensors.items()}, str(folder / "model.safetensors"))
     return str(folder)
 
 
@@ -48,8 +61,8 @@ BAD = [
     ("first 3", {"layers": "first 3"}, "layers: must be a list of integers, 'last N' or 'all'; got 'first 3'"),
     ("ranks 0", {"ranks": [(0, 0, 0)]}, "ranks: must be positive integers or fractions in (0, 1]; got (0.0, 0.0, 0.0)"),
     ("R2 > d_head", {"ranks": [(4, 2, 1), (4, 9, 1)]},
-     "ranks[1] (4, 9, 1): R2 (d_head)=9 is out of range: allowed 1..8 (the dimension's size) (tensor (48, 8, 8, 2) "
-     "with grouping 'kv')"),
+     "ranks[1] (4, 9, 1): R2 (d_head)=9 is out of range: allowed 1..8 (the dimension's size) (tensor (48, 8, 4, 6) "
+     "with grouping 'replicate')"),
     ("R3 > slices, replicate", {"ranks": [(4, 2, 5)], "grouping": "replicate"},
      "ranks[0] (4, 2, 5): R3 (slices)=5 is out of range: allowed 1..4"),
     ("fraction > 1", {"ranks": [(1.5, 0.5, 0.5)]}, "ranks[0] (1.5, 0.5, 0.5): R1 (d_model) as a fraction must be in (0, 1]"),
@@ -72,10 +85,16 @@ BAD = [
     ("missing model path", {"model": "/no/such/model"}, "model: model folder /no/such/model does not exist; allowed: "
                                                         "smollm2-135m, a local Hugging Face folder"),
     ("no config.json", {"model": "{tmp}/model", "config": None}, "model: folder {tmp}/model has no config.json"),
-    ("model_type mamba", {"model": "{tmp}/model", "config": {"model_type": "mamba"}},
-     "model: Unsupported architecture 'mamba'. Supported model types: llama"),
+    ("no weights", {"model": "{tmp}/model", "config": {"model_type": "llama"}},
+     "model: {tmp}/model has neither model.safetensors nor model.safetensors.index.json (found: ['config.json'])"),
+    ("model_type mamba", {"model": "{tmp}/model", "config": {"model_type": "mamba"}, "tensors": MAMBA_TENSORS},
+     "model: config MambaConfig has no head count or model width: looked for num_attention_heads"),
+    ("attention of no known layout", {"model": "{tmp}/model", "config": LLAMA_CONFIG, "tensors": MAMBA_TENSORS},
+     "model: Unsupported architecture 'llama': no known layout matches the attention of its first layer. Found: "
+     "backbone.layers.0.mixer.in_proj.weight [64, 16], backbone.layers.0.mixer.out_proj.weight [16, 32]. Head counts "
+     "from the config: 2 heads, 2 KV heads, head dim 8, d_model 16. Known layouts: llama (layers.0.self_attn.q_proj"),
     ("model_type unknown", {"model": "{tmp}/model", "config": {"model_type": "nonsense"}},
-     "model: Unsupported architecture 'nonsense'. Supported model types: llama"),
+     "model: cannot read {tmp}/model/config.json (The checkpoint you are trying to load has model type `nonsense`"),
     ("config.json not JSON", {"model": "{tmp}/model", "config": "not json"},
      "model: {tmp}/model/config.json is not a JSON object ("),
     ("data folder missing", {"data_dir": "{tmp}"}, "datasets: the data folder of 'fever' does not exist ({tmp}/"),
@@ -97,7 +116,7 @@ def bad_params(tiny, tmp_path, monkeypatch, overrides: dict) -> dict:
     """GOOD on the tiny model with ``overrides``; ``config`` makes a model folder, ``data_dir`` moves the data."""
     overrides = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v for k, v in overrides.items()}
     if "config" in overrides:
-        model_folder(tmp_path, overrides.pop("config"))
+        model_folder(tmp_path, overrides.pop("config"), overrides.pop("tensors", None))
     if "data_dir" in overrides:
         monkeypatch.setenv("TENSORLLM_DATA_DIR", overrides.pop("data_dir"))
     (tmp_path / "file").write_text("not a folder")
