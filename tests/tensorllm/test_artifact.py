@@ -33,6 +33,7 @@ from tensorllm.artifact import (
 from tensorllm.checkpoint import Checkpoint
 from tensorllm.decompose import decompose_layer, laser_layer
 from tensorllm.models import load_model
+from tensorllm.tucker import solver_settings
 from tiny_models import build_tiny, sample_input_ids, save_tiny_with_tokenizer, single_thread, tiny_tokenizer
 
 ARCHS = ["llama", "llama_gqa", "gpt2", "gpt_neox", "opt"]
@@ -167,7 +168,7 @@ def test_mha_and_laser_together_restore(folders, models, out_root):
 # ---- metadata -------------------------------------------------------------------------------------------
 def test_artifact_json_has_the_required_keys(folders, out_root):
     folder = folders["llama_gqa"]
-    record = decompose(folders, out_root, "llama_gqa", (12, 4, 3))
+    record = decompose(folders, out_root, "llama_gqa", (12, 4, 3), grouping="kv")
     meta = json.loads((Path(record.artifact) / META_FILE).read_text())  # the raw file, not read_meta's view
     assert meta["architecture"] == "llama"
     assert meta["layer"] == 1
@@ -299,7 +300,7 @@ def test_artifact_is_not_reused_for_other_solver_settings_or_code(folders, tmp_p
 
     first = decompose(folders, tmp_path, "llama", (8, 4, 2))
     meta = read_meta(first.artifact)
-    assert meta["solver"] == {"method": "hooi", "init": "hosvd", "tol": 1e-6, "n_iter_max": 25}  # the defaults
+    assert meta["solver"] == solver_settings()  # the library's defaults, as the reuse key records them
     assert len(meta["error_history"]) == meta["hooi_iterations"] + 1 and isinstance(meta["converged"], bool)
     assert first.converged == meta["converged"] and first.hooi_iterations == meta["hooi_iterations"]
     # another tolerance is another computation: recomputed, not answered from the folder
@@ -409,7 +410,8 @@ def test_real_model_full_ranks_keep_logits_and_materialise(tmp_path):
     except ModuleNotFoundError as exc:
         pytest.skip(str(exc))
     # full ranks for the kv grouping tensor (576, 64, 8, 3)
-    [record] = decompose_layer("smollm2-135m", layer=15, rank_list=[(576, 64, 8)], out_root=tmp_path / "a")
+    [record] = decompose_layer("smollm2-135m", layer=15, rank_list=[(576, 64, 8)], out_root=tmp_path / "a",
+                               grouping="kv")
     assert read_meta(record.artifact)["tensor_shape"] == [576, 64, 8, 3]
     assert record.rel_error < 1e-5
     model, tokenizer = load_model(folder)

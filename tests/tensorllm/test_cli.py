@@ -55,7 +55,8 @@ def test_inspect_without_json_prints_no_json(tiny, capsys):
 
 def test_decompose_json(tiny, tmp_path, capsys):
     folder, _ = tiny
-    code = main(["decompose", str(folder), "--layer", "1", "--ranks", "12,4,3", "--json", "--out", str(tmp_path)])
+    code = main(["decompose", str(folder), "--layer", "1", "--ranks", "12,4,3", "--grouping", "kv", "--json",
+                 "--out", str(tmp_path)])
     assert code == 0
     payload = last_json(capsys.readouterr().out)
     assert payload["layer"] == 1 and payload["ranks"] == [12, 4, 3] and payload["grouping"] == "kv"
@@ -71,7 +72,7 @@ def test_decompose_json(tiny, tmp_path, capsys):
 
 def test_decompose_two_ranks_two_artifacts(tiny, tmp_path, capsys):
     args = ["decompose", str(tiny[0]), "--layer", "0", "--ranks", "12,4,3", "--ranks", "0.5,0.5,1.0",
-            "--out", str(tmp_path), "--json"]
+            "--grouping", "kv", "--out", str(tmp_path), "--json"]
     assert main(args) == 0
     payload = last_json(capsys.readouterr().out)
     variants = payload["variants"]
@@ -159,7 +160,8 @@ def test_real_decompose_matches_tensorly(tmp_path, capsys):
         folder = resolve_model("smollm2-135m")
     except ModuleNotFoundError as exc:
         pytest.skip(str(exc))
-    code = main(["decompose", "smollm2-135m", "--layer", "15", "--ranks", "64,32,4", "--json", "--out", str(tmp_path)])
+    code = main(["decompose", "smollm2-135m", "--layer", "15", "--ranks", "64,32,4", "--grouping", "kv",
+                 "--balance", "none", "--fit", "weights", "--json", "--out", str(tmp_path)])
     assert code == 0
     payload = last_json(capsys.readouterr().out)
     assert payload["ranks"] == [64, 32, 4] and payload["layer"] == 15
