@@ -33,6 +33,7 @@ from tasks.resources import ray_gpus_per_task
 from tensorllm.artifact import read_meta
 from tensorllm.checkpoint import Checkpoint
 from tensorllm.composed import whole_model_size
+from tensorllm.evaluation.data import dataset_digest
 from tensorllm.models import resolve_model
 
 from .compose import ComposedPlan, LayerEdit, uniform_plans
@@ -54,9 +55,12 @@ def submit_decompositions(config: SweepConfig) -> tuple[list[int], dict]:
     layers = config.resolve_layers(ckpt.n_layers)
     rank_specs = [list(r) for r in config.rank_specs()]
     artifacts_dir = Path(config.artifacts_root).resolve()
+    # the sweep's fit options (balance, fit); calibration data is read only by the activation-aware fit
+    digests = {d: dataset_digest(d) for d in config.datasets} if config.fit == "activations" else {}
     with remote_options(num_cpus=1, num_gpus=ray_gpus_per_task()):
         futures = {layer: decompose_layer_task.submit(config.model, layer, rank_specs, config.grouping,
-                                                      str(artifacts_dir), identity, version, layout=config.layout)
+                                                      str(artifacts_dir), identity, version, layout=config.layout,
+                                                      **config.fit_options(digests))
                    for layer in layers}
     return layers, futures
 
