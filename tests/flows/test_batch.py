@@ -56,7 +56,8 @@ def test_decompose_only_batch_registers_uniform_variants_per_model_and_promotes_
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     models = [str(tiny_llm), str(other_tiny_llm)]
-    summary = compress_sweep(models=models, evaluate="none", layers="all", ranks=RANKS, mlflow_tracking_uri=uri,
+    summary = compress_sweep(models=models, evaluate="none", layers="all", ranks=RANKS, grouping="kv",
+                             mlflow_tracking_uri=uri,
                              artifacts_root=str(tmp_path / "artifacts"))
     assert summary["mode"] == "batch" and list(summary["models"]) == models
     client = MlflowClient(uri)

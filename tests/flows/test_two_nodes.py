@@ -29,7 +29,8 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes_and_stops_them_by_pid(prefe
         sessions = [node.sid for node in cluster.started]
         pids = cluster.pids()
         assert all(pids[n] for n in ("node_0", "node_1"))  # each node has its own processes (raylet, agents)
-        summary = compress_sweep(models=models, evaluate="none", layers="all", ranks=RANKS, ray_address=cluster.address,
+        summary = compress_sweep(models=models, evaluate="none", layers="all", ranks=RANKS, grouping="kv",
+                                 ray_address=cluster.address,
                                  mlflow_tracking_uri=uri, artifacts_root=str(tmp_path / "artifacts"))
         per_node = cluster.tasks_per_node("decompose-layer")
     assert sum(per_node.values()) == 2 * 4  # one decompose task per layer of each model, none retried
