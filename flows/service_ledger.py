@@ -129,6 +129,7 @@ class ServiceLedger:
         self.path = self.folder / f"sweep-{self.me.pid}.json"
         self.seen: dict[tuple[int, float], OwnedProcess] = {}
         self.stopped: list[OwnedProcess] = []
+        self.before: set[tuple[int, float]] = set()  # descendants older than the block: not the sweep's
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -145,7 +146,8 @@ class ServiceLedger:
                     record = OwnedProcess.of(child)
                 except psutil.NoSuchProcess:
                     continue
-                self.seen.setdefault((record.pid, record.create_time), record)
+                if (record.pid, record.create_time) not in self.before:
+                    self.seen.setdefault((record.pid, record.create_time), record)
             self._write()
 
     def _write(self) -> None:
@@ -164,6 +166,8 @@ class ServiceLedger:
                 log.debug("service ledger snapshot failed: %s", exc)
 
     def __enter__(self) -> "ServiceLedger":
+        # only what starts inside the block is the sweep's (a test process may already run services of its own)
+        self.before = {(r.pid, r.create_time) for r in _records(self.me.children(recursive=True))}
         self.snapshot()
         self._thread = threading.Thread(target=self._loop, name="service-ledger", daemon=True)
         self._thread.start()
@@ -178,6 +182,16 @@ class ServiceLedger:
         if self.stopped:
             log.info("Stopped %d leftover processes of this sweep: %s", len(self.stopped), _describe(self.stopped))
         self.path.unlink(missing_ok=True)
+
+
+def _records(processes: list[psutil.Process]) -> list[OwnedProcess]:
+    out = []
+    for process in processes:
+        try:
+            out.append(OwnedProcess.of(process))
+        except psutil.NoSuchProcess:
+            continue
+    return out
 
 
 def running_sweeps(folder: Path) -> list[dict]:

@@ -36,7 +36,18 @@ def wait_for(predicate, timeout: float = 30, what: str = "condition"):
 
 
 def test_exit_stops_descendants_even_those_that_ignore_sigterm(tmp_path):
+    # started before the block (as a test session's own servers are): not the sweep's, never stopped
+    older = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     ledger = ServiceLedger(tmp_path, interval=0.2)
+    try:
+        _run_block(ledger)
+        assert older.poll() is None
+    finally:
+        older.kill()
+        older.wait()
+
+
+def _run_block(ledger: ServiceLedger) -> None:
     with ledger:
         stubborn = subprocess.Popen([sys.executable, "-c", STUBBORN])
         wait_for(lambda: any(p.pid == stubborn.pid for p in (ledger.snapshot() or ledger.seen.values())),

@@ -55,7 +55,7 @@ def setup(tmp_path_factory):
     model_dir = build_tiny_llama_folder(root / "tiny-llama")
     # kv grouping: tensor (d_model=64, d_head=16, slices=2g+2=6, groups=2)
     records = decompose_layer(str(model_dir), layer=1, rank_list=[(32, 8, 2), (16, 8, 4)],
-                              out_root=root / "artifacts", n_iter_max=5)
+                              out_root=root / "artifacts", n_iter_max=5, grouping="kv")
     return model_dir, [r.artifact for r in records]
 
 
