@@ -129,7 +129,9 @@ class ServiceLedger:
         self.path = self.folder / f"sweep-{self.me.pid}.json"
         self.seen: dict[tuple[int, float], OwnedProcess] = {}
         self.stopped: list[OwnedProcess] = []
-        self.before: set[tuple[int, float]] = set()  # descendants older than the block: not the sweep's
+        # descendants older than this ledger (a test process's own servers) are not the sweep's; a child
+        # started between construction and the block (the supervised driver) is
+        self.before = {(r.pid, r.create_time) for r in _records(self.me.children(recursive=True))}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -166,8 +168,6 @@ class ServiceLedger:
                 log.debug("service ledger snapshot failed: %s", exc)
 
     def __enter__(self) -> "ServiceLedger":
-        # only what starts inside the block is the sweep's (a test process may already run services of its own)
-        self.before = {(r.pid, r.create_time) for r in _records(self.me.children(recursive=True))}
         self.snapshot()
         self._thread = threading.Thread(target=self._loop, name="service-ledger", daemon=True)
         self._thread.start()
