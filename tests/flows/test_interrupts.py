@@ -53,10 +53,15 @@ def test_a_sigkilled_sweep_is_cleaned_up_and_completed_by_its_rerun(tiny_llm, tm
     Prefect server and Ray outlive them; the rerun stops those, reuses every finished decomposition and
     evaluation, and registers each variant once."""
     sweep = start(tmp_path, tiny_llm)
-    wait_for(lambda: ray_is_up(tmp_path, sweep.pid) and finished_artifacts(tmp_path), START_TIMEOUT,
-             "the first decomposition to finish", sweep)
-    processes = ledger(tmp_path, sweep.pid)
-    driver = next(p for p in processes if "tensorllm.cli sweep" in p.command)
+    try:
+        wait_for(lambda: ray_is_up(tmp_path, sweep.pid) and finished_artifacts(tmp_path), START_TIMEOUT,
+                 "the first decomposition to finish", sweep)
+        processes = ledger(tmp_path, sweep.pid)
+        driver = next(p for p in processes if "tensorllm.cli sweep" in p.command)
+    except BaseException:  # never leave a sweep running for the next tests
+        sweep.send_signal(signal.SIGTERM)
+        sweep.communicate(timeout=180)
+        raise
     os.kill(driver.pid, signal.SIGKILL)
     os.kill(sweep.pid, signal.SIGKILL)
     sweep.communicate(timeout=60)
