@@ -8,7 +8,8 @@ dir and agent ports. What makes it work on Ray 2.60 (notes/ray-multinode-and-pre
   exists, but a node joining by ``--address`` and a driver connecting to an explicit address do not, and
   then fail after ~20 s. So a fresh token is written to the cluster's folder and ``RAY_AUTH_MODE=token`` +
   ``RAY_AUTH_TOKEN_PATH`` are given to every ``ray start`` and, while the block runs, to this process (the
-  Prefect flow's driver) -- never touching ``~/.ray``.
+  Prefect flow's driver) -- never touching ``~/.ray``. Ray caches the token of the first cluster this
+  process talked to, so it is reloaded on entry and on exit (:func:`reload_ray_auth`).
 * **Own ports**: free loopback ports for the GCS, dashboard, client server and each node's agents (two
   nodes on the default dashboard-agent port make the second one run without its agent).
 * **Stopped by PID**: ``ray stop`` kills every Ray process on the host by name, including other people's
@@ -106,6 +107,19 @@ def stop_session(sid: int, grace: float = 20) -> int:
     return len(left)
 
 
+def reload_ray_auth() -> None:
+    """Make this process read ``RAY_AUTH_MODE`` / ``RAY_AUTH_TOKEN_PATH`` again.
+
+    Ray caches both in C++ the first time it needs them: after a local ``ray.init()`` in this process
+    (which, on Ray 2.60, turns token auth on with ``~/.ray/auth_token``), connecting to a cluster with
+    another token fails with ``InvalidAuthToken``, seen only as "Failed to connect to Ray cluster at ...".
+    Found when the two-node test ran after other Ray tests in one pytest process."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 @dataclass
 class LocalRayCluster:
     """``nodes`` Ray nodes on this machine with ``cpus_per_node`` CPUs each (see the module docstring)."""
@@ -136,6 +150,7 @@ class LocalRayCluster:
         auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
         self._env_before = {k: os.environ.get(k) for k in auth}
         os.environ.update(auth)  # this process is the driver: it must present the token too
+        reload_ray_auth()
         try:
             for i in range(self.nodes):
                 self._start_node_retrying(i)
@@ -204,6 +219,7 @@ class LocalRayCluster:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        reload_ray_auth()
 
     # ---- inspection --------------------------------------------------------------------------------
     def pids(self) -> dict[str, list[int]]:

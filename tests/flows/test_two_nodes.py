@@ -42,3 +42,21 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes_and_stops_them_by_pid(prefe
         assert summary["models"][model]["champion_version"] is None  # decompose only: nothing promoted
     # stopped by session id: no process of either node is left (and nothing else was signalled)
     assert [session_processes(sid) for sid in sessions] == [[], []]
+
+
+def test_a_cluster_is_reachable_from_a_process_that_already_ran_a_local_ray(tmp_path):
+    """Ray caches the auth token of the first cluster a process talks to (a local ``ray.init()`` uses
+    ``~/.ray/auth_token``); the cluster's own token must replace it, or the connection fails with
+    InvalidAuthToken. This is what failed the test above in CI, after other Ray tests in the same process."""
+    import ray
+
+    from flows.local_cluster import LocalRayCluster
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.shutdown()
+    with LocalRayCluster(nodes=1, cpus_per_node=1, folder=tmp_path / "cluster", include_dashboard=False) as cluster:
+        ray.init(address=cluster.address, log_to_driver=False)
+        try:
+            assert ray.get(ray.remote(lambda: 41 + 1).remote()) == 42
+        finally:
+            ray.shutdown()
