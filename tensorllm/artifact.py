@@ -204,6 +204,7 @@ def apply_artifacts(model: torch.nn.Module, artifacts: Sequence[Artifact], verif
     an artifact made from another model (or applied twice) is refused with a clear error. Returns a handle
     whose ``restore()`` puts the original weights back.
     """
+    adopt_recorded_layout(model, artifacts)
     layout = layout_for(model.config)
     shape = layout.shape(model.config)
     state = model.state_dict()
@@ -248,11 +249,40 @@ def verify_base(artifact: Artifact, tensors: dict[str, torch.Tensor], prefix: st
         )
 
 
-def check_architecture(artifact: Artifact, config, shape: AttentionShape) -> None:
+def adopt_recorded_layout(model: torch.nn.Module, artifacts: Sequence[Artifact]) -> None:
+    """Read ``model`` with the attention layout its artifacts were made with (``layout`` in artifact.json).
+
+    The layout is detected from the model's modules, or given by ``--layout`` when detection cannot decide; the
+    artifact records which. Applying it by that same name means a variant is evaluated, exported and
+    factorised the way it was decomposed, even where detection alone would fail (the sweep's evaluate tasks
+    load the model without ``--layout``). It is kept as ``model.config.tensorllm_layout`` (what ``--layout``
+    sets); a layout that does not fit the model, or artifacts that disagree, are refused with both names.
+    """
+    for artifact in artifacts:
+        check_model_type(artifact, model.config)  # another family's artifact: say that, not "layout does not match"
+    recorded = sorted({a.meta["layout"] for a in artifacts if a.kind == "tucker_mha" and a.meta.get("layout")})
+    if not recorded:
+        return  # FFN-only variants, or artifacts older than the layout record: detection decides
+    if len(recorded) > 1:
+        raise ValueError(f"these artifacts were made with different attention layouts {recorded}; "
+                         f"a variant's artifacts must come from one model")
+    given = getattr(model.config, "tensorllm_layout", None)
+    if given not in (None, recorded[0]):
+        raise ValueError(f"the artifacts were made with the attention layout {recorded[0]!r}, "
+                         f"but the model was loaded with --layout {given!r}")
+    layout_for(model.config, layout=recorded[0])  # raises, naming what was found, if it does not fit this model
+    model.config.tensorllm_layout = recorded[0]
+
+
+def check_model_type(artifact: Artifact, config) -> None:
     if artifact.meta["architecture"] != config.model_type:
         raise ValueError(
             f"artifact {artifact.path} is for a {artifact.meta['architecture']!r} model; this model is {config.model_type!r}"
         )
+
+
+def check_architecture(artifact: Artifact, config, shape: AttentionShape) -> None:
+    check_model_type(artifact, config)
     if artifact.kind == "tucker_mha" and AttentionShape(**artifact.meta["attention_shape"]) != shape:
         raise ValueError(f"artifact {artifact.path} has attention shape {artifact.meta['attention_shape']}; model has {shape}")
     n_layers = layer_count(config)  # under every family's name for it (a multimodal wrapper's text config too)

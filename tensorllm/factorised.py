@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .artifact import Artifact, check_architecture, verify_base
+from .artifact import Artifact, adopt_recorded_layout, check_architecture, verify_base
 from .layouts import FACTORS_MODULE_NAME, AttentionShape, GroupedQKVLayout, layout_for
 from .tensorise import untensorise
 from .tucker import mode_dot
@@ -219,6 +219,7 @@ def install_factorised(model: nn.Module, artifact: Artifact, verify: bool = True
     """
     if artifact.kind != "tucker_mha":
         raise ValueError(f"artifact {artifact.path} is {artifact.kind!r}; only tucker_mha artifacts run factorised")
+    adopt_recorded_layout(model, [artifact])
     layout = layout_for(model.config)
     check_architecture(artifact, model.config, layout.shape(model.config))
     if verify:

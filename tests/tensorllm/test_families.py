@@ -104,6 +104,28 @@ def test_full_rank_round_trip_keeps_logits(name, grouping, folders, tmp_path):
     assert torch.equal(logits(model), before)  # restore is bit-exact
 
 
+def test_a_variant_is_applied_with_the_layout_it_was_decomposed_with(folders, tmp_path):
+    """The artifact records its layout (detected, or given by --layout); applying it reads the model by that
+    name, so the sweep's evaluate tasks, which load the model without --layout, use the decomposition's layout.
+    A layout that does not fit the model, or one that contradicts --layout, is refused with both names."""
+    [record] = decompose_layer(str(folders["falcon"]), layer=LAYER, rank_list=[FULL], layout="falcon",
+                               out_root=tmp_path)
+    artifact = load_artifact(record.artifact)
+    model, _ = load_model(folders["falcon"])
+    assert getattr(model.config, "tensorllm_layout", None) is None
+    apply_artifacts(model, [artifact]).restore()
+    assert model.config.tensorllm_layout == "falcon"
+
+    model, _ = load_model(folders["falcon"], layout="falcon")
+    artifact.meta["layout"] = "gpt_neox"  # as if made from another checkpoint
+    with pytest.raises(ValueError, match=r"made with the attention layout 'gpt_neox', but the model was loaded "
+                                         r"with --layout 'falcon'"):
+        apply_artifacts(model, [artifact])
+    model, _ = load_model(folders["falcon"])
+    with pytest.raises(ValueError, match=r"layout 'gpt_neox' does not match"):
+        apply_artifacts(model, [artifact])
+
+
 @pytest.mark.parametrize("name", sorted(WRAPPED))
 def test_wrapped_text_model_round_trip_through_the_layout(name, folders, tmp_path):
     """Gemma-3's text model inside the multimodal wrapper: the artifact's dense weights written with the layout."""
