@@ -32,7 +32,8 @@ error, for which every forward stops right after the edited layer's attention.
 
 Usage::
 
-    nice -n 10 .venv/bin/python bench/fit_quality.py --threads 1 --model-layers 29 15   # the README's study
+    nice -n 10 .venv/bin/python bench/fit_quality.py --grouping kv --threads 1 --model-layers 29 15 3  # the study
+    nice -n 10 .venv/bin/python bench/fit_quality.py --modes balanced --threads 1 --model-layers 29 15  # replicate
     .venv/bin/python bench/fit_quality.py --quick                # 1 layer, 2 ranks, n = 64
 """
 
@@ -79,6 +80,11 @@ def main() -> None:
     parser.add_argument("--layers", type=int, nargs="+", default=None, help=f"default {LAYERS}; quick [29]")
     parser.add_argument("--ranks", type=parse_ranks, nargs="+", default=None, help="R1,R2,R3 ...")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--grouping", choices=("replicate", "kv", "weighted"), default="replicate",
+                        help="GQA grouping of every decomposition (the library's default: replicate; the first "
+                             "study, run when kv was the default, is --grouping kv)")
+    parser.add_argument("--modes", nargs="+", choices=tuple(MODES), default=list(MODES),
+                        help="fit modes to compare (paper is always included: the paired tests are against it)")
     parser.add_argument("--model-layers", type=int, nargs="*", default=None,
                         help="layers whose variants get the model-level metrics (KL, loss, top-1; the whole suffix "
                              "runs per variant); the others get the layer's output error only (default: [29])")
@@ -102,6 +108,7 @@ def main() -> None:
     layers = args.layers or ([29] if args.quick else LAYERS)
     ranks = args.ranks or (RANKS[1:4:2] if args.quick else RANKS)
     model_layers = set(args.model_layers if args.model_layers is not None else [29])
+    modes = {m: MODES[m] for m in MODES if m == "paper" or m in args.modes}
     calibration = Calibration(datasets=(args.dataset,), n_prompts=args.calibration)
     calib = calibration_set(calibration)
     artifacts_root = WORK / "artifacts"
@@ -112,10 +119,11 @@ def main() -> None:
     cov_seconds = time.perf_counter() - t0
     records = {}
     for layer in layers:
-        for mode, kwargs in MODES.items():
+        for mode, kwargs in modes.items():
             extra = {"calibration": calibration} if kwargs["fit"] == "activations" else {}
             for ranks_, record in zip(ranks, decompose_layer(MODEL, layer, ranks, out_root=artifacts_root,
-                                                             device=device, **kwargs, **extra)):
+                                                             device=device, grouping=args.grouping, **kwargs,
+                                                             **extra)):
                 records[(layer, mode, ranks_)] = record
     decompose_seconds = time.perf_counter() - t0
 
@@ -247,11 +255,11 @@ def main() -> None:
         base_top1 = sum(v["top1_correct"] for v in base.values()) / len(base) if model_level else None
         for ranks_ in ranks:
             paper = per_item[(layer, "paper", ranks_)]
-            for mode in MODES:
+            for mode in modes:
                 key = (layer, mode, ranks_)
                 table, meta = per_item[key], artifacts[key].meta
                 row = {"layer": layer, "ranks": list(ranks_), "mode": mode, "balance": MODES[mode]["balance"],
-                       "fit": MODES[mode]["fit"], "compression_ratio": meta["compression_ratio"],
+                       "fit": MODES[mode]["fit"], "grouping": args.grouping, "compression_ratio": meta["compression_ratio"],
                        "weight_rel_error": meta["rel_error"], "layer_err": math.sqrt(err[key][0] / err[key][1]),
                        "n": n_eval, "model_level": model_level}
                 if model_level:
@@ -275,14 +283,16 @@ def main() -> None:
                            ("kl_diff_vs_paper", "{:+.4f}", "dKL"), ("kl_p", "{:.2g}", "p(KL)"),
                            ("top1_diff_vs_paper", "{:+.3f}", "dtop1"), ("top1_mcnemar_p", "{:.2g}", "p(top1)")],
                 title=f"Fit quality on {MODEL}, {args.dataset} validation, n={n_eval}")
-    summary = mode_summary(out_rows)
+    summary = mode_summary(out_rows, modes)
     print_table(summary, [("mode", "{}"), ("mean_kl_ratio_vs_paper", "{:.3f}", "KL / paper's (geo mean)"),
                           ("mean_layer_err_ratio", "{:.3f}", "layer err / paper's"),
                           ("mean_top1_diff", "{:+.4f}", "top1 - paper's"), ("wins_kl", "{}", "lower KL (p<.05)"),
                           ("losses_kl", "{}", "higher KL (p<.05)"), ("wins_top1", "{}", "top-1 up (p<.05)"),
                           ("losses_top1", "{}", "top-1 down (p<.05)")], title="Modes against the paper's fit")
-    plot = plot_accuracy(out_rows, RESULTS_DIR / ("fit_quality-quick.png" if args.quick else "fit_quality.png"))
-    finish("fit_quality", out_rows, args, device=device, extra={
+    # the first study (kv, when it was the default) keeps its file names; other groupings get their own
+    name = "fit_quality" if args.grouping == "kv" else f"fit_quality-{args.grouping}"
+    plot = plot_accuracy(out_rows, RESULTS_DIR / f"{name}{'-quick' if args.quick else ''}.png")
+    finish(name, out_rows, args, device=device, extra={"grouping": args.grouping, "modes": list(modes),
         "model": MODEL, "dataset": args.dataset, "split": "val (calibration items excluded)", "n": n_eval,
         "calibration": calib.describe(), "layers": layers, "model_level_layers": sorted(model_layers),
         "rank_configs": [list(r) for r in ranks],
@@ -290,12 +300,12 @@ def main() -> None:
         "seconds": {"covariances": cov_seconds, "decompositions": decompose_seconds, "evaluation": eval_seconds}})
 
 
-def mode_summary(rows: list[dict]) -> list[dict]:
+def mode_summary(rows: list[dict], modes: dict) -> list[dict]:
     """Per mode, over every (layer, ranks): geometric-mean KL and layer-error ratios to the paper's fit, the
     mean top-1 difference, and how often the KL difference is significantly lower / higher (p < 0.05)."""
     out = []
     paper = {(r["layer"], tuple(r["ranks"])): r for r in rows if r["mode"] == "paper"}
-    for mode in MODES:
+    for mode in modes:
         if mode == "paper":
             continue
         everywhere = [r for r in rows if r["mode"] == mode]
@@ -332,6 +342,8 @@ def plot_accuracy(rows: list[dict], out: Path) -> Path:
         for mode, style in zip(MODES, ("k-o", "b-s", "r-^", "g-D")):
             pts = sorted((r for r in rows if r["layer"] == layer and r["mode"] == mode),
                          key=lambda r: r["compression_ratio"])
+            if not pts:
+                continue  # a mode left out with --modes
             ax.plot([p["compression_ratio"] for p in pts], [p["top1"] for p in pts], style, label=mode, markersize=4)
         base = next(r["base_top1"] for r in rows if r["layer"] == layer)
         ax.axhline(base, color="0.5", linestyle="--", linewidth=1, label="base model")
@@ -340,7 +352,7 @@ def plot_accuracy(rows: list[dict], out: Path) -> Path:
         ax.set_title(f"layer {layer}", fontsize=9)
     axes[0][0].set_ylabel("validation top-1 accuracy")
     axes[0][-1].legend(fontsize=7)
-    fig.suptitle("SmolLM2-135M: accuracy vs compression by fit mode", fontsize=10)
+    fig.suptitle(f"SmolLM2-135M: accuracy vs compression by fit mode ({rows[0]['grouping']} grouping)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
