@@ -80,24 +80,25 @@ def prefect_server(home: Path, timeout: float = 180, log_file: Path | None = Non
         try:
             wait_healthy(api_url, timeout, process)
         except BaseException:
-            _stop(process)
+            stop_process(process)
             out.close()
             raise
     try:
         yield api_url
     finally:
-        _stop(process)
+        stop_process(process)
         out.close()
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a process this program started, by its PID: SIGTERM, then SIGKILL after ``timeout`` seconds."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @contextlib.contextmanager

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -210,6 +209,8 @@ def test_noise_only_sweep_of_another_model_promotes_nothing_and_leaves_the_first
 def test_deployment_run_triggered_through_the_api_completes(first_run, prefect_api, workdir):
     from prefect.deployments import run_deployment
 
+    from flows.services import stop_process
+
     params, _, _ = first_run
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "TENSORLLM_SERVE_NAME_PREFIX": "test-",
            "TENSORLLM_SERVE_PARAMS": json.dumps({k: v for k, v in params.items() if k != "ranks"} | {"ranks": [list(r) for r in params["ranks"]]})}
@@ -233,9 +234,5 @@ def test_deployment_run_triggered_through_the_api_completes(first_run, prefect_a
         assert flow_run.state.is_completed(), (flow_run.state, (workdir / "serve.log").read_text()[-3000:])
         assert flow_run.parameters["layers"] == [3]
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server, timeout=60)
         log.close()

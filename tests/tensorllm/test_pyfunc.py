@@ -194,6 +194,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.integration
 def test_mlflow_models_serve_answers_invocations(registered, tmp_path):
+    from flows.services import stop_process
+
     registry, _ = registered
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -238,13 +240,7 @@ def test_mlflow_models_serve_answers_invocations(registered, tmp_path):
         assert isinstance(predictions, list) and len(predictions) == 2
         assert all(isinstance(p, str) for p in predictions)
     finally:  # stop what this test started, by PID: mlflow, then wait for its uvicorn child to exit
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         deadline = time.monotonic() + 30
         for pid in children:
             while _alive(pid) and time.monotonic() < deadline:
