@@ -183,7 +183,7 @@ def decompose_layer(
             approx = core
             for mode, factor in zip(DECOMPOSED_MODES, (u1, u2, u3)):
                 approx = mode_dot(approx, factor, mode)
-            weight_rel_error = written_rel_error(weights, approx, shape, grouping)
+            weight_rel_error = written_rel_error(weights, approx, shape, grouping, original_tensor=tensor)
             fit_meta = {**key, "qk_norm": qk_norm, "fit_rel_error": fit_rel_error}
             if balance != "none":
                 fit_meta["scales"] = scales.to_dict()

@@ -118,14 +118,26 @@ def untensorise(tensor: torch.Tensor, shape: AttentionShape, grouping: Grouping 
     return AttentionWeights(q=q.contiguous(), k=k.contiguous(), v=v.contiguous(), o=o.contiguous())
 
 
+def is_rearrangement(shape: AttentionShape, grouping: Grouping) -> bool:
+    """Whether the tensor holds every weight exactly once and unscaled: ``"kv"``, or any grouping when
+    ``n_kv_heads == n_heads`` (MHA: nothing is replicated). Its errors are then the weights' errors."""
+    return grouping == "kv" or shape.group_size == 1
+
+
 def written_rel_error(original: AttentionWeights, reconstruction: torch.Tensor, shape: AttentionShape,
-                      grouping: Grouping) -> float:
+                      grouping: Grouping, original_tensor: torch.Tensor | None = None) -> float:
     """``||W - W_written||_F / ||W||_F`` over the layer's real weights (each K/V once), where ``W_written`` is
     what :func:`untensorise` makes of the reconstructed tensor: the weights a variant actually runs with.
 
     For ``"kv"`` it equals the tensor's own relative error; for ``"replicate"`` it differs (the tensor counts
-    each K/V g times and the written K/V is the average of g reconstructed copies).
+    each K/V g times and the written K/V is the average of g reconstructed copies). ``original_tensor``
+    (``tensorise(original, shape, grouping)``, when the caller has it): where the tensor is a rearrangement of
+    the weights (:func:`is_rearrangement`), the error is computed on the tensors, without untensorising
+    (a copy of the layer per call: a second per rank configuration on a 7B layer).
     """
+    if original_tensor is not None and is_rearrangement(shape, grouping):
+        den = _sum_squares(original_tensor)
+        return math.sqrt(_sum_squares(original_tensor - reconstruction) / den) if den > 0 else 0.0
     written = untensorise(reconstruction, shape, grouping)
     num = den = 0.0
     for role in ("q", "k", "v", "o"):

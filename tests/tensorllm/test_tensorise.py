@@ -15,6 +15,7 @@ from tensorllm.tensorise import (
     DEFAULT_GROUPING,
     GROUPINGS,
     check_grouping,
+    is_rearrangement,
     kv_scale,
     slice_labels,
     tensor_shape,
@@ -331,3 +332,17 @@ def test_written_error_of_each_grouping(n_heads, n_kv_heads):
     written_w = written_rel_error(weights, weighted.reconstruct(), shape, "weighted")
     assert written_w <= weighted.rel_error + 1e-6  # Jensen; 1e-6 for fp32 rounding
     assert 0.0 < written_w < 1.0
+
+
+@pytest.mark.parametrize("grouping", ["kv", "replicate", "weighted"])
+@pytest.mark.parametrize("n_heads,n_kv_heads", [(4, 4), (6, 2)])
+def test_written_error_from_the_tensors_equals_the_untensorised_one(grouping, n_heads, n_kv_heads):
+    """With ``original_tensor`` the error is computed on the tensors where they hold each weight once (kv, or
+    MHA in any grouping) and through the written weights elsewhere: the same number either way."""
+    shape = AttentionShape(n_heads=n_heads, n_kv_heads=n_kv_heads, d_head=4, d_model=12)
+    weights = _random_weights(shape, seed=5)
+    tensor = tensorise(weights, shape, grouping)
+    approx = _low_rank_reconstruction(weights, shape, grouping, (4, 2, 2)).reconstruct()
+    assert is_rearrangement(shape, grouping) == (grouping == "kv" or n_heads == n_kv_heads)
+    fast = written_rel_error(weights, approx, shape, grouping, original_tensor=tensor)
+    assert fast == pytest.approx(written_rel_error(weights, approx, shape, grouping), rel=1e-6)
