@@ -143,11 +143,7 @@ class ServiceLedger:
                 children = self.me.children(recursive=True)
             except psutil.NoSuchProcess:
                 return
-            for child in children:
-                try:
-                    record = OwnedProcess.of(child)
-                except psutil.NoSuchProcess:
-                    continue
+            for record in _records(children):
                 if (record.pid, record.create_time) not in self.before:
                     self.seen.setdefault((record.pid, record.create_time), record)
             self._write()

@@ -191,8 +191,10 @@ def check_architecture(folder: Path, layout: str | None = None):
 
     path = folder / "config.json"
     try:
-        json.loads(path.read_text()).get("model_type")
-    except (ValueError, AttributeError, OSError) as exc:
+        parsed = json.loads(path.read_text())
+        if not isinstance(parsed, dict):
+            raise ValueError(f"it holds a {type(parsed).__name__}")
+    except (ValueError, OSError) as exc:
         raise SweepInputError(f"model: {path} is not a JSON object ({exc}); allowed: a Hugging Face config.json") from None
 
     from transformers import AutoConfig
