@@ -12,6 +12,12 @@ exit (normal, an exception, SIGINT or SIGTERM) it stops them; after a SIGKILL th
 :func:`clean_stale`, which reads the files whose driver is gone and stops the processes still alive
 with the same pid *and* start time (a recycled pid is never touched), then removes the file.
 
+The start time is counted from boot (Linux: ``/proc/<pid>/stat``), not read from the wall clock:
+``psutil``'s ``create_time`` is boot time plus that offset, and boot time moves when NTP adjusts the
+clock (the kernel derives it from the wall clock, in whole seconds): every recorded process then looks
+like another one with a recycled pid, and none is stopped (the likely cause of a CI failure in which no
+recorded process was recognised 2 s after a SIGKILL).
+
 Usage::
 
     for report in clean_stale(root / "runs" / "services"):
@@ -25,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,6 +44,8 @@ log = logging.getLogger(__name__)
 #: seconds between two snapshots of the process tree (a Ray worker started and ended in between is not
 #: listed, but it dies with its raylet, which is)
 SNAPSHOT_SECONDS = 2.0
+#: two start times within this many seconds are the same process (one clock tick is 0.01 s on Linux)
+START_TOLERANCE_SECONDS = 0.005
 #: seconds a process gets to exit after SIGTERM before SIGKILL (Ray's agents ignore SIGTERM)
 TERMINATE_GRACE_SECONDS = 5.0
 
@@ -46,16 +55,18 @@ class OwnedProcess:
     """One process as the ledger saw it: its pid *and* start time identify it (pids are recycled)."""
 
     pid: int
-    create_time: float
+    #: seconds after boot at which it started (see :func:`start_since_boot`)
+    started: float
     command: str
 
     def alive(self) -> psutil.Process | None:
         """The live process if it is still this one (same pid and start time), else None."""
         try:
             process = psutil.Process(self.pid)
-            if abs(process.create_time() - self.create_time) < 0.01 and process.status() != psutil.STATUS_ZOMBIE:
+            same = abs(start_since_boot(process) - self.started) < START_TOLERANCE_SECONDS
+            if same and process.status() != psutil.STATUS_ZOMBIE:
                 return process
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
             pass
         return None
 
@@ -65,7 +76,23 @@ class OwnedProcess:
             command = " ".join(process.cmdline())[:300] or process.name()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             command = "?"
-        return cls(process.pid, process.create_time(), command)
+        return cls(process.pid, start_since_boot(process), command)
+
+
+def start_since_boot(process: psutil.Process) -> float:
+    """When ``process`` started, in seconds after boot: a clock that NTP and the user cannot move.
+
+    Linux: field 22 of ``/proc/<pid>/stat`` (clock ticks since boot). Elsewhere: ``create_time``, which
+    follows the wall clock (the best those systems offer through psutil).
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            stat = Path(f"/proc/{process.pid}/stat").read_text()
+        except FileNotFoundError:
+            raise psutil.NoSuchProcess(process.pid) from None
+        fields_after_name = stat.rsplit(")", 1)[1].split()  # the name may hold spaces and parentheses
+        return int(fields_after_name[19]) / os.sysconf("SC_CLK_TCK")  # field 22; field 3 is at index 0
+    return process.create_time()
 
 
 @dataclass
@@ -127,11 +154,11 @@ class ServiceLedger:
         self.interval = interval
         self.me = psutil.Process(os.getpid())
         self.path = self.folder / f"sweep-{self.me.pid}.json"
-        self.seen: dict[tuple[int, float], OwnedProcess] = {}
+        self.seen: dict[tuple[int, float], OwnedProcess] = {}  # by (pid, start since boot)
         self.stopped: list[OwnedProcess] = []
         # descendants older than this ledger (a test process's own servers) are not the sweep's; a child
         # started between construction and the block (the supervised driver) is
-        self.before = {(r.pid, r.create_time) for r in _records(self.me.children(recursive=True))}
+        self.before = {(r.pid, r.started) for r in _records(self.me.children(recursive=True))}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -144,8 +171,8 @@ class ServiceLedger:
             except psutil.NoSuchProcess:
                 return
             for record in _records(children):
-                if (record.pid, record.create_time) not in self.before:
-                    self.seen.setdefault((record.pid, record.create_time), record)
+                if (record.pid, record.started) not in self.before:
+                    self.seen.setdefault((record.pid, record.started), record)
             self._write()
 
     def _write(self) -> None:

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 from cli_sweep import REGISTERED, START_TIMEOUT, cli_env, ledger, start, sweep_command, wait_for
 
@@ -25,6 +26,13 @@ pytestmark = pytest.mark.integration
 def ray_is_up(workdir: Path, pid: int) -> list[OwnedProcess] | None:
     processes = ledger(workdir, pid)
     return processes if any("raylet" in p.command for p in processes) else None
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def finished_artifacts(workdir: Path) -> dict[str, float]:
@@ -67,13 +75,19 @@ def test_a_sigkilled_sweep_is_cleaned_up_and_completed_by_its_rerun(tiny_llm, tm
     sweep.communicate(timeout=60)
     time.sleep(2)
     survivors = [p for p in processes if p.alive() is not None]
-    assert survivors, "after a SIGKILL, the services outlive the sweep: the case the rerun must handle"
+    # Here the Prefect server and Ray's agents outlive the kill (the case the rerun must handle); a
+    # machine whose init reaps orphans may end them. Either way every recorded pid that still runs is
+    # recognised as the sweep's (the CI failure: a wall-clock step made none of them recognised).
+    unrecognised = [p for p in processes if p.alive() is None and _running(p.pid)]
+    assert unrecognised == [], f"recorded processes still running but not recognised: {unrecognised}"
     done_before = finished_artifacts(tmp_path)
 
     rerun = subprocess.run(sweep_command(tiny_llm, "--json"), cwd=tmp_path, env=cli_env(), text=True,
                            capture_output=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "left by an interrupted sweep" in rerun.stderr and str(sweep.pid) in rerun.stderr
+    assert f"interrupted sweep (pid {sweep.pid}" in rerun.stderr, rerun.stderr[-3000:]
+    if survivors:
+        assert "left by an interrupted sweep" in rerun.stderr
     assert [p for p in survivors if p.alive() is not None] == []
     # finished decompositions were reused, not recomputed (same files, untouched)
     after = finished_artifacts(tmp_path)

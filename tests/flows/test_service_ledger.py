@@ -19,7 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flows.service_ledger import OwnedProcess, ServiceLedger, clean_stale, running_sweeps, stop_processes
+from flows.service_ledger import (OwnedProcess, ServiceLedger, clean_stale, running_sweeps, start_since_boot,
+                                  stop_processes)
 
 #: a child that ignores SIGTERM and sleeps (Ray's dashboard and runtime-env agents ignore SIGTERM)
 STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
@@ -107,9 +108,33 @@ def _kill_and_clean(sweep: subprocess.Popen, tmp_path: Path) -> None:
 def test_a_recycled_pid_is_never_signalled():
     """A record whose start time differs from the live process with that pid names another process."""
     me = psutil.Process()
-    impostor = OwnedProcess(me.pid, me.create_time() - 1000.0, "an old process that had our pid")
+    impostor = OwnedProcess(me.pid, start_since_boot(me) - 1000.0, "an old process that had our pid")
     assert impostor.alive() is None
     assert stop_processes([impostor], grace=0.1) == []  # and we are still running
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the boot-relative start time is Linux's /proc")
+def test_a_process_is_recognised_after_the_wall_clock_moved(monkeypatch):
+    """NTP moves the boot time psutil adds to every start time (the CI failure: no recorded process was
+    recognised after a SIGKILL); the ledger's identity does not depend on it."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        record = OwnedProcess.of(psutil.Process(child.pid))
+        import psutil._pslinux as linux
+
+        real_boot_time = linux.boot_time
+        monkeypatch.setattr(linux, "boot_time", lambda: real_boot_time() + 1.0)  # the clock stepped 1 s
+        assert abs(psutil.Process(child.pid).create_time() - (real_boot_time() + record.started)) > 0.5
+        assert record.alive() is not None and record.alive().pid == child.pid
+        assert [p.pid for p in stop_processes([record], grace=5)] == [child.pid]
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_start_time_since_boot_matches_psutil_on_a_steady_clock():
+    me = psutil.Process()
+    assert abs(psutil.boot_time() + start_since_boot(me) - me.create_time()) < 1.0
 
 
 def test_an_unreadable_record_is_removed_without_signalling_anything(tmp_path):
