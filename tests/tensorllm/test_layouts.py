@@ -337,21 +337,8 @@ def test_ffn_names_exist(name, models):
 
 def _run_capturing(model, name, input_ids):
     """Run the model; return {layer: (input, output)} of each layer's attention output projection."""
-    records, hooks = {}, []
-    for layer in range(2):
-        module = model.get_submodule(ATTENTION_OUT_PROJ[name].format(l=layer))
-
-        def hook(_module, args, output, layer=layer):
-            records[layer] = (args[0].detach().clone(), output.detach().clone())
-
-        hooks.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(input_ids=input_ids)
-    finally:
-        for handle in hooks:
-            handle.remove()
-    return records
+    modules = {ATTENTION_OUT_PROJ[name].format(l=layer): layer for layer in range(2)}
+    return {modules[m]: io for m, io in _projection_outputs(model, list(modules), input_ids).items()}
 
 
 def _perturbed_copy(model, layer, kind, index, delta):
