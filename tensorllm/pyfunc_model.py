@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -69,14 +70,20 @@ def save_pyfunc(path: str | Path, variant_dir: str | Path, mlflow_model=None) ->
     """Write the pyfunc model folder for ``variant_dir`` (a folder holding ``variant.json``) at ``path``.
 
     ``mlflow_model`` (an ``mlflow.models.Model``) carries the logged model's ids into ``MLmodel``.
+
+    No input example is saved, on purpose: MLflow validates an example by loading the model and running
+    it, which for a variant means loading its base model at every registration. The signature is explicit,
+    so MLflow's warning about the missing example (printed once per registered variant) is silenced here.
     """
     variant_dir = Path(variant_dir)
     if not (variant_dir / VARIANT_JSON).is_file():
         raise FileNotFoundError(f"{variant_dir} has no {VARIANT_JSON}: not a tensorllm variant folder")
-    mlflow.pyfunc.save_model(
-        path=str(path), python_model=str(ENTRY_FILE), code_paths=[__file__],
-        artifacts={VARIANT_ARTIFACT: str(variant_dir)}, signature=signature(),
-        pip_requirements=pip_requirements(), mlflow_model=mlflow_model)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
+        mlflow.pyfunc.save_model(
+            path=str(path), python_model=str(ENTRY_FILE), code_paths=[__file__],
+            artifacts={VARIANT_ARTIFACT: str(variant_dir)}, signature=signature(),
+            pip_requirements=pip_requirements(), mlflow_model=mlflow_model)
     return Path(path)
 
 

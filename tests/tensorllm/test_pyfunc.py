@@ -275,3 +275,18 @@ def test_describe_sets_the_version_description(registered):
         registry.describe(MODEL, 99, text)
     with pytest.raises(TypeError, match="must be a string"):
         registry.describe(MODEL, version, None)
+
+
+def test_registration_does_not_warn_about_a_missing_input_example(registered, tiny):
+    """A sweep registers dozens of variants; MLflow's input-example warning (an example would make it load
+    the base model at every registration) must not be printed for each of them."""
+    import warnings
+
+    from tensorllm.checkpoint import Checkpoint
+
+    registry, _ = registered
+    folder, artifact = tiny
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry.register_variant(record_for(folder, artifact, "k-quiet", Checkpoint(folder).identity()), MODEL)
+    assert not [w for w in caught if "input example" in str(w.message)], [str(w.message)[:120] for w in caught]
