@@ -236,9 +236,7 @@ def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
                   f"{best['bytes_base'] / 1e6:.1f} MB)")
         for dataset, by_column in (best.get("paired") or {}).items():
             for column, stats in by_column.items():
-                print(f"  test {dataset} {column}: {stats['base_accuracy']:.4f} -> {stats['variant_accuracy']:.4f} "
-                      f"(diff {stats['accuracy_diff']:+.4f}, McNemar p = {stats['mcnemar_p']:.3g}, n = {stats['n']}); "
-                      f"loss diff {stats['loss_diff']:+.4f}")
+                print(f"  test {dataset} {column}: {_paired_line(stats)}")
     print(f"\nDecision: {summary['decision']['sentence']}")
     champion = summary["champion_version"]
     name = summary["registered_model"]
@@ -246,8 +244,20 @@ def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
         print(f"Champion: {name} version {champion}  ->  tensorllm export {name}@champion --out DIR")
     else:
         print(f"No champion for {name}.")
+    transfer = summary.get("transfer") or {}
+    for column, stats in (transfer.get("paired") or {}).items():
+        print(f"  transfer, {transfer['dataset']} test (not used for selection), v{transfer['version']} vs the base, "
+              f"{column}: {_paired_line(stats)}")
+    if transfer.get("skipped"):
+        print(f"  transfer: not evaluated ({transfer['skipped']})")
     print(f"MLflow store: {tracking_uri}   (UI: mlflow ui --backend-store-uri {tracking_uri})")
     print(f"Prefect API: {api_url}   (runs: prefect flow-run ls; UI: prefect server start, PREFECT_HOME=runs/prefect)")
+
+
+def _paired_line(stats: dict) -> str:
+    """One paired comparison with the base: accuracies, difference, McNemar p, n, loss difference."""
+    return (f"{stats['base_accuracy']:.4f} -> {stats['variant_accuracy']:.4f} (diff {stats['accuracy_diff']:+.4f}, "
+            f"McNemar p = {stats['mcnemar_p']:.3g}, n = {stats['n']}); loss diff {stats['loss_diff']:+.4f}")
 
 
 def print_decomposed(summary: dict, tracking_uri: str) -> None:

