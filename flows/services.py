@@ -33,9 +33,12 @@ QUIET_DEFAULTS = {
 
 
 def set_quiet_defaults(prefect_home: Path | None = None) -> None:
-    """Telemetry off and sane timeouts, without overriding anything the user set."""
+    """Telemetry off and sane timeouts, without overriding anything the user set; when stderr is not a
+    terminal (a log file, CI), no ANSI colour codes around the worker-log prefixes that Ray forwards."""
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if not sys.stderr.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if prefect_home is not None:
         os.environ.setdefault("PREFECT_HOME", str(prefect_home.resolve()))
 
