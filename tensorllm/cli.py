@@ -384,7 +384,13 @@ def cmd_export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tensorllm", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="tensorllm", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Compress the attention of a decoder LLM with TensorLLM (arXiv 2501.15674): each layer's\n"
+                    "heads tensorised and Tucker-decomposed with shared factors; sweeps on Prefect + Ray,\n"
+                    "variants in the MLflow registry.",
+        epilog="examples:\n" + __doc__.split("Usage::\n")[1].split("\n\nWith")[0].strip("\n")
+               + "\n\nWith --json the last line printed is one JSON object (for scripts). README: Command line.")
     parser.add_argument("--version", action="version", version=f"tensorllm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     parser.add_argument("--debug", action="store_true", help="on an error, show the traceback instead of one line")

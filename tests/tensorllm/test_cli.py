@@ -284,3 +284,12 @@ def test_export_registry_spec(tiny, export_artifacts, tmp_path, capsys):
     assert main(["export", "tiny-export/1", "--tracking-uri", uri, "--out", str(tmp_path / "z"),
                  "--base-model", str(folder)]) == 2
     assert "--base-model goes with artifact folders" in capsys.readouterr().err
+
+
+def test_help_says_what_the_tool_does_and_shows_examples(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "Tucker-decomposed with shared factors" in out and "examples:" in out
+    assert "    tensorllm sweep --json" in out and "``" not in out  # plain text, not the docstring's RST
