@@ -148,4 +148,3 @@ def written_rel_error(original: AttentionWeights, reconstruction: torch.Tensor, 
         num += sum_squares(ref - getattr(written, role).to(work))
         den += sum_squares(ref)
     return math.sqrt(num / den) if den > 0 else 0.0
-
