@@ -158,7 +158,7 @@ def test_every_config_field_has_a_description_and_a_cli_option():
     import argparse
 
     from flows.config import SweepConfig
-    from tensorllm.sweep_options import add_sweep_options
+    from flows.sweep_options import add_sweep_options
 
     parser = argparse.ArgumentParser()
     add_sweep_options(parser)
