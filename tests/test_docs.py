@@ -133,3 +133,29 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
     (code / "m.py").write_text('"""See docs/a.md and notes/stack.md."""\nx = 1  # also docs/missing.md\n')
     assert missing_citations(tmp_path, ("tensorllm",)) == ["tensorllm/m.py:1 cites notes/stack.md",
                                                           "tensorllm/m.py:2 cites docs/missing.md"]
+
+
+def unlisted_modules(root: Path, index: Path, folders=("tensorllm", "flows", "tasks")) -> list[str]:
+    """Modules of the packages whose file name the code layout in ``index`` does not mention."""
+    text = index.read_text()
+    layout = text[text.index("## The code"):] if "## The code" in text else text
+    names = set(re.findall(r"[\w.]+\.py", layout))
+    return [source.relative_to(root).as_posix() for folder in folders
+            for source in sorted((root / folder).rglob("*.py"))
+            if source.name != "__init__.py" and source.name not in names]
+
+
+def test_the_code_layout_names_every_module():
+    """docs/index.md's code layout is how a newcomer finds their way: a module it leaves out is invisible."""
+    missing = unlisted_modules(ROOT, ROOT / "docs" / "index.md")
+    assert not missing, "docs/index.md's code layout does not mention: " + ", ".join(missing)
+
+
+def test_the_layout_check_catches_a_new_module(tmp_path):
+    (tmp_path / "tensorllm").mkdir()
+    (tmp_path / "tensorllm" / "old.py").write_text("")
+    index = tmp_path / "index.md"
+    index.write_text("## The code\n\n```\ntensorllm/\n  old.py  something\n```\n")
+    assert unlisted_modules(tmp_path, index, ("tensorllm",)) == []
+    (tmp_path / "tensorllm" / "new.py").write_text("")
+    assert unlisted_modules(tmp_path, index, ("tensorllm",)) == ["tensorllm/new.py"]
