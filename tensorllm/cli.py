@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "heads tensorised and Tucker-decomposed with shared factors; sweeps on Prefect + Ray,\n"
                     "variants in the MLflow registry.",
         epilog="examples:\n" + __doc__.split("Usage::\n")[1].split("\n\nWith")[0].strip("\n")
-               + "\n\nWith --json the last line printed is one JSON object (for scripts). README: Command line.")
+               + "\n\nWith --json the last line printed is one JSON object (for scripts). docs/cli.md.")
     parser.add_argument("--version", action="version", version=f"tensorllm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     parser.add_argument("--debug", action="store_true", help="on an error, show the traceback instead of one line")
@@ -315,11 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", type=parse_ranks, action="append", required=True,
                    help="R1,R2,R3 as integers or fractions of (d_model, d_head, slices); repeat for several")
     p.add_argument("--grouping", choices=GROUPINGS, default=DEFAULT_GROUPING,
-                   help=f"GQA/MQA grouping: {', '.join(GROUPINGS)} (default {DEFAULT_GROUPING}; README: GQA grouping)")
+                   help=f"GQA/MQA grouping: {', '.join(GROUPINGS)} (default {DEFAULT_GROUPING}; docs/architectures.md)")
     _add_layout_option(p)
     p.add_argument("--balance", choices=("none", "norms"), default="none",
-                   help="function-preserving per-head rescaling before the fit (default none = the paper; README: "
-                        "Beyond the paper)")
+                   help="function-preserving per-head rescaling before the fit (default none = the paper; "
+                        "docs/method.md)")
     p.add_argument("--fit", choices=("weights", "activations"), default="weights",
                    help="what the Tucker fit minimises: the weights' error (the paper) or the layer's output error on "
                         "calibration prompts (default weights)")
@@ -416,7 +416,7 @@ def _unavailable(entry, exc: BaseException):
 
 def _add_layout_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=LAYOUT_NAMES, default=None,
-                        help="attention layout (default: detected from the model's own modules; README: Architectures)")
+                        help="attention layout (default: detected from the model's own modules; docs/architectures.md)")
 
 
 def main(argv: list[str] | None = None) -> int:
