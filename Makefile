@@ -22,7 +22,7 @@ test: install
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not real_model and not integration"
+	$(BIN)/python -m pytest -q -m "not real_model and not integration and not slow"
 
 # build the wheel, install it into a fresh venv outside the checkout, run one evaluation from it
 wheel-check: install

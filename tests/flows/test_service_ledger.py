@@ -61,6 +61,7 @@ def _run_block(ledger: ServiceLedger) -> None:
     assert not ledger.path.exists()  # a clean exit leaves no record behind
 
 
+@pytest.mark.slow  # a subprocess or many generations: left out of `make test-fast`
 def test_a_sigkilled_sweeps_processes_are_stopped_by_the_next_run(tmp_path):
     """The "sweep" records a child and a grandchild, then is SIGKILLed; clean_stale stops both."""
     script = textwrap.dedent(f"""
