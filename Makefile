@@ -32,14 +32,14 @@ sweep: install
 	$(BIN)/tensorllm sweep
 
 bench-quick: install
-	for b in decompose sweep_eval memory pipeline factorised; do $(BIN)/python bench/$$b.py --quick || exit 1; done
+	for b in decompose sweep_eval memory pipeline factorised; do $(BIN)/python -m bench.$$b --quick || exit 1; done
 
 bench: install
-	for b in decompose sweep_eval memory pipeline factorised; do $(BIN)/python bench/$$b.py || exit 1; done
+	for b in decompose sweep_eval memory pipeline factorised; do $(BIN)/python -m bench.$$b || exit 1; done
 
 # synthetic Llama-2-7B-shaped checkpoint (fp16, ~13.7 GB) in runs/synthetic-7b, for bench/scale.py (issue 10)
 checkpoint-7b: install
-	$(BIN)/python bench/make_checkpoint.py
+	$(BIN)/python -m bench.make_checkpoint
 
 # the GPU checks of issue 10 in one script (needs a CUDA build of torch; see bench/gpu.sh)
 bench-gpu: install

@@ -2,7 +2,7 @@
 
 Every bench script follows one convention::
 
-    python bench/NAME.py [--quick] [--json] [--device cpu|cuda] [--threads N]
+    python -m bench.NAME [--quick] [--json] [--device cpu|cuda] [--threads N]
 
 It prints a table, writes ``bench/results/NAME.json`` (``NAME-quick.json`` for ``--quick``, so a quick
 check never overwrites a full run) with the date, the machine, the command and the rows, and with
@@ -12,7 +12,7 @@ synchronise the device. ``--threads 1`` gives steadier numbers on a shared, over
 
 Typical use::
 
-    from common import base_parser, finish, pick_device, print_table, setup_threads, time_call
+    from bench.common import base_parser, finish, pick_device, print_table, setup_threads, time_call
 
     args = base_parser(__doc__).parse_args()
     setup_threads(args.threads)
@@ -52,10 +52,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 _RESULT_PREFIX = "@@BENCH_RESULT@@"
-
-if str(REPO_ROOT) not in sys.path:  # `python bench/x.py` from anywhere can import tensorllm
-    sys.path.insert(0, str(REPO_ROOT))
-
 
 # --------------------------------------------------------------------------------------------- arguments
 
@@ -352,7 +348,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name] + sys.argv)
+    """The command that reproduces this run: ``python -m bench.NAME ARGS`` (run from the project root)."""
+    script = Path(sys.argv[0]).resolve()
+    head = ["python", "-m", f"bench.{script.stem}"] if script.parent == BENCH_DIR else [Path(sys.executable).name, sys.argv[0]]
+    return " ".join(shlex.quote(a) for a in head + sys.argv[1:])
 
 
 def result_payload(name: str, rows: Sequence[dict], args: argparse.Namespace | None = None, *,
@@ -401,8 +400,7 @@ _RUNNER = r"""
 import importlib.util, json, resource, sys, time, traceback
 path, func, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
 kwargs = json.loads(sys.stdin.read())
-sys.path.insert(0, {repo!r}); sys.path.insert(0, {bench!r})
-from common import peak_rss_mib
+from bench.common import peak_rss_mib
 import os
 if os.environ.get("BENCH_TORCH_THREADS"):
     import torch
@@ -427,6 +425,11 @@ print(prefix + json.dumps(out, default=str), flush=True)
 """
 
 
+def _with_repo(pythonpath: str | None) -> str:
+    """The child imports ``bench.common`` (and the project) as the parent does, from wherever it starts."""
+    return os.pathsep.join(p for p in (str(REPO_ROOT), pythonpath) if p)
+
+
 def run_isolated(path: str | Path, func: str, kwargs: dict | None = None, *, timeout: float | None = None,
                  env: dict | None = None) -> dict:
     """Call ``func(**kwargs)`` defined in the file ``path`` in a fresh Python process.
@@ -437,12 +440,13 @@ def run_isolated(path: str | Path, func: str, kwargs: dict | None = None, *, tim
     On a timeout: ``{"ok": False, "timed_out": True}``.
     ``kwargs`` and the result must be JSON-serialisable. The child's stderr is passed through.
     """
-    code = _RUNNER.format(repo=str(REPO_ROOT), bench=str(BENCH_DIR))
+    code = _RUNNER.format()
     start = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, "-c", code, str(path), func, _RESULT_PREFIX],
                               input=json.dumps(kwargs or {}), capture_output=True, text=True,
-                              timeout=timeout, env={**os.environ, **(env or {})})
+                              timeout=timeout, env={**os.environ, "PYTHONPATH": _with_repo(os.environ.get("PYTHONPATH")),
+                                                     **(env or {})})
     except subprocess.TimeoutExpired:
         return {"ok": False, "timed_out": True, "wall_s": time.perf_counter() - start, "timeout_s": timeout}
     wall = time.perf_counter() - start

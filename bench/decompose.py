@@ -1,6 +1,6 @@
 """Benchmark: our shared-factor Tucker (tensorllm.tucker.tucker_decompose) against TensorLy's partial_tucker.
 
-    python bench/decompose.py [--quick] [--json] [--device cpu|cuda] [--threads N] [--cases NAME ...] [--no-tensorly]
+    python -m bench.decompose [--quick] [--json] [--device cpu|cuda] [--threads N] [--cases NAME ...] [--no-tensorly]
                               [--tensorly-cache auto|refresh|off] [--tensorly-only]
 
 On CPU the default is ``--threads 1`` for every measured process (see main(): with 2+ OpenMP threads on a
@@ -52,13 +52,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (base_parser, command_line, finish, library_versions, pick_device,  # noqa: E402
+from bench.common import (base_parser, command_line, finish, library_versions, pick_device,  # noqa: E402
                     print_table, run_isolated, setup_threads, sync, time_call)
 
 SEED = 0

@@ -1,6 +1,6 @@
 """Benchmark: dense vs factorised attention (tensorllm.factorised): size on disk, memory, prefill and decode latency.
 
-    python bench/factorised.py [--quick] [--json] [--device cpu|cuda] [--threads N] [--parts smollm2 llama7b accuracy]
+    python -m bench.factorised [--quick] [--json] [--device cpu|cuda] [--threads N] [--parts smollm2 llama7b accuracy]
 
 A Tucker-decomposed layer can run on its factors (``X·U1`` once, per-head cores, ``U2``, ``U1^T``) instead of
 dense weights rebuilt from them; this measures what that buys, through the real path: ``decompose_layer``
@@ -43,14 +43,12 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (REPO_ROOT, base_parser, current_rss_mib, finish, library_versions, peak_rss_mib,  # noqa: E402
+from bench.common import (REPO_ROOT, base_parser, current_rss_mib, finish, library_versions, peak_rss_mib,  # noqa: E402
                     pick_device, print_table, reset_peak_rss, run_isolated, setup_threads, sync, time_call)
 
 MODEL = "smollm2-135m"

@@ -32,9 +32,9 @@ error, for which every forward stops right after the edited layer's attention.
 
 Usage::
 
-    nice -n 10 .venv/bin/python bench/fit_quality.py --grouping kv --threads 1 --model-layers 29 15 3  # the study
-    nice -n 10 .venv/bin/python bench/fit_quality.py --modes balanced --threads 1 --model-layers 29 15  # replicate
-    .venv/bin/python bench/fit_quality.py --quick                # 1 layer, 2 ranks, n = 64
+    nice -n 10 .venv/bin/python -m bench.fit_quality --grouping kv --threads 1 --model-layers 29 15 3  # the study
+    nice -n 10 .venv/bin/python -m bench.fit_quality --modes balanced --threads 1 --model-layers 29 15  # replicate
+    .venv/bin/python -m bench.fit_quality --quick                # 1 layer, 2 ranks, n = 64
 """
 
 from __future__ import annotations
@@ -42,12 +42,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, base_parser, finish, pick_device, print_table, setup_threads  # noqa: E402
+from bench.common import RESULTS_DIR, base_parser, finish, pick_device, print_table, setup_threads  # noqa: E402
 
 MODEL = "smollm2-135m"
 MODES = {  # name -> decompose_layer keyword arguments (calibration added for the activation-aware ones)

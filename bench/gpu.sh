@@ -62,7 +62,7 @@ for step in $STEPS; do
     case $step in
     decompose)
         # shellcheck disable=SC2086  # DECOMPOSE_CASES is a list
-        run_step decompose "$DECOMPOSE_TIMEOUT" "$PYTHON" bench/decompose.py --device cuda --cases $DECOMPOSE_CASES \
+        run_step decompose "$DECOMPOSE_TIMEOUT" "$PYTHON" -m bench.decompose --device cuda --cases $DECOMPOSE_CASES \
             --timeout 120 --json
         cp -f bench/results/decompose-cuda.json bench/results/decompose-tensorly.json "$OUT/" 2>/dev/null
         ;;
@@ -72,14 +72,14 @@ for step in $STEPS; do
             continue
         fi
         if [ ! -f runs/synthetic-7b/synthetic.json ]; then
-            run_step make_checkpoint "$CHECKPOINT_TIMEOUT" "$PYTHON" bench/make_checkpoint.py
+            run_step make_checkpoint "$CHECKPOINT_TIMEOUT" "$PYTHON" -m bench.make_checkpoint
         fi
         if [ ! -f runs/synthetic-7b/synthetic.json ]; then
             note "scale: runs/synthetic-7b could not be written (see make_checkpoint.log); skipped"
             continue
         fi
         # shellcheck disable=SC2086  # SCALE_ARGS is a list of arguments
-        run_step scale "$SCALE_TIMEOUT" "$PYTHON" bench/scale.py --device cuda --model runs/synthetic-7b $SCALE_ARGS \
+        run_step scale "$SCALE_TIMEOUT" "$PYTHON" -m bench.scale --device cuda --model runs/synthetic-7b $SCALE_ARGS \
             --out "$OUT/scale-cuda.json" --json
         ;;
     sweep)

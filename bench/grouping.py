@@ -1,6 +1,6 @@
 """Benchmark: the three GQA/MQA groupings (kv, replicate, weighted) at equal compression.
 
-    nice -n 10 python bench/grouping.py [--quick] [--json] [--threads N] [--layers L ...] [--limit N] [--kl-items N]
+    nice -n 10 python -m bench.grouping [--quick] [--json] [--threads N] [--layers L ...] [--limit N] [--kl-items N]
 
 The groupings (``tensorllm.tensorise``) build different 4-D tensors from the same layer, so equal ranks do
 not mean equal sizes. Each row pairs them at (nearly) equal compression: with g query heads per KV head,
@@ -19,7 +19,7 @@ Per case and grouping:
   ``tensorllm.evaluation.evaluate`` with the layer cache, and the paired difference to ``kv`` (95% CI).
 
 Cases: SmolLM2-135M-Instruct (9 heads, 3 KV heads: GQA, g = 3) at ``--layers`` (default 27) and a tiny
-random Llama with one KV head (MQA, g = 4, ``tests/tensorllm/tiny_models.py``). The variant weights are written
+random Llama with one KV head (MQA, g = 4, ``tensorllm/tiny_models.py``). The variant weights are written
 into the model with the layout (``AttentionLayout.write_attention``), as ``apply_artifacts`` does, and restored.
 
 Results: ``bench/results/grouping.json`` (``grouping-quick.json`` with --quick: 2 levels on one layer, 200 items).
@@ -30,12 +30,11 @@ The KL of a SmolLM2 variant replays the base's hidden states entering the change
 from __future__ import annotations
 
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import REPO_ROOT, base_parser, finish, library_versions, print_table, setup_threads
+from bench.common import REPO_ROOT, base_parser, finish, library_versions, print_table, setup_threads
 
 MODEL = "smollm2-135m"
 GROUPINGS = ("kv", "replicate", "weighted")
@@ -191,10 +190,8 @@ def _val_ids(task, n: int) -> list[str]:
 def tiny_mqa_case(levels, kl_items, device) -> list[dict]:
     import torch
 
-    sys.path.insert(0, str(REPO_ROOT / "tests" / "tensorllm"))
-    from tiny_models import VOCAB, build_tiny
-
     from tensorllm.layouts import layout_for
+    from tensorllm.tiny_models import VOCAB, build_tiny
 
     model = build_tiny("llama_mqa").to(device)
     state = model.state_dict()

@@ -1,7 +1,7 @@
 """Write a synthetic Llama-2-7B-shaped checkpoint: every tensor a real one has, fp16, sharded like the Hub's.
 
-    python bench/make_checkpoint.py                      # -> runs/synthetic-7b (~13.7 GB, a few minutes)
-    python bench/make_checkpoint.py --tiny --out /tmp/x  # 2 small layers, tiny shards (what the test runs)
+    python -m bench.make_checkpoint                      # -> runs/synthetic-7b (~13.7 GB, a few minutes)
+    python -m bench.make_checkpoint --tiny --out /tmp/x  # 2 small layers, tiny shards (what the test runs)
 
 Why: the pipeline must be measured at the scale its users work at (issue 10), and no 7B model can be
 downloaded here. What is written:
@@ -42,8 +42,6 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 from tensorllm.layouts import AttentionShape, LlamaLayout  # noqa: E402
 from tensorllm.tensorise import tensor_shape, untensorise  # noqa: E402

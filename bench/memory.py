@@ -1,6 +1,6 @@
 """Benchmark: peak memory of decomposing ONE layer does not grow with the size of the model.
 
-    python bench/memory.py [--quick] [--json] [--device cpu|cuda] [--threads N] [--layers N] [--keep]
+    python -m bench.memory [--quick] [--json] [--device cpu|cuda] [--threads N] [--layers N] [--keep]
 
 Synthesises two sharded safetensors checkpoints of a Llama-shaped model in a temporary folder, N and
 4N layers (default N=4: 4 vs 16 layers), writing the tensors directly with
@@ -31,14 +31,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (base_parser, current_rss_mib, finish, peak_rss_mib, pick_device, print_table,  # noqa: E402
+from bench.common import (base_parser, current_rss_mib, finish, peak_rss_mib, pick_device, print_table,  # noqa: E402
                     reset_peak_rss, run_isolated, setup_threads)
 
 FULL = {"hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 16, "intermediate_size": 2816,

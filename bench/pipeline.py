@@ -1,6 +1,6 @@
 """Benchmark: orchestration overhead of the Prefect + Ray sweep, read from the real flow's own task runs.
 
-    python bench/pipeline.py [--quick] [--json] [--threads N] [--model tiny|smollm2] [--no-rerun] [--keep]
+    python -m bench.pipeline [--quick] [--json] [--threads N] [--model tiny|smollm2] [--no-rerun] [--keep]
 
 Method. ``flows.compress_sweep.compress_sweep(...)`` -- the flow users run, nothing copied -- is called in a
 fresh Python process against a real local Prefect server (``flows.runtime.services.prefect_server`` with its own
@@ -52,14 +52,12 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (REPO_ROOT, base_parser, finish, library_versions, pick_device, print_table,  # noqa: E402
+from bench.common import (REPO_ROOT, base_parser, finish, library_versions, pick_device, print_table,  # noqa: E402
                     run_isolated, setup_threads)
 
 SWEEPS = {

@@ -1,6 +1,6 @@
 """Benchmark: every layer of a 7B-shaped model x 8 rank configurations, decompose only, on a Ray cluster.
 
-    python bench/scale.py [--model PATH|tiny] [--nodes 1|2] [--cpus-per-node N] [--layers all] [--ranks R1,R2,R3 ...]
+    python -m bench.scale [--model PATH|tiny] [--nodes 1|2] [--cpus-per-node N] [--layers all] [--ranks R1,R2,R3 ...]
                           [--keep] [--json] [--out FILE]
 
 Method. The real flow -- ``flows.compress_sweep.compress_sweep(evaluate="none", layers=..., ranks=...)``, nothing
@@ -38,14 +38,12 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO_ROOT, base_parser, finish, library_versions, print_table  # noqa: E402
+from bench.common import REPO_ROOT, base_parser, finish, library_versions, print_table  # noqa: E402
 
 #: Llama-2-7B tensor (4096, 128, 4, 32): from the issue's moderate (512, 64, 4) down to (32, 8, 2), whole-model
 #: attention compression ~10x to ~1000x+

@@ -1,6 +1,6 @@
 """Study: which validation metric predicts the paper's generation accuracy on held-out data (issue 14).
 
-    nice -n 10 python bench/selection.py [--quick] [--json] [--device cpu|cuda] [--threads N]
+    nice -n 10 python -m bench.selection [--quick] [--json] [--device cpu|cuda] [--threads N]
                                          [--val-limit N] [--test-limit N] [--mlflow-tracking-uri URI]
 
 Variants: single-layer TensorLLM edits of SmolLM2-135M-Instruct -- the default sweep's layers 26-29 x its 5
@@ -40,15 +40,13 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS_DIR, base_parser, finish, pick_device, print_table, setup_threads  # noqa: E402
+from bench.common import RESULTS_DIR, base_parser, finish, pick_device, print_table, setup_threads  # noqa: E402
 
 MODEL = "smollm2-135m"
 FULL_RANKS = [(0.5, 0.5, 1.0), (0.25, 0.5, 0.5), (0.1, 0.25, 0.5), (0.03125, 0.125, 0.25), (0.01, 0.1, 0.25)]

@@ -1,6 +1,6 @@
 """Benchmark: sweep throughput with the layer-L evaluation cache vs a full forward per variant.
 
-    python bench/sweep_eval.py [--quick] [--json] [--device cpu|cuda] [--threads N] [--dataset D] [--limit N]
+    python -m bench.sweep_eval [--quick] [--json] [--device cpu|cuda] [--threads N] [--dataset D] [--limit N]
                                [--layers L ...] [--ranks R1,R2,R3 ...] [--batch-size B] [--repeats N]
 
 A sweep evaluates many variants of SmolLM2-135M-Instruct (``smollm2-135m``, 30 layers), each changing the
@@ -51,9 +51,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (base_parser, finish, library_versions, pick_device, print_table, setup_threads,  # noqa: E402
+from bench.common import (base_parser, finish, library_versions, pick_device, print_table, setup_threads,  # noqa: E402
                     sync)
 
 MODEL = "smollm2-135m"

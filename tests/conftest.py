@@ -3,16 +3,14 @@
 * ``real_model``: uses the real SmolLM2-135M-Instruct (converted once into ``$TENSORLLM_CACHE``).
 * ``integration``: starts real services (a Prefect API via ``prefect_test_harness``, a local Ray, an
   MLflow sqlite store in ``tmp_path``); each test stops what it started, by PID.
+* ``slow``: a unit test that starts subprocesses or generates at length (left out of ``make test-fast``).
+
+Tiny random models come from :mod:`tensorllm.tiny_models`.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "tensorllm"))  # tiny_models, shared by the test packages
 
 for key, value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

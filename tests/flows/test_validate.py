@@ -17,7 +17,7 @@ import pytest
 
 from flows.config import SweepConfig
 from flows.validate import SweepInputError, validate_sweep
-from tiny_models import save_tiny_with_tokenizer
+from tensorllm.tiny_models import save_tiny_with_tokenizer
 
 DATASETS = "qa_wikidata, hotpotqa, fever, bios_profession, counterfact"  # the registry's names, in its order
 GOOD = {"layers": "last 2", "ranks": [(4, 2, 1)], "datasets": ["fever"]}  # valid for the tiny model

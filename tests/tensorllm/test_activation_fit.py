@@ -28,7 +28,7 @@ from tensorllm.evaluation.splits import split_of
 from tensorllm.factorised import install_factorised
 from tensorllm.models import load_model
 from tensorllm.tucker import mode_dot, tucker_decompose
-from tiny_models import build_tiny, sample_input_ids, save_tiny_with_tokenizer, single_thread, tiny_tokenizer
+from tensorllm.tiny_models import build_tiny, sample_input_ids, save_tiny_with_tokenizer, single_thread, tiny_tokenizer
 
 CALIB = Calibration(datasets=("fever",), n_prompts=8)
 

@@ -34,7 +34,7 @@ from tensorllm.checkpoint import Checkpoint
 from tensorllm.decompose import decompose_layer, laser_layer
 from tensorllm.models import load_model
 from tensorllm.tucker import solver_settings
-from tiny_models import build_tiny, sample_input_ids, save_tiny_with_tokenizer, single_thread, tiny_tokenizer
+from tensorllm.tiny_models import build_tiny, sample_input_ids, save_tiny_with_tokenizer, single_thread, tiny_tokenizer
 
 ARCHS = ["llama", "llama_gqa", "gpt2", "gpt_neox", "opt"]
 FULL = (1.0, 1.0, 1.0)

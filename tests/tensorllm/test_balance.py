@@ -43,7 +43,7 @@ from tensorllm.layouts import AttentionShape, layout_for
 from tensorllm.models import load_model
 from tensorllm.tensorise import GROUPINGS, tensorise, untensorise
 from tensorllm.tucker import mode_dot, tucker_decompose
-from tiny_models import TINY_CONFIGS, build_tiny, sample_input_ids, save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import TINY_CONFIGS, build_tiny, sample_input_ids, save_tiny_with_tokenizer, single_thread
 
 ALL = sorted(TINY_CONFIGS)  # every tiny family, including those added later
 #: artifact.check_architecture reads config.num_hidden_layers, which Gemma3Config (the multimodal wrapper) lacks

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from tensorllm.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint, tensors_digest
 from tensorllm.layouts import ATTENTION_KINDS, layout_for
-from tiny_models import N_LAYERS, save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import N_LAYERS, save_tiny_with_tokenizer, single_thread
 
 
 @pytest.fixture(scope="module", autouse=True)

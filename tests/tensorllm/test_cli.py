@@ -14,7 +14,7 @@ import torch
 
 from tensorllm.artifact import read_meta
 from tensorllm.cli import main, parse_ranks
-from tiny_models import save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import save_tiny_with_tokenizer, single_thread
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -19,7 +19,7 @@ from tensorllm.export import WEIGHTS_FILE, export_variant, folder_bytes
 from tensorllm.factorised import factorised_cost, factorised_layers
 from tensorllm.layouts import AttentionShape
 from tensorllm.models import load_model
-from tiny_models import N_LAYERS, save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import N_LAYERS, save_tiny_with_tokenizer, single_thread
 
 LOW = (0.5, 0.5, 0.5)
 FULL = (1.0, 1.0, 1.0)

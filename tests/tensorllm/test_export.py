@@ -33,7 +33,7 @@ from tensorllm.export import (
 )
 from tensorllm.factorised import FACTORS_MODULE, factorised_layers
 from tensorllm.models import load_model
-from tiny_models import sample_input_ids, save_tiny_with_tokenizer, single_thread, tiny_config, tiny_tokenizer
+from tensorllm.tiny_models import sample_input_ids, save_tiny_with_tokenizer, single_thread, tiny_config, tiny_tokenizer
 
 NAMES = ["llama_gqa", "llama_gqa_tied", "gpt2", "gpt_neox"]
 TIED = {"llama_gqa_tied", "gpt2"}

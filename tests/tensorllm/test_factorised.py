@@ -32,7 +32,7 @@ from tensorllm.factorised import (
 )
 from tensorllm.layouts import AttentionShape, layout_for
 from tensorllm.models import load_model
-from tiny_models import build_tiny, sample_input_ids, single_thread, tiny_tokenizer
+from tensorllm.tiny_models import build_tiny, sample_input_ids, single_thread, tiny_tokenizer
 
 # llama_mqa: one KV head; qwen3: per-head q/k norms; gemma2: head_dim != d_model / heads, MQA, soft-capping;
 # phi3: fused [Q | K | V] qkv_proj (GQA); falcon: fused query_key_value [Q_1..Q_4 | K | V] (MQA); falcon_gqa: grouped

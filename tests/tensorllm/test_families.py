@@ -1,6 +1,6 @@
 """Every decoder family, detected from its own modules: detection, full-rank round trips, ``inspect``, overrides.
 
-Each family's tiny random model (tests/tensorllm/tiny_models.py) is saved as a Hugging Face folder, so the
+Each family's tiny random model (tensorllm/tiny_models.py) is saved as a Hugging Face folder, so the
 layout is detected the way a user's checkpoint is: from the safetensors headers (names and shapes), with
 ``model_type`` only a hint. The round trip decomposes layer 1 at full ranks (orthogonal square factors:
 the reconstruction is the layer itself up to fp32 rounding), writes it back with ``apply_artifacts`` and
@@ -24,7 +24,7 @@ from tensorllm.layout_detection import detect_layout
 from tensorllm.layouts import layout_for
 from tensorllm.models import load_model
 from tensorllm.tensorise import tensor_shape
-from tiny_models import NEW_FAMILIES, build_tiny, sample_input_ids, save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import NEW_FAMILIES, build_tiny, sample_input_ids, save_tiny_with_tokenizer, single_thread
 
 FAMILIES = sorted(set(NEW_FAMILIES) | {"qwen3", "gemma2", "qwen2", "llama_mqa"})
 FULL = (1.0, 1.0, 1.0)

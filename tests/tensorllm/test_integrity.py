@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from tensorllm.artifact import DIGEST_KEY, META_FILE, TENSORS_FILE, load_artifact, materialise, read_meta, save_artifact
 from tensorllm.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
 from tensorllm.decompose import decompose_layer
-from tiny_models import save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import save_tiny_with_tokenizer, single_thread
 
 LOW = (4, 2, 1)  # any ranks do; small ones keep the decomposition instant
 LAYER = 1

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tensorllm.laser import laser_rank, low_rank
-from tiny_models import single_thread
+from tensorllm.tiny_models import single_thread
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -37,7 +37,7 @@ from tensorllm.layouts import (
     Phi3Layout,
     layout_for,
 )
-from tiny_models import (
+from tensorllm.tiny_models import (
     ATTENTION_MODULE,
     ATTENTION_OUT_PROJ,
     ROTARY,

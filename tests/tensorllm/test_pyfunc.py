@@ -33,7 +33,7 @@ CHAT_TEMPLATE = ("{% for m in messages %}<s> w4 {{ m['content'] }}{% endfor %}"
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(model folder with a chat-template tokenizer, artifact folder of layer 1 at ranks 16x4x2)."""
-    from tiny_models import save_tiny_with_tokenizer
+    from tensorllm.tiny_models import save_tiny_with_tokenizer
     from transformers import AutoTokenizer
 
     from tensorllm.decompose import decompose_layer

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tiny_models import save_tiny_with_tokenizer
+from tensorllm.tiny_models import save_tiny_with_tokenizer
 
 
 @pytest.mark.slow  # a subprocess or many generations: left out of `make test-fast`

@@ -24,7 +24,7 @@ from tensorllm.tensorise import (
     written_rel_error,
 )
 from tensorllm.tucker import tucker_decompose
-from tiny_models import build_tiny, single_thread
+from tensorllm.tiny_models import build_tiny, single_thread
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -32,7 +32,7 @@ from tensorllm.tucker import (
     tucker_sweep,
     unfold,
 )
-from tiny_models import single_thread
+from tensorllm.tiny_models import single_thread
 
 tl = pytest.importorskip("tensorly")
 from tensorly.decomposition import partial_tucker  # noqa: E402

@@ -1,9 +1,10 @@
-"""Tiny random Hugging Face models, built from configs, for unit tests (no download, fp32, deterministic).
+"""Tiny random Hugging Face models, built from configs, for tests (no download, fp32, deterministic): the
+project's unit tests and benchmarks use them, and so can a user checking a set-up without a real model.
 
 One entry per attention layout the library supports; several entries share a layout but differ in what
 the tests must cover (MHA vs GQA, biases, fused/interleaved QKV, encoder vs decoder)::
 
-    from tiny_models import TINY_CONFIGS, build_tiny
+    from tensorllm.tiny_models import TINY_CONFIGS, build_tiny
 
     model = build_tiny("llama_gqa")            # LlamaForCausalLM, 6 query heads / 2 KV heads, eval mode
     base = build_tiny("bert", task_head=False)  # BertModel instead of BertForMaskedLM
