@@ -31,7 +31,7 @@ from .config import SweepConfig
 
 #: seconds a TCP connect to the MLflow server or the Ray head may take before it counts as unreachable
 CONNECT_TIMEOUT = 5.0
-MLFLOW_SCHEMES = "sqlite:///PATH.db, http(s)://HOST:PORT, file:///FOLDER (or a plain folder path)"
+MLFLOW_SCHEMES = "sqlite:////ABSOLUTE/PATH.db, http(s)://HOST:PORT, file:///FOLDER (or a plain folder path)"
 RAY_FORMS = "None or 'local' (a private local Ray), 'auto', HOST:PORT or ray://HOST:PORT"
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "tuple", "dict", "none"}
 
@@ -51,9 +51,11 @@ def validate_sweep(params: dict) -> SweepConfig:
         per_model = config.batch()  # `models`: every model of the batch is checked
     except ValueError as exc:
         raise SweepInputError(f"registered_model: {exc}") from None
+    folders = []
     for one in per_model:
         try:
             folder = check_model(one.model)
+            folders.append(folder)
         except SweepInputError as exc:
             raise SweepInputError(str(exc).replace("model:", "models:", 1) if config.models else str(exc)) from None
         model_config, layout = check_architecture(folder, one.layout)
@@ -61,7 +63,10 @@ def validate_sweep(params: dict) -> SweepConfig:
         check_ranks(one, layout.shape(model_config))
         check_laser(one, layout)
     if config.evaluate != "none":  # decompose-only runs read no data
-        check_datasets(config.datasets)
+        check_datasets(config.datasets, folders[0])
+        if config.transfer_dataset not in (None, *config.datasets):
+            check_datasets([config.transfer_dataset], folders[0], field="transfer_dataset")
+    check_artifacts_root(config.artifacts_root)
     check_mlflow_uri(config.mlflow_tracking_uri)
     check_ray_address(config.ray_address)
     return config
@@ -244,15 +249,36 @@ def check_laser(config: SweepConfig, layout) -> None:
 
 
 # ---- data, MLflow, Ray --------------------------------------------------------------------------
-def check_datasets(names: list[str]) -> None:
+def check_datasets(names: list[str], model_folder: Path, field: str = "datasets") -> None:
+    """Every dataset the run reads exists and parses: each file is read whole, strictly, with the model's
+    tokenizer (a few seconds), so a malformed line fails here, named by file and line, not in a Ray task."""
+    from transformers import AutoTokenizer
+
+    from tensorllm.evaluation.data import DataFormatError, load_task
     from tensorllm.evaluation.data.registry import DATASETS, default_data_dir
 
     root = default_data_dir()
     for name in names:
         folder = root / DATASETS[name].folder
         if not folder.is_dir():
-            raise SweepInputError(f"datasets: the data folder of {name!r} does not exist ({folder}); allowed: "
+            raise SweepInputError(f"{field}: the data folder of {name!r} does not exist ({folder}); allowed: "
                                   "a data folder with the dataset's files (set TENSORLLM_DATA_DIR)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_folder))
+    except (OSError, ValueError) as exc:
+        raise SweepInputError(f"model: no usable tokenizer in {model_folder} ({exc}); allowed: a model folder "
+                              "with its tokenizer files, or --evaluate none (decomposition only)") from None
+    for name in names:
+        try:
+            load_task(name, tokenizer, data_dir=root)
+        except (DataFormatError, FileNotFoundError) as exc:
+            raise SweepInputError(f"{field}: {name!r} cannot be read: {exc}") from None
+
+
+def check_artifacts_root(root: str) -> None:
+    """The artifacts, evaluations and reports folders can be created and written (they sit side by side)."""
+    _check_writable_folder("artifacts_root", root, Path(root).expanduser().resolve(),
+                           allowed="a folder this user can create and write")
 
 
 def check_mlflow_uri(uri: str | None) -> None:
@@ -265,14 +291,21 @@ def check_mlflow_uri(uri: str | None) -> None:
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
-        path = uri.split(":", 1)[1].removeprefix("///")
-        if path in ("", "//", ":memory:"):
+        if not uri.startswith("sqlite:///"):
+            raise SweepInputError(f"mlflow_tracking_uri: a sqlite URI starts with sqlite:/// (got {uri!r}); "
+                                  "allowed: sqlite:////ABSOLUTE/PATH.db")
+        path = uri[len("sqlite:///"):].split("?")[0]
+        if path in ("", ":memory:"):
             return  # an in-memory store
-        return _check_writable_folder("mlflow_tracking_uri", uri, Path(path).expanduser().resolve().parent)
+        if not Path(path).is_absolute():
+            raise SweepInputError(f"mlflow_tracking_uri: the sqlite path {path!r} is relative, so each process "
+                                  f"(Ray workers too) would resolve it against its own folder (got {uri!r}); "
+                                  "allowed: sqlite:////ABSOLUTE/PATH.db")
+        return _check_writable_folder("mlflow_tracking_uri", uri, Path(path).parent)
     if scheme in ("http", "https"):
         port = _port(parts, "mlflow_tracking_uri", uri, 443 if scheme == "https" else 80)
         return _check_reachable("mlflow_tracking_uri", uri, parts.hostname, port,
-                                "a running MLflow server, a sqlite:///PATH.db or a file: folder")
+                                "a running MLflow server, a sqlite:////ABSOLUTE/PATH.db or a file: folder")
     if scheme == "file" or (scheme == "" and uri):
         folder = Path(parts.path if scheme == "file" else uri).expanduser()
         return _check_writable_folder("mlflow_tracking_uri", uri, folder)
@@ -315,13 +348,13 @@ def _check_reachable(field: str, value: str, host: str | None, port: int, allowe
     raise SweepInputError(f"{field}: {value} is not reachable ({reason}); allowed: {allowed}")
 
 
-def _check_writable_folder(field: str, value: str, folder: Path) -> None:
+def _check_writable_folder(field: str, value: str, folder: Path, allowed: str = MLFLOW_SCHEMES) -> None:
     """``folder`` exists and is writable, or its nearest existing parent is (then it can be created)."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise SweepInputError(f"{field}: {existing} is a file, not a folder (got {value!r}); allowed: {MLFLOW_SCHEMES}")
+        raise SweepInputError(f"{field}: {existing} is a file, not a folder (got {value!r}); allowed: {allowed}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise SweepInputError(f"{field}: folder {existing} is not writable (got {value!r}); allowed: a folder "
                               "this user can write")

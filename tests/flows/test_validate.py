@@ -101,15 +101,42 @@ BAD = [
     ("mlflow closed port", {"mlflow_tracking_uri": "http://127.0.0.1:9/"},
      "mlflow_tracking_uri: http://127.0.0.1:9/ is not reachable (connection refused); allowed: a running MLflow server"),
     ("mlflow scheme", {"mlflow_tracking_uri": "ftp://host/x"},
-     "mlflow_tracking_uri: unknown scheme 'ftp' (got 'ftp://host/x'); allowed: sqlite:///PATH.db, http(s)://HOST:PORT"),
+     "mlflow_tracking_uri: unknown scheme 'ftp' (got 'ftp://host/x'); allowed: sqlite:////ABSOLUTE/PATH.db, http(s)://HOST:PORT"),
     ("mlflow sqlite under a file", {"mlflow_tracking_uri": "sqlite:///{tmp}/file/mlflow.db"},
      "mlflow_tracking_uri: {tmp}/file is a file, not a folder"),
+    ("mlflow sqlite without ///", {"mlflow_tracking_uri": "sqlite:relative.db"},
+     "mlflow_tracking_uri: a sqlite URI starts with sqlite:/// (got 'sqlite:relative.db'); allowed: "
+     "sqlite:////ABSOLUTE/PATH.db"),
+    ("mlflow sqlite relative", {"mlflow_tracking_uri": "sqlite:///runs/mlflow.db"},
+     "mlflow_tracking_uri: the sqlite path 'runs/mlflow.db' is relative, so each process"),
+    ("artifacts root under a file", {"artifacts_root": "{tmp}/file/artifacts"},
+     "artifacts_root: {tmp}/file is a file, not a folder (got '{tmp}/file/artifacts'); allowed: a folder this user"),
+    ("transfer dataset missing", {"data_only": "fever"},
+     "transfer_dataset: the data folder of 'counterfact' does not exist ({tmp}/data/counterfact)"),
+    ("malformed dataset line", {"data_only": "fever", "break_line": 3, "transfer_dataset": None},
+     "datasets: 'fever' cannot be read: {tmp}/data/fever/paper_dev.jsonl:3:"),
     ("ray closed port", {"ray_address": "127.0.0.1:9"},
      "ray_address: 127.0.0.1:9 is not reachable (connection refused); allowed: a running Ray head"),
     ("ray client closed port", {"ray_address": "ray://127.0.0.1:9"}, "ray_address: ray://127.0.0.1:9 is not reachable"),
     ("ray nonsense", {"ray_address": "head-node"},
      "ray_address: not an address (got 'head-node'); allowed: None or 'local' (a private local Ray), 'auto', HOST:PORT"),
 ]
+
+
+def one_dataset(root, name: str, break_line: int | None):
+    """A copy of the shipped data folder of ``name`` under ``root``; with ``break_line``, that line is not JSON."""
+    import shutil
+
+    from tensorllm.evaluation.data.registry import DATASETS, default_data_dir
+
+    folder = root / DATASETS[name].folder
+    shutil.copytree(default_data_dir() / DATASETS[name].folder, folder)
+    if break_line is not None:
+        (data_file,) = folder.glob("*.jsonl")
+        lines = data_file.read_text().splitlines(keepends=True)
+        lines[break_line - 1] = '{"claim": "cut off in the mid\n'
+        data_file.write_text("".join(lines))
+    return root
 
 
 def bad_params(tiny, tmp_path, monkeypatch, overrides: dict) -> dict:
@@ -119,6 +146,9 @@ def bad_params(tiny, tmp_path, monkeypatch, overrides: dict) -> dict:
         model_folder(tmp_path, overrides.pop("config"), overrides.pop("tensors", None))
     if "data_dir" in overrides:
         monkeypatch.setenv("TENSORLLM_DATA_DIR", overrides.pop("data_dir"))
+    if "data_only" in overrides:  # a data folder holding one dataset (line ``break_line`` of its file broken)
+        monkeypatch.setenv("TENSORLLM_DATA_DIR", str(one_dataset(tmp_path / "data", overrides.pop("data_only"),
+                                                                 overrides.pop("break_line", None))))
     (tmp_path / "file").write_text("not a folder")
     return {"model": str(tiny), **GOOD, **overrides}
 
@@ -135,7 +165,7 @@ def test_bad_input_is_one_line(tiny, tmp_path, monkeypatch, overrides, message):
 
 def test_good_input_gives_the_config(tiny):
     config = validate_sweep({"model": str(tiny), **GOOD, "laser": [{"matrix": "fc_up", "rho": 0.5}],
-                             "mlflow_tracking_uri": "sqlite:///runs-not-created/mlflow.db", "ray_address": "local"})
+                             "mlflow_tracking_uri": "sqlite:////tmp/runs-not-created/mlflow.db", "ray_address": "local"})
     assert isinstance(config, SweepConfig) and config.resolve_layers(2) == [0, 1]
 
 

@@ -16,8 +16,18 @@ class DataFormatError(ValueError):
         self.path = Path(path)
         self.line = line
         self.message = message
+        self.unit = unit
         where = f"{self.path}:{line}" if line is not None else str(self.path)
         super().__init__(f"{where}: {message}" if unit == "line" else f"{self.path} ({unit} {line}): {message}")
+
+    def __reduce__(self):
+        """Rebuilt from its own fields when it crosses a process (Ray, Prefect): pickling the bare ``args``
+        would call ``__init__`` with the formatted message alone and fail."""
+        return (_rebuild, (str(self.path), self.line, self.message, self.unit))
+
+
+def _rebuild(path: str, line: int | None, message: str, unit: str) -> DataFormatError:
+    return DataFormatError(path, line, message, unit=unit)
 
 
 @dataclass
