@@ -188,9 +188,10 @@ def cmd_models(args) -> int:
         if args.json:
             emit_json({"changed": changed})
         return 0
+    from tensorllm.mlflow_store import existing_store
     from tensorllm.registry import Registry
 
-    registry = Registry(args.mlflow_tracking_uri)
+    registry = Registry(existing_store(args.mlflow_tracking_uri))  # read-only: a missing store is an error
     if args.models_command == "list":
         rows = registry.list_models()
         for row in rows:
@@ -244,7 +245,9 @@ def export_sources(specs: list[str], base_model: str | None, tracking_uri: str |
         raise FileNotFoundError(f"artifact folder {missing!r} does not exist ({forms})") from None
     if base_model:
         raise ValueError("--base-model goes with artifact folders; a registered variant records its own base model")
-    registry = Registry(tracking_uri)
+    from .mlflow_store import existing_store
+
+    registry = Registry(existing_store(tracking_uri))
     try:
         info = registry.show(missing)
     except ValueError as exc:

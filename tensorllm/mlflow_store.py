@@ -3,6 +3,7 @@
 No mlflow import here: these act on the sqlite file itself (MLflow's own client is :mod:`tensorllm.registry`).
 
 * :func:`default_tracking_uri`: ``$MLFLOW_TRACKING_URI``, else ``./runs/mlflow/mlflow.db``;
+* :func:`existing_store`: the same URI for a read-only command, checked without creating anything;
 * :func:`store_creation_lock`: serialises the first access of a sqlite store across processes;
 * :func:`promotion_lock`: serialises "read the champion, decide, move the alias" of one registered model;
 * :func:`relocate_sqlite_store`: rewrites the absolute artifact locations after a ``runs/`` folder moved.
@@ -13,6 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
+
+READ_FORMS = "sqlite:////ABSOLUTE/PATH.db, http(s)://HOST:PORT, file:///FOLDER (or a plain folder path)"
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
@@ -23,6 +27,33 @@ def default_tracking_uri(root: Path | None = None) -> str:
     folder = (Path(root) if root is not None else Path.cwd()).expanduser().resolve() / "runs" / "mlflow"
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def existing_store(tracking_uri: str | None, root: Path | None = None) -> str:
+    """The tracking URI a read-only command (``models list|show|load``, ``export NAME@ALIAS``) uses: the given one,
+    else ``$MLFLOW_TRACKING_URI``, else the default sqlite store; checked, and nothing created.
+
+    A sqlite store or a file store that does not exist is a :class:`FileNotFoundError` saying so (MLflow would
+    create an empty one and report "no models"); an unknown scheme is a :class:`ValueError` naming the forms.
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        uri = f"sqlite:///{(Path(root) if root is not None else Path.cwd()).expanduser().resolve() / 'runs' / 'mlflow' / 'mlflow.db'}"
+    scheme = urlsplit(uri).scheme.lower()
+    create_hint = "nothing was created; run `tensorllm sweep` first, or pass --mlflow-tracking-uri (or set MLFLOW_TRACKING_URI)"
+    if scheme == "sqlite":
+        if not uri.startswith("sqlite:///"):
+            raise ValueError(f"tracking URI {uri!r}: a sqlite URI starts with sqlite:///; allowed: {READ_FORMS}")
+        db = _sqlite_path(uri)
+        if db is not None and not db.is_file():
+            raise FileNotFoundError(f"no MLflow store at {db} (tracking URI {uri}); {create_hint}")
+    elif scheme == "file" or (scheme == "" and uri):
+        folder = Path(urlsplit(uri).path if scheme == "file" else uri).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no MLflow file store at {folder} (tracking URI {uri}); {create_hint}")
+    elif scheme not in ("http", "https"):
+        raise ValueError(f"tracking URI {uri!r}: unknown scheme {scheme!r}; allowed: {READ_FORMS}")
+    return uri
 
 
 @contextlib.contextmanager

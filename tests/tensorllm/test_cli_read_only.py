@@ -1,0 +1,45 @@
+"""Read-only registry commands on a store that is not there: one line, exit code 2, and nothing created.
+
+MLflow opens a sqlite URI by creating the database (and ``runs/mlflow`` by our default), so ``models list`` on a
+mistyped path used to say "No registered models" and leave a new empty store behind.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tensorllm.cli import main
+
+
+def run(argv: list[str], capsys) -> tuple[int, str]:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize("argv", [["models", "list"], ["models", "show", "tensorllm-x@champion"],
+                                  ["models", "load", "tensorllm-x/1", "--out", "out"],
+                                  ["export", "tensorllm-x@champion", "--out", "out"]])
+def test_a_store_that_does_not_exist_is_named_and_not_created(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code, err = run(argv, capsys)
+    assert code == 2 and "\n" not in err
+    assert f"no MLflow store at {tmp_path}/runs/mlflow/mlflow.db" in err and "nothing was created" in err
+    assert list(tmp_path.iterdir()) == []  # no runs/, no mlflow.db, no out/
+
+
+def test_an_explicit_missing_sqlite_store_is_named(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
+    code, err = run(["models", "--mlflow-tracking-uri", uri, "list"], capsys)
+    assert code == 2 and err.endswith("or pass --mlflow-tracking-uri (or set MLFLOW_TRACKING_URI)")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("ftp://h/x", "tracking URI 'ftp://h/x': unknown scheme 'ftp'; allowed: sqlite:////ABSOLUTE/PATH.db"),
+    ("sqlite:relative.db", "tracking URI 'sqlite:relative.db': a sqlite URI starts with sqlite:///"),
+])
+def test_a_malformed_tracking_uri_is_one_line(uri, message, capsys):
+    code, err = run(["models", "--mlflow-tracking-uri", uri, "list"], capsys)
+    assert code == 2 and err.startswith(f"tensorllm models: error: {message}") and "\n" not in err
