@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
@@ -33,6 +34,21 @@ COMMANDS_GROUP = "tensorllm.commands"
 
 def emit_json(payload: dict) -> None:
     print(json.dumps(payload, sort_keys=True, default=str))
+
+
+def check_writable_folder(path: str, option: str) -> None:
+    """``path`` is a folder this user can write, or can be created: checked before any compute, so a bad ``--out``
+    is one line at once instead of a traceback after the work."""
+    from pathlib import Path
+
+    existing = Path(path).expanduser().resolve()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{option} {path}: {existing} is a file, not a folder; allowed: a folder this user can "
+                         "create and write")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: folder {existing} is not writable; allowed: a folder this user can write")
 
 
 def parse_ranks(text: str) -> tuple[float | int, ...]:
@@ -87,6 +103,7 @@ def cmd_inspect(args) -> int:
 def cmd_decompose(args) -> int:
     from .decompose import decompose_layer
 
+    check_writable_folder(args.out, "--out")
     start = time.perf_counter()
     rank_list = args.ranks
     bars = progress.tqdm_listener(not args.json and sys.stderr.isatty(), unit="configs")
@@ -435,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError, ModuleNotFoundError) as exc:  # flows.validate.SweepInputError too
+    except (ValueError, FileNotFoundError, KeyError, ModuleNotFoundError,  # flows.validate.SweepInputError too
+            NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError) as exc:  # a bad output path
         if args.debug:
             raise
         print(f"tensorllm {args.command}: error: {one_line(exc)}", file=sys.stderr)

@@ -1,4 +1,7 @@
-"""Read-only registry commands on a store that is not there: one line, exit code 2, and nothing created.
+"""Bad input to the commands other than ``sweep`` (whose cases are in tests/flows/test_validate.py): one line,
+exit code 2, before any work, and nothing created.
+
+Read-only registry commands on a store that is not there: one line, exit code 2, and nothing created.
 
 MLflow opens a sqlite URI by creating the database (and ``runs/mlflow`` by our default), so ``models list`` on a
 mistyped path used to say "No registered models" and leave a new empty store behind.
@@ -43,3 +46,16 @@ def test_an_explicit_missing_sqlite_store_is_named(tmp_path, capsys):
 def test_a_malformed_tracking_uri_is_one_line(uri, message, capsys):
     code, err = run(["models", "--mlflow-tracking-uri", uri, "list"], capsys)
     assert code == 2 and err.startswith(f"tensorllm models: error: {message}") and "\n" not in err
+
+
+@pytest.mark.parametrize("argv", [["decompose", "smollm2-135m", "--layer", "0", "--ranks", "4,2,1", "--out", "afile/sub"],
+                                  ["evaluate", "{tiny}", "--dataset", "fever", "--limit", "2", "--out", "afile/evals"]])
+def test_an_output_folder_under_a_regular_file_is_one_line(argv, tmp_path, monkeypatch, capsys):
+    from tensorllm.tiny_models import save_tiny_with_tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("a file, not a folder")
+    tiny = save_tiny_with_tokenizer("llama_gqa", tmp_path / "tiny")[0] if "{tiny}" in argv else None
+    capsys.readouterr()  # the saving's progress bars
+    code, err = run([str(tiny) if a == "{tiny}" else a for a in argv], capsys)
+    assert code == 2 and "\n" not in err and "afile" in err, err
