@@ -144,6 +144,7 @@ def cmd_evaluate(args) -> int:
     from .models import cache_dir, load_model, resolve_model
     from .naming import variant_label
 
+    check_writable_folder(args.out, "--out")
     folder = resolve_model(args.model)
     device = args.device or str(default_device())
     dtype = parse_dtype(args.dtype) if args.dtype else default_dtype(device)
