@@ -110,7 +110,7 @@ def cmd_evaluate(args) -> int:
 
     folder = resolve_model(args.model)
     device = args.device or str(default_device())
-    dtype = parse_dtype(args.dtype) if args.dtype else default_dtype(device)
+    dtype = parse_dtype(args.dtype) if args.dtype else None  # load_model: the base's dtype on a GPU, fp32 on the CPU
     model, tokenizer = load_model(folder, dtype=dtype, device=device, layout=args.layout)
     artifacts = [load_artifact(p) for p in args.variant or []]
     first_layer = min(a.layer for a in artifacts) if artifacts else None
