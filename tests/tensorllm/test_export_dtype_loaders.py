@@ -199,3 +199,40 @@ def test_shared_input_holds_no_reference_to_its_input(bf16_exports):
     del x
     gc.collect()
     assert seen() is None  # the module did not keep the input alive
+
+
+# ---- the real model, saved in bf16 ------------------------------------------------------------------------
+@pytest.mark.real_model
+def test_real_model_bf16_export(tmp_path):
+    """SmolLM2 saved in bf16 (as most Hub checkpoints are), two layers at (288, 32, 4): the export is bf16 through
+    and through, smaller by exactly the bytes the registry's accounting states, and loads through transformers."""
+    from tensorllm.models import resolve_model
+
+    try:
+        folder = resolve_model("smollm2-135m")
+    except ModuleNotFoundError as exc:
+        pytest.skip(str(exc))
+    base = tmp_path / "smollm2-bf16"
+    model, tokenizer = load_model(folder)
+    model.to(torch.bfloat16).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    del model
+    paths = [decompose_layer(str(base), layer=layer, rank_list=[(288, 32, 4)], out_root=tmp_path / "a", n_iter_max=2)[0]
+             .artifact for layer in (27, 29)]
+    info = export_variant(str(base), paths, tmp_path / "export")
+    out = Path(info["path"])
+    assert {v["dtype"] for v in safetensors_header(out / WEIGHTS_FILE).values()} == {"BF16"}
+    size = whole_model_size(str(base), [json.loads((Path(p) / "artifact.json").read_text()) for p in paths])
+    assert sum(b for _, b in checkpoint_tensor_sizes(out).values()) == size.bytes_after
+    # per layer 576·64·(9+3+3+9) = 884,736 dense parameters -> 576·288 + 64·32 + 288·32·(2·9+2·3) = 389,120
+    # factorised; two layers, 2 bytes each (bf16; the fp32 export wrote 4)
+    assert size.bytes_before - size.bytes_after == 2 * (884_736 - 389_120) * 2 == 1_982_464
+    assert folder_bytes(base) - info["bytes"] == pytest.approx(size.bytes_before - size.bytes_after, abs=8192)
+    auto = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    ours, tok = load_compressed(out)
+    assert auto.dtype == ours.dtype == torch.bfloat16 and len(factorised_layers(auto)) == 2
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.inference_mode():
+        assert torch.equal(auto(ids).logits, ours(ids).logits)  # the same bf16 tensors through the same code
+        text = tok.decode(auto.generate(ids, max_new_tokens=4, do_sample=False)[0])
+    assert text.startswith("The capital of France is") and len(text) > len("The capital of France is")
