@@ -42,7 +42,8 @@ from .models import load_model, resolve_model
 log = logging.getLogger(__name__)
 
 FORMS = ("factorised", "dense")
-__all__ = ["CONFIG_KEY", "EXPORT_FORMAT", "FORMS", "WEIGHTS_FILE", "apply_variant", "export_variant", "folder_bytes",
+__all__ = ["CONFIG_KEY", "EXPORT_FORMAT", "FORMS", "WEIGHTS_FILE", "apply_variant", "export_lineage", "export_variant",
+           "folder_bytes",
            "load_compressed", "variant_model"]
 
 
@@ -166,6 +167,22 @@ def _factors_of_layer(model: torch.nn.Module, layer: int) -> FactorisedAttention
     o_weight = layout.qualified(layout.attention_names(layer), prefix)["o"]
     module = model.get_submodule(o_weight.removesuffix(".weight"))
     return module.factors
+
+
+def export_lineage(folder: str | Path) -> tuple[str, list[Path]] | None:
+    """``(base model, artifact folders)`` an export folder (factorised or dense) records in its
+    ``tensorllm_variant.json``; ``None`` when ``folder`` is not an export. Re-exporting from them turns a
+    factorised export into a dense one (the route to engines without custom code) or back."""
+    path = Path(folder) / VARIANT_FILE
+    if not path.is_file():
+        return None
+    lineage = json.loads(path.read_text())
+    paths = [Path(a["path"] if isinstance(a, dict) else a) for a in lineage.get("artifacts", [])]
+    missing = [str(p) for p in paths if not p.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{path} records artifact folders that are gone: {missing[:3]}; export from the "
+                                "registry spec instead (tensorllm export NAME@ALIAS)")
+    return str(lineage["base_model"]), paths
 
 
 def folder_bytes(folder: str | Path) -> int:

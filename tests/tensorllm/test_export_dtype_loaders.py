@@ -159,6 +159,22 @@ def test_load_model_and_cli_evaluate_score_the_factorised_model(bf16_exports, tm
     assert abs(evaluate(base, tok, EvalConfig(dataset="qa_wikidata", limit=6, generate=False)).loss - expected.loss) > 1e-4
 
 
+def test_cli_export_of_an_export_folder_gives_the_dense_form(bf16_exports, tmp_path, capsys):
+    from tensorllm.cli import main
+
+    folder, paths, info = bf16_exports["gpt2"]
+    out = tmp_path / "dense"
+    assert main(["export", info["path"], "--format", "dense", "--out", str(out), "--json"]) == 0
+    text = capsys.readouterr().out
+    payload = json.loads(text.strip().splitlines()[-1])
+    assert payload["source"] == {"export": info["path"], "artifacts": [str(p) for p in paths]}
+    assert "bfloat16; load with AutoModelForCausalLM.from_pretrained" in text
+    dense = transformers.AutoModelForCausalLM.from_pretrained(out)  # plain: no tensorllm, no remote code
+    factorised, _ = load_compressed(info["path"])
+    assert dense.dtype == torch.bfloat16 and not factorised_layers(dense)
+    assert float((logits(dense) - logits(factorised)).abs().max()) <= BF16_TOL  # the same variant, two forms
+
+
 def generate(model, ids, **kwargs):
     return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, min_new_tokens=6,
                           do_sample=False, pad_token_id=0, **kwargs)
