@@ -69,6 +69,21 @@ def _how_to_load(path: str, fmt: str) -> list[str]:
             "dense format: `tensorllm export ... --format dense`."]
 
 
+def card_metrics(results: dict[str, dict]) -> dict[str, dict]:
+    """Evaluation results (dataset -> :class:`~tensorllm.evaluation.EvalResult` dict) -> card metrics with intervals.
+
+    ``{"qa_wikidata/test accuracy": {"value": 0.41, "ci": [0.37, 0.45]}, ...}`` for accuracy, top-1 accuracy and
+    loss, each where the result has it; the dtype the evaluation ran in goes into the name.
+    """
+    out: dict[str, dict] = {}
+    for dataset, result in sorted(results.items()):
+        where = f"{dataset}/{result.get('split', '?')} ({result.get('dtype', '?')}, n={result.get('n', '?')})"
+        for key in ("accuracy", "top1_accuracy", "loss"):
+            if result.get(key) is not None:
+                out[f"{where} {key}"] = {"value": float(result[key]), "ci": result.get(f"{key}_ci")}
+    return out
+
+
 def write_model_card(out_dir: str | Path, base_model: str, info: dict, report: Sequence[dict],
                      metrics: dict | None = None, ranks: dict[str, dict] | None = None) -> Path:
     """Write ``README.md`` into ``out_dir`` (see the module docstring); returns its path.

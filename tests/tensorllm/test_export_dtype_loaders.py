@@ -252,3 +252,17 @@ def test_real_model_bf16_export(tmp_path):
         assert torch.equal(auto(ids).logits, ours(ids).logits)  # the same bf16 tensors through the same code
         text = tok.decode(auto.generate(ids, max_new_tokens=4, do_sample=False)[0])
     assert text.startswith("The capital of France is") and len(text) > len("The capital of France is")
+
+
+def test_model_card_states_metrics_with_intervals(bf16_exports, tmp_path):
+    from tensorllm.model_card import card_metrics
+
+    folder, paths, _ = bf16_exports["qwen3"]
+    results = {"qa_wikidata": {"split": "test", "dtype": "bfloat16", "n": 400, "accuracy": 0.4125,
+                               "accuracy_ci": [0.3651, 0.4615], "top1_accuracy": 0.5, "top1_accuracy_ci": [0.45, 0.55],
+                               "loss": 2.25, "loss_ci": [2.1, 2.4]}}
+    info = export_variant(str(folder), paths, tmp_path / "carded", metrics=card_metrics(results))
+    card = (tmp_path / "carded" / "README.md").read_text()
+    assert "| qa_wikidata/test (bfloat16, n=400) accuracy | 0.4125 (95% CI 0.3651 to 0.4615) |" in card
+    assert f"`{folder}`" in card and "| 1 | tucker_mha | factorised | (16, 4) |" in card  # base model; ranks of layer 1
+    assert "| 0 | tucker_mha | dense |" in card and info["format"] == "factorised"
