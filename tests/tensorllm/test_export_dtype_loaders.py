@@ -266,3 +266,10 @@ def test_model_card_states_metrics_with_intervals(bf16_exports, tmp_path):
     assert "| qa_wikidata/test (bfloat16, n=400) accuracy | 0.4125 (95% CI 0.3651 to 0.4615) |" in card
     assert f"`{folder}`" in card and "| 1 | tucker_mha | factorised | (16, 4) |" in card  # base model; ranks of layer 1
     assert "| 0 | tucker_mha | dense |" in card and info["format"] == "factorised"
+
+
+def test_pipeline_from_the_folder_with_remote_code(bf16_exports):
+    out = bf16_exports["gpt_neox"][2]["path"]
+    pipe = transformers.pipeline("text-generation", model=out, trust_remote_code=True)
+    assert factorised_layers(pipe.model) and pipe.model.dtype == torch.bfloat16
+    assert pipe("w5 w6", max_new_tokens=3, do_sample=False)[0]["generated_text"].startswith("w5 w6")
