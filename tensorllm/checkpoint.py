@@ -91,6 +91,10 @@ class Checkpoint:
     def config(self):
         from transformers import AutoConfig
 
+        from .load_export import export_config, is_factorised_export
+
+        if is_factorised_export(self.folder):  # its model_type is tensorllm's: the base family's config inside
+            return export_config(self.folder)
         return AutoConfig.from_pretrained(self.folder)
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
