@@ -28,14 +28,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_model
 
 from .artifact import VARIANT_FILE, apply_artifacts, load_artifact, materialise
 from .checkpoint import stored_dtype
 from .factorised import FactorisedAttention, factorised_cost, install_factorised
-from .hf_remote import write_remote_code
+from .hf_remote import save_factorised
 from .layouts import AttentionShape, layout_for
-from .load_export import BASE_TYPE_KEY, CONFIG_KEY, EXPORT_FORMAT, MODEL_TYPE, WEIGHTS_FILE, load_compressed
+from .load_export import CONFIG_KEY, EXPORT_FORMAT, WEIGHTS_FILE, load_compressed
 from .model_card import write_model_card
 from .models import load_model, resolve_model
 
@@ -134,13 +133,7 @@ def export_variant(base_model: str, artifact_paths: Sequence[str | Path], out_di
         layers[str(layer)] = {"ranks": list(factors.ranks), "attention_shape": asdict(factors.shape)}
     model.config.__dict__[CONFIG_KEY] = {"format": EXPORT_FORMAT, "base_model": str(base_model), "layers": layers,
                                          "report": report}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.config.save_pretrained(out_dir)
-    _route_to_tensorllm(out_dir)
-    model.generation_config.save_pretrained(out_dir)
-    # the module names as they are in memory (save_pretrained would rename some to the Hub's historical
-    # names, which only from_pretrained maps back); tensors shared by tied weights are stored once
-    save_model(model, str(out_dir / WEIGHTS_FILE), metadata={"format": EXPORT_FORMAT})
+    save_factorised(model, out_dir)
     tokenizer.save_pretrained(out_dir)
     lineage = {"base_model": str(base_model), "artifacts": [str(p) for p in artifact_paths], "report": report}
     (out_dir / VARIANT_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
@@ -148,17 +141,6 @@ def export_variant(base_model: str, artifact_paths: Sequence[str | Path], out_di
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
     write_model_card(out_dir, base_model, info, report, metrics, ranks=layers)
     return info
-
-
-def _route_to_tensorllm(out_dir: Path) -> None:
-    """config.json: ``model_type`` becomes tensorllm's own (the base's is kept in ``tensorllm_base_model_type``)
-    and ``auto_map`` points at the loader files, so that no loader takes the folder for a plain base model."""
-    path = out_dir / "config.json"
-    config = json.loads(path.read_text())
-    config[BASE_TYPE_KEY] = config["model_type"]
-    config["model_type"] = MODEL_TYPE
-    config["auto_map"] = write_remote_code(out_dir)
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _factors_of_layer(model: torch.nn.Module, layer: int) -> FactorisedAttention:

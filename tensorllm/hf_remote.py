@@ -23,11 +23,13 @@ Usage::
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from .load_export import MODEL_TYPE, base_config_from_dict, load_compressed
+from .load_export import BASE_TYPE_KEY, CONFIG_KEY, EXPORT_FORMAT, MODEL_TYPE, WEIGHTS_FILE, base_config_from_dict
 
 CONFIG_FILE = "configuration_tensorllm.py"
 MODELING_FILE = "modeling_tensorllm.py"
@@ -81,6 +83,37 @@ def write_remote_code(out_dir: str | Path) -> dict[str, str]:
     return dict(AUTO_MAP)
 
 
+def save_factorised(model: nn.Module, out_dir: str | Path) -> None:
+    """Write a model with factorised layers (``model.config.tensorllm_compression`` set) as a factorised export:
+    config.json routed to tensorllm, ``generation_config.json``, the loader files and ``model.safetensors``.
+
+    A model from :func:`tensorllm.load_compressed` has this as its ``save_pretrained``: transformers' own would
+    write the base family's config next to the factors, a folder that plain loaders fill with random attention.
+    """
+    from safetensors.torch import save_model
+
+    section = getattr(model.config, CONFIG_KEY, None)
+    if not isinstance(section, dict) or section.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"this model's config has no {CONFIG_KEY} section; write variants with "
+                         "tensorllm.export.export_variant")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(out_dir)
+    path = out_dir / "config.json"
+    config = json.loads(path.read_text())
+    config.pop("auto_map", None)
+    # model_type becomes tensorllm's own (the base's is kept) and auto_map points at the loader files, so
+    # that no loader takes the folder for a plain base model
+    config[BASE_TYPE_KEY] = config["model_type"]
+    config["model_type"] = MODEL_TYPE
+    config["auto_map"] = write_remote_code(out_dir)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    model.generation_config.save_pretrained(out_dir)
+    # the module names as they are in memory (transformers' save_pretrained would rename some to the Hub's
+    # historical names, which only its from_pretrained maps back); tied tensors are stored once
+    save_model(model, str(out_dir / WEIGHTS_FILE), metadata={"format": EXPORT_FORMAT})
+
+
 def config_from_dict(config_dict: dict, **kwargs):
     """``AutoConfig``'s answer for an export: the base family's config (see :func:`base_config_from_dict`)."""
     return base_config_from_dict(config_dict, keep_auto_map=True, **kwargs)
@@ -106,5 +139,7 @@ def from_pretrained(folder: str | Path, dtype=None, torch_dtype=None, device_map
     chosen = dtype if dtype is not None else torch_dtype
     if isinstance(chosen, str):
         chosen = None if chosen == "auto" else getattr(torch, chosen)
+    from .load_export import load_compressed
+
     model, _ = load_compressed(folder, device=_device(device_map), dtype=chosen)
     return model

@@ -130,7 +130,8 @@ def load_compressed(folder: str | Path, device: str | torch.device = "cpu", dtyp
     """Load a folder written by :func:`tensorllm.export.export_variant` (factorised): ``(model, tokenizer)``.
 
     ``dtype`` defaults to the dtype the export stores (the base's). A missing, unexpected, mis-shaped or
-    truncated tensor is an error naming the file. ``tensorllm.load_compressed`` is this function.
+    truncated tensor is an error naming the file. The tokenizer is ``None`` when the folder has none (a folder
+    written by the model's ``save_pretrained``). ``tensorllm.load_compressed`` is this function.
     """
     from transformers import AutoTokenizer, GenerationConfig
 
@@ -145,10 +146,17 @@ def load_compressed(folder: str | Path, device: str | torch.device = "cpu", dtyp
     if (folder / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(folder)
     model = model.to(device).eval()
-    # the base config given: AutoTokenizer would otherwise read config.json, whose model_type is tensorllm's
-    tokenizer = AutoTokenizer.from_pretrained(folder, config=config)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    from .hf_remote import save_factorised
+
+    # save_pretrained writes a factorised export again (transformers' own would write a folder that plain
+    # loaders read as the base family with random attention weights)
+    model.save_pretrained = lambda save_directory, **_: save_factorised(model, save_directory)
+    tokenizer = None
+    if any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        # the base config given: AutoTokenizer would otherwise read config.json, whose model_type is tensorllm's
+        tokenizer = AutoTokenizer.from_pretrained(folder, config=config)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
 

@@ -273,3 +273,14 @@ def test_pipeline_from_the_folder_with_remote_code(bf16_exports):
     pipe = transformers.pipeline("text-generation", model=out, trust_remote_code=True)
     assert factorised_layers(pipe.model) and pipe.model.dtype == torch.bfloat16
     assert pipe("w5 w6", max_new_tokens=3, do_sample=False)[0]["generated_text"].startswith("w5 w6")
+
+
+def test_save_pretrained_of_a_loaded_export_writes_an_export_again(bf16_exports, tmp_path):
+    model, _ = load_compressed(bf16_exports["gpt2"][2]["path"])
+    model.save_pretrained(tmp_path / "again")  # transformers' own would write gpt2's config next to the factors
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["model_type"] == "tensorllm_factorised"
+    with pytest.raises(ValueError, match=r"trust_remote_code=True"):
+        transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "again")
+    again, tokenizer = load_compressed(tmp_path / "again")
+    assert tokenizer is None and again.dtype == torch.bfloat16  # save_pretrained writes no tokenizer, as in transformers
+    assert torch.equal(logits(again), logits(model))
