@@ -15,9 +15,11 @@ install it. Without ``trust_remote_code``, transformers itself refuses, because 
 ``model_type`` (``tensorllm_factorised``) is none of its own: no loader ever builds the base family with
 random attention weights in place of the factors.
 
+:func:`save_factorised` writes such a folder (``export_variant`` and a loaded model's ``save_pretrained`` use it).
+
 Usage::
 
-    auto_map = write_remote_code(out_dir)     # while exporting
+    save_factorised(model, out_dir)           # model.config.tensorllm_compression says which layers are factorised
     model = AutoModelForCausalLM.from_pretrained(out_dir, trust_remote_code=True)
 """
 
