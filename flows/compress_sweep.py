@@ -246,7 +246,8 @@ def run_sweep(config: SweepConfig) -> dict:
     if best is not None and config.export_best:
         out_dir = root.parent / "exports" / name / f"v{best.version}-{best.kind}"
         with remote_options(num_cpus=1, num_gpus=gpus):
-            exported = export_task.submit(config.model, best.artifacts, str(out_dir), identity, version).result()
+            exported = export_task.submit(config.model, best.artifacts, str(out_dir), identity, version,
+                                          best.test or best.val).result()
     summary = _summary(config, name, baseline, everything, decision, champion_version, current, best, exported, metric)
     summary["transfer"] = _transfer(uri, name, config, transfer, baseline, promoted, transfer_futures, metric)
     summary["sweep_run_id"] = log_sweep_task(uri, name, summary, str(reports_dir), metric, decision.sentence,

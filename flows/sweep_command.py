@@ -105,8 +105,8 @@ def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
               f"({best['whole_model_attention_cr']:.2f}x)")
         if best.get("export"):
             export = best["export"]
-            print(f"  exported factorised: {export['path']} ({export['bytes'] / 1e6:.1f} MB; base "
-                  f"{best['bytes_base'] / 1e6:.1f} MB)")
+            print(f"  exported factorised: {export['path']} ({export['bytes'] / 1e6:.1f} MB in "
+                  f"{export.get('dtype', 'the base dtype')}; base {best['bytes_base'] / 1e6:.1f} MB)")
         for dataset, by_column in (best.get("paired") or {}).items():
             for column, stats in by_column.items():
                 print(f"  test {dataset} {column}: {_paired_line(stats)}")

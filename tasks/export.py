@@ -8,12 +8,15 @@ from __future__ import annotations
 from prefect import task
 
 from tensorllm.export import export_variant
+from tensorllm.model_card import card_metrics
 
 from .caching import CACHE_EXPIRATION, PIPELINE_CACHE
 
 
 @task(name="export-factorised", cache_policy=PIPELINE_CACHE, cache_expiration=CACHE_EXPIRATION, retries=1,
       retry_delay_seconds=5, task_run_name="export-{out_dir}")
-def export_task(model: str, artifacts: list[str], out_dir: str, model_identity: str, code_version: str) -> dict:
-    """``export_variant(..., format="factorised")``: the folder, its bytes on disk and how each layer was stored."""
-    return export_variant(model, artifacts, out_dir, format="factorised")
+def export_task(model: str, artifacts: list[str], out_dir: str, model_identity: str, code_version: str,
+                results: dict[str, dict] | None = None) -> dict:
+    """``export_variant(..., format="factorised")``: the folder (in the base's dtype), its bytes on disk and how
+    each layer was stored; ``results`` (dataset -> EvalResult dict) go into the model card with their intervals."""
+    return export_variant(model, artifacts, out_dir, format="factorised", metrics=card_metrics(results or {}))

@@ -291,17 +291,20 @@ def check_architecture(artifact: Artifact, config, shape: AttentionShape) -> Non
 
 
 def materialise(base_model: str | Path, artifact_paths: Sequence[str | Path], out_dir: str | Path,
-                dtype: torch.dtype = torch.float32) -> Path:
+                dtype: torch.dtype | None = None) -> Path:
     """Save the base model with the artifacts applied as a normal HF folder (``from_pretrained`` loads it).
+
+    ``dtype`` defaults to the base checkpoint's own: a bf16 model gives a bf16 folder of the base's size.
 
     The folder also holds ``tensorllm_variant.json`` listing the artifacts' metadata (lineage).
     """
+    from .checkpoint import stored_dtype
     from .models import load_model, resolve_model
 
     folder = resolve_model(base_model)
     artifacts = [load_artifact(p) for p in artifact_paths]  # damaged artifacts fail before the model loads
     try:
-        model, tokenizer = load_model(folder, dtype=dtype)
+        model, tokenizer = load_model(folder, dtype=dtype or stored_dtype(folder))
     except SafetensorError as exc:  # transformers raises it bare, without the file's name
         from .checkpoint import Checkpoint
 

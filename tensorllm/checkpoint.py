@@ -91,6 +91,10 @@ class Checkpoint:
     def config(self):
         from transformers import AutoConfig
 
+        from .load_export import export_config, is_factorised_export
+
+        if is_factorised_export(self.folder):  # its model_type is tensorllm's: the base family's config inside
+            return export_config(self.folder)
         return AutoConfig.from_pretrained(self.folder)
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -181,6 +185,45 @@ class Checkpoint:
             path = self.folder / filename
             digest.update(f"{filename}|{path.stat().st_size}|{int(path.stat().st_mtime)}".encode())
         return digest.hexdigest()[:16]
+
+
+#: safetensors dtype codes of floating-point tensors -> torch dtypes
+FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def safetensors_header(path: str | Path) -> dict:
+    """The JSON header of a safetensors file (name -> dtype, shape, data_offsets), without ``__metadata__``.
+
+    A safetensors file starts with an 8-byte little-endian length and that JSON; nothing else is read.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+    except (OSError, ValueError) as exc:
+        raise _unreadable(path, exc) from exc
+    header.pop("__metadata__", None)
+    return header
+
+
+def stored_dtype(folder: str | Path) -> torch.dtype:
+    """The dtype a checkpoint folder stores its weights in: the floating dtype holding the most bytes.
+
+    Read from the safetensors headers (no tensor is loaded). This is "the base's dtype" that exports,
+    materialised folders and evaluations on a GPU keep (a bf16 checkpoint stays bf16).
+    """
+    totals: dict[torch.dtype, int] = {}
+    files = sorted(Path(folder).glob("*.safetensors"))
+    for file in files:
+        for info in safetensors_header(file).values():
+            dtype = FLOAT_DTYPES.get(info["dtype"])
+            if dtype is not None:
+                start, end = info["data_offsets"]
+                totals[dtype] = totals.get(dtype, 0) + end - start
+    if not totals:
+        raise ValueError(f"{folder}: no floating-point tensors in {len(files)} safetensors file(s); "
+                         "cannot tell the checkpoint's dtype")
+    return max(totals, key=totals.get)
 
 
 def _header_keys(path: Path) -> set[str]:

@@ -147,7 +147,7 @@ def cmd_evaluate(args) -> int:
     check_writable_folder(args.out, "--out")
     folder = resolve_model(args.model)
     device = args.device or str(default_device())
-    dtype = parse_dtype(args.dtype) if args.dtype else default_dtype(device)
+    dtype = parse_dtype(args.dtype) if args.dtype else None  # load_model: the base's dtype on a GPU, fp32 on the CPU
     model, tokenizer = load_model(folder, dtype=dtype, device=device, layout=args.layout)
     artifacts = [load_artifact(p) for p in args.variant or []]
     first_layer = min(a.layer for a in artifacts) if artifacts else None
@@ -244,7 +244,12 @@ def export_sources(specs: list[str], base_model: str | None, tracking_uri: str |
 
     from .artifact import read_meta
 
+    from .export import export_lineage
+
     paths = [Path(s) for s in specs]
+    lineage = export_lineage(paths[0]) if len(paths) == 1 and paths[0].is_dir() else None
+    if lineage is not None:  # an export folder (factorised or dense): its base model and artifacts again
+        return base_model or lineage[0], lineage[1], {"export": str(paths[0]), "artifacts": [str(p) for p in lineage[1]]}
     if all(p.exists() for p in paths):
         metas = [read_meta(p) for p in paths]  # a clear error when a folder is not an artifact
         base = base_model or metas[0].get("base_model", {}).get("name")
@@ -300,9 +305,9 @@ def cmd_export(args) -> int:
     print(f"  bytes on disk  {info['bytes']:,}  (base model {base_bytes:,}: {info['bytes'] / base_bytes:.1%})")
     for row in layers:
         print(f"  layer {row['layer']:<4d} {row['kind']:<11s} {row['form']:<11s} {row['reason']}")
-    loader = ("tensorllm.export.load_compressed" if args.format == "factorised"
-              else "transformers.AutoModelForCausalLM.from_pretrained")
-    print(f"  load with {loader}({info['path']!r})")
+    how = ("tensorllm.load_compressed({!r}), or AutoModelForCausalLM.from_pretrained({!r}, trust_remote_code=True)"
+           if args.format == "factorised" else "AutoModelForCausalLM.from_pretrained({!r}) (a plain Hugging Face folder)")
+    print(f"  {info['dtype']}; load with " + how.format(info["path"], info["path"]))
     if args.json:
         emit_json({"path": info["path"], "format": info["format"], "bytes": info["bytes"], "base_model": str(base),
                    "base_bytes": base_bytes, "bytes_ratio": info["bytes"] / base_bytes, "layers": layers,
@@ -394,11 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a variant as a model folder: factorised (smaller) or dense")
     p.add_argument("spec", nargs="+", metavar="SPEC",
-                   help="artifact folders, or one registry spec NAME, NAME@ALIAS or NAME/VERSION")
+                   help="artifact folders, one export folder (re-exported from the base and artifacts it records), "
+                        "or one registry spec NAME, NAME@ALIAS or NAME/VERSION")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", default="factorised", metavar="{factorised,dense}",
-                   help="factorised: the factors of compressed layers are stored (load with "
-                        "tensorllm.export.load_compressed); dense: a plain Hugging Face folder (default factorised)")
+                   help="factorised: the factors of compressed layers are stored (load with tensorllm.load_compressed "
+                        "or from_pretrained(..., trust_remote_code=True)); dense: a plain Hugging Face folder, for "
+                        "engines such as vLLM (default factorised); both in the base model's dtype")
     p.add_argument("--base-model", help="with artifact folders: the base model (default: the one the first "
                                         "artifact records)")
     p.add_argument("--tracking-uri", "--mlflow-tracking-uri", dest="tracking_uri",

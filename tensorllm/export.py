@@ -7,7 +7,11 @@
 * :func:`export_variant`: ``format="factorised"`` writes a folder whose safetensors hold only the factors
   for the compressed layers plus the untouched weights, and whose ``config.json`` names the format in
   ``tensorllm_compression``; ``format="dense"`` is :func:`tensorllm.artifact.materialise`.
-* :func:`load_compressed`: such a folder -> a model that generates (``tensorllm.load_compressed``).
+* :func:`load_compressed` (from :mod:`tensorllm.load_export`): such a folder -> a model that generates
+  (``tensorllm.load_compressed``; ``AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)``
+  gives the same model, see :mod:`tensorllm.hf_remote`).
+
+Every tensor keeps the base checkpoint's dtype (bf16 stays bf16); docs/export.md is the user's guide.
 
 Usage::
 
@@ -24,20 +28,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_model
 
 from .artifact import VARIANT_FILE, apply_artifacts, load_artifact, materialise
-from .factorised import FactorisedAttention, factorised_cost, install_factors, install_factorised
+from .checkpoint import stored_dtype
+from .factorised import FactorisedAttention, factorised_cost, install_factorised
+from .hf_remote import save_factorised
 from .layouts import AttentionShape, layout_for
+from .load_export import CONFIG_KEY, EXPORT_FORMAT, WEIGHTS_FILE, load_compressed
+from .model_card import write_model_card
 from .models import load_model, resolve_model
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = "tensorllm-factorised/1"
-CONFIG_KEY = "tensorllm_compression"
 FORMS = ("factorised", "dense")
-WEIGHTS_FILE = "model.safetensors"
+__all__ = ["CONFIG_KEY", "EXPORT_FORMAT", "FORMS", "WEIGHTS_FILE", "apply_variant", "export_lineage", "export_variant",
+           "folder_bytes",
+           "load_compressed", "variant_model"]
 
 
 @dataclass(frozen=True)
@@ -87,26 +93,38 @@ def apply_variant(model: torch.nn.Module, artifact_paths: Sequence[str | Path], 
 
 
 def variant_model(base_model: str, artifact_paths: Sequence[str | Path], form: str = "factorised",
-                  device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """``(model, tokenizer, report)``: the base model with the artifacts applied, ready to evaluate or generate."""
-    model, tokenizer = load_model(resolve_model(base_model), dtype=dtype)
+                  device: str = "cpu", dtype: torch.dtype | None = None):
+    """``(model, tokenizer, report)``: the base model with the artifacts applied, ready to evaluate or generate.
+
+    ``dtype`` defaults to the base checkpoint's own (a bf16 model stays bf16; the factors are computed in
+    fp32 and cast to it).
+    """
+    folder = resolve_model(base_model)
+    model, tokenizer = load_model(folder, dtype=dtype or stored_dtype(folder))
     report = apply_variant(model, artifact_paths, form)
     return model.to(device).eval(), tokenizer, [r.to_dict() for r in report]
 
 
 def export_variant(base_model: str, artifact_paths: Sequence[str | Path], out_dir: str | Path,
-                   format: str = "factorised") -> dict:
-    """Write the variant as a model folder; returns ``{"path", "format", "bytes", "layers"}``.
+                   format: str = "factorised", metrics: dict | None = None) -> dict:
+    """Write the variant as a model folder in the base's dtype; returns ``{"path", "format", "bytes", "layers", "dtype"}``.
 
-    ``factorised``: ``save_pretrained`` of the model with factorised modules installed, so the
-    safetensors hold U1, U2 and the cores (``...self_attn.tensorllm_factors.*``) instead of those layers'
-    q/k/v/o weights; :func:`load_compressed` reads it. ``dense``: a plain HF folder (same size as the base).
+    ``factorised``: the safetensors hold U1, U2 and the cores (``...self_attn.tensorllm_factors.*``) instead of
+    those layers' q/k/v/o weights, and ``config.json`` routes ``AutoModelForCausalLM.from_pretrained(...,
+    trust_remote_code=True)`` to :func:`load_compressed` (:mod:`tensorllm.hf_remote`). ``dense``: a plain HF
+    folder (same size as the base). Both get a model card (``README.md``, with ``metrics`` when given) and
+    ``generation_config.json``; ``bytes`` is the size of the safetensors files written.
     """
     _check_form(format)
     out_dir = Path(out_dir)
     if format == "dense":
         materialise(base_model, artifact_paths, out_dir)
-        return {"path": str(out_dir), "format": "dense", "bytes": folder_bytes(out_dir), "layers": []}
+        layers = [{"layer": int(m.meta["layer"]), "kind": m.kind, "form": "dense", "reason": "dense requested"}
+                  for m in (load_artifact(p) for p in artifact_paths)]
+        info = {"path": str(out_dir), "format": "dense", "bytes": folder_bytes(out_dir), "layers": [],
+                "dtype": str(stored_dtype(out_dir)).removeprefix("torch.")}
+        write_model_card(out_dir, base_model, info, layers, metrics)
+        return info
     model, tokenizer, report = variant_model(base_model, artifact_paths, "factorised")
     factorised = {int(r["layer"]) for r in report if r["form"] == "factorised"}
     layers = {}
@@ -115,15 +133,14 @@ def export_variant(base_model: str, artifact_paths: Sequence[str | Path], out_di
         layers[str(layer)] = {"ranks": list(factors.ranks), "attention_shape": asdict(factors.shape)}
     model.config.__dict__[CONFIG_KEY] = {"format": EXPORT_FORMAT, "base_model": str(base_model), "layers": layers,
                                          "report": report}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.config.save_pretrained(out_dir)
-    # the module names as they are in memory (save_pretrained would rename some to the Hub's historical
-    # names, which only from_pretrained maps back); tensors shared by tied weights are stored once
-    save_model(model, str(out_dir / WEIGHTS_FILE), metadata={"format": EXPORT_FORMAT})
+    save_factorised(model, out_dir)
     tokenizer.save_pretrained(out_dir)
     lineage = {"base_model": str(base_model), "artifacts": [str(p) for p in artifact_paths], "report": report}
     (out_dir / VARIANT_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
-    return {"path": str(out_dir), "format": "factorised", "bytes": folder_bytes(out_dir), "layers": report}
+    info = {"path": str(out_dir), "format": "factorised", "bytes": folder_bytes(out_dir), "layers": report,
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+    write_model_card(out_dir, base_model, info, report, metrics, ranks=layers)
+    return info
 
 
 def _factors_of_layer(model: torch.nn.Module, layer: int) -> FactorisedAttention:
@@ -134,62 +151,22 @@ def _factors_of_layer(model: torch.nn.Module, layer: int) -> FactorisedAttention
     return module.factors
 
 
-def folder_bytes(folder: str | Path) -> int:
-    """Bytes of the weight files (safetensors) in a model folder."""
-    return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
-
-
-def _load_streaming(model: torch.nn.Module, weights: Path) -> None:
-    """Copy every tensor of ``weights`` into ``model``, one tensor in memory at a time (a whole-file load
-    would hold the model twice). Every tensor of the model must be in the file, except tied copies, which
-    the export stores once; an unknown, missing, mis-shaped or unreadable tensor is an error naming the file."""
-    state = model.state_dict()  # views of the parameters and persistent buffers; tied weights share storage
-    try:
-        with safe_open(str(weights), framework="pt") as handle, torch.no_grad():
-            stored = set(handle.keys())
-            unexpected = sorted(stored - set(state))
-            if unexpected:
-                raise ValueError(f"{weights}: tensors this model does not have: {unexpected[:5]}")
-            for name in sorted(stored):
-                tensor = handle.get_tensor(name)
-                if tuple(tensor.shape) != tuple(state[name].shape):
-                    raise ValueError(f"{weights}: {name} has shape {tuple(tensor.shape)}, the model expects "
-                                     f"{tuple(state[name].shape)}")
-                state[name].copy_(tensor)
-    except SafetensorError as exc:
-        raise ValueError(f"{weights}: not a readable safetensors file ({exc}); the export is truncated or damaged") from None
-    loaded = {state[name].data_ptr() for name in stored}
-    missing = sorted(name for name in state if name not in stored and state[name].data_ptr() not in loaded)
+def export_lineage(folder: str | Path) -> tuple[str, list[Path]] | None:
+    """``(base model, artifact folders)`` an export folder (factorised or dense) records in its
+    ``tensorllm_variant.json``; ``None`` when ``folder`` is not an export. Re-exporting from them turns a
+    factorised export into a dense one (the route to engines without custom code) or back."""
+    path = Path(folder) / VARIANT_FILE
+    if not path.is_file():
+        return None
+    lineage = json.loads(path.read_text())
+    paths = [Path(a["path"] if isinstance(a, dict) else a) for a in lineage.get("artifacts", [])]
+    missing = [str(p) for p in paths if not p.is_dir()]
     if missing:
-        raise ValueError(f"{weights}: tensors missing from the export: {missing[:5]}")
+        raise FileNotFoundError(f"{path} records artifact folders that are gone: {missing[:3]}; export from the "
+                                "registry spec instead (tensorllm export NAME@ALIAS)")
+    return str(lineage["base_model"]), paths
 
 
-def load_compressed(folder: str | Path, device: str = "cpu", dtype: torch.dtype | None = None):
-    """Load a folder written by :func:`export_variant` (``format="factorised"``): ``(model, tokenizer)``.
-
-    The architecture is built from ``config.json``, the factorised modules are installed at the recorded
-    layers with the recorded ranks, then every tensor is copied in from ``model.safetensors`` one at a time
-    (:func:`_load_streaming`); a missing, unexpected or truncated tensor is an error naming the file.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a model folder (no config.json); give the folder export_variant wrote")
-    config = AutoConfig.from_pretrained(folder)
-    section = getattr(config, CONFIG_KEY, None)
-    if not isinstance(section, dict) or section.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{folder} is not a factorised tensorllm export: config.json has no {CONFIG_KEY} with "
-                         f"format {EXPORT_FORMAT!r} (a dense export loads with AutoModelForCausalLM.from_pretrained)")
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    for layer, spec in section["layers"].items():
-        install_factors(model, int(layer), FactorisedAttention(AttentionShape(**spec["attention_shape"]), *spec["ranks"]))
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"{folder}: {WEIGHTS_FILE} is missing (a factorised export holds its weights there)")
-    _load_streaming(model, weights)
-    model = model.to(device=device, dtype=dtype or torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+def folder_bytes(folder: str | Path) -> int:
+    """Bytes of the weight files (safetensors) in a model folder: what the export occupies on disk."""
+    return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))

@@ -34,6 +34,7 @@ Usage::
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -83,17 +84,20 @@ class FactorisedAttention(nn.Module):
     stored so that ``(X·U1) @ core_q.view(R1, h*R2)`` projects all heads in one matmul.
     """
 
-    def __init__(self, shape: AttentionShape, r1: int, r2: int, dtype: torch.dtype = torch.float32):
+    def __init__(self, shape: AttentionShape, r1: int, r2: int, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None):
         super().__init__()
         self.shape = shape
         h, kv = shape.n_heads, shape.n_kv_heads
-        self.U1 = nn.Parameter(torch.zeros(shape.d_model, r1, dtype=dtype), requires_grad=False)
-        self.U2 = nn.Parameter(torch.zeros(shape.d_head, r2, dtype=dtype), requires_grad=False)
-        self.core_q = nn.Parameter(torch.zeros(r1, h, r2, dtype=dtype), requires_grad=False)
-        self.core_k = nn.Parameter(torch.zeros(r1, kv, r2, dtype=dtype), requires_grad=False)
-        self.core_v = nn.Parameter(torch.zeros(r1, kv, r2, dtype=dtype), requires_grad=False)
-        self.core_o = nn.Parameter(torch.zeros(h, r2, r1, dtype=dtype), requires_grad=False)
-        self._shared: tuple | None = None  # (input tensor, its version counter, X·U1)
+
+        def zeros(*size: int) -> nn.Parameter:  # device="meta": shapes only (a loader fills them in)
+            return nn.Parameter(torch.zeros(*size, dtype=dtype, device=device), requires_grad=False)
+
+        self.U1, self.U2 = zeros(shape.d_model, r1), zeros(shape.d_head, r2)
+        self.core_q, self.core_o = zeros(r1, h, r2), zeros(h, r2, r1)
+        self.core_k, self.core_v = zeros(r1, kv, r2), zeros(r1, kv, r2)
+        # (weak reference to the input tensor, its version counter, X·U1): never keeps a past input alive
+        self._shared: tuple | None = None
 
     @property
     def ranks(self) -> tuple[int, int]:
@@ -125,10 +129,11 @@ class FactorisedAttention(nn.Module):
     def shared_input(self, x: torch.Tensor) -> torch.Tensor:
         """``X·U1``, computed once for the input tensor that Q, K and V projections all receive."""
         cached = self._shared
-        if cached is not None and cached[0] is x and cached[1] == x._version:
+        version = _version(x)
+        if cached is not None and cached[0]() is x and cached[1] == version:
             return cached[2]
         xu = x @ self.U1
-        self._shared = (x, x._version, xu)
+        self._shared = (weakref.ref(x), version, xu)
         return xu
 
     def project(self, role: str, x: torch.Tensor) -> torch.Tensor:
@@ -148,6 +153,12 @@ class FactorisedAttention(nn.Module):
         h, r2, r1 = self.core_o.shape
         through_u2 = a.unflatten(-1, (h, self.shape.d_head)) @ self.U2  # (..., h, R2)
         return (through_u2.flatten(-2) @ self.core_o.reshape(h * r2, r1)) @ self.U1.T
+
+
+def _version(x: torch.Tensor) -> int | None:
+    """The tensor's version counter (bumped by in-place edits). Inference tensors (``torch.inference_mode``)
+    have none; within one attention call nothing edits its input in place, so identity decides for them."""
+    return None if x.is_inference() else x._version
 
 
 class _Adapter(nn.Module):

@@ -112,32 +112,42 @@ def convert_gguf_to_hf(package_dir: str, gguf_file: str, out: Path) -> None:
     tmp.rename(out)
 
 
-def load_model(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+def load_model(folder: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
                layout: str | None = None):
-    """Load a causal LM and its tokenizer from a local HF folder (eval mode).
+    """Load a causal LM and its tokenizer from a local HF folder (eval mode): a base model, a dense export, or a
+    factorised export (through :func:`tensorllm.load_export.load_compressed`, never as the plain base family).
 
+    ``dtype`` defaults to :func:`tensorllm.evaluation.runtime.default_dtype` for ``device`` and the folder's own
+    dtype: the checkpoint's dtype on a GPU, float32 on the CPU.
     ``layout`` names the attention layout explicitly (``--layout``): it is checked against the model's
     modules and kept as ``model.config.tensorllm_layout``, which :func:`tensorllm.layouts.layout_for` honours.
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from safetensors import SafetensorError
+    from .checkpoint import stored_dtype
+    from .evaluation.runtime import default_dtype
+    from .load_export import is_factorised_export, load_compressed
 
     folder = Path(folder)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
-    except SafetensorError:
-        from .checkpoint import Checkpoint
+    if dtype is None:
+        dtype = default_dtype(device, base=stored_dtype(folder))
+    if is_factorised_export(folder):
+        model, tokenizer = load_compressed(folder, device=device, dtype=dtype)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+        except SafetensorError:
+            from .checkpoint import Checkpoint
 
-        Checkpoint(folder)  # reads every header and raises an error naming the damaged file
-        raise
-
+            Checkpoint(folder)  # reads every header and raises an error naming the damaged file
+            raise
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     if layout is not None:
         from .layout_detection import detect_layout
 
         detect_layout(model.state_dict(), model.config, layout=layout)  # a layout that does not fit fails here
         model.config.tensorllm_layout = layout
-    tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -23,12 +23,17 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def default_dtype(device: torch.device | str) -> torch.dtype:
-    """bfloat16 on a GPU that supports it (half the memory, ~2x faster), else float32 (CPU: bf16 is slow)."""
+def default_dtype(device: torch.device | str, base: torch.dtype | None = None) -> torch.dtype:
+    """The evaluation dtype when none is given: on a GPU the checkpoint's own dtype ``base`` (bfloat16 when
+    unknown and supported; a bf16 checkpoint on a GPU without bf16 runs in float16), float32 on the CPU
+    (bf16 and fp16 are slow there). The dtype used is recorded with every result (``EvalResult.dtype``)."""
     device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    if device.type != "cuda":
+        return torch.float32
+    bf16 = torch.cuda.is_bf16_supported()
+    if base is None:
+        return torch.bfloat16 if bf16 else torch.float32
+    return torch.float16 if base == torch.bfloat16 and not bf16 else base
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
