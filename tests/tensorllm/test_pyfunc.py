@@ -409,3 +409,14 @@ def test_logged_wheel_installs_and_imports(registered, tmp_path):
                          capture_output=True, text=True, cwd=root, timeout=300)
     assert dry.returncode == 0, dry.stderr[-2000:]
     assert f"Would install tensorllm-{installed}" in dry.stdout
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"dtype": "bfloat16"}, torch.bfloat16), ({"torch_dtype": "float16"}, torch.float16),  # transformers 5 / 4 key
+    ({"dtype": "float32", "torch_dtype": "bfloat16"}, torch.float32),  # the current key wins
+    ({}, torch.float32), ({"dtype": "int8"}, torch.float32), ({"dtype": "auto"}, torch.float32)])
+def test_variant_is_built_in_the_base_models_dtype(tmp_path, config, expected):
+    from tensorllm.pyfunc_model import base_dtype
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", **config}))
+    assert base_dtype(tmp_path) == expected
