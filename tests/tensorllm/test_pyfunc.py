@@ -79,12 +79,14 @@ def registered(tiny, tmp_path_factory):
 
 @pytest.fixture
 def store_env(registered, monkeypatch):
-    """Point MLflow's process-wide URIs at the test store through the environment only (restored after)."""
+    """Point MLflow's process-wide URIs at the test store through the environment only (restored after),
+    and load models on the CPU."""
     import mlflow
 
     registry, _ = registered
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setenv("TENSORLLM_DEVICE", "cpu")  # the references below run on the CPU, also where a GPU exists
     assert mlflow.get_tracking_uri() == registry.tracking_uri, "something set mlflow's global tracking URI"
     return registry.tracking_uri
 
