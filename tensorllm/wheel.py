@@ -5,8 +5,9 @@ with an environment manager that builds a fresh environment (``virtualenv``, ``u
 ``requirements.txt`` must name something pip can install: the project is not on an index, so the model
 carries this wheel (``wheels/tensorllm-<version>+g<digest>-py3-none-any.whl``) and names it by that path.
 
-The wheel holds the ``tensorllm`` package (every file under it except bytecode), read from where Python
-imported it, so it is exactly the code that registered the model. Its metadata takes the version and the
+The wheel holds the Python modules of the ``tensorllm`` package (``*.py``; not the packaged evaluation
+datasets, which a served model never reads and which would add megabytes to every version), read from where
+Python imported it, so it is exactly the code that registered the model. Its metadata takes the version and the
 dependencies (``Requires-Dist`` without extras) from the installed ``tensorllm`` distribution; the local
 version label ``+g<12 hex>`` is a digest of the package files, so two different codes never share a name.
 The zip is deterministic (sorted entries, fixed timestamps): the same code gives the same bytes.
@@ -32,10 +33,9 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry: fixed
 
 
 def package_files(package_dir: Path | None = None) -> list[Path]:
-    """The files of the package (sorted), bytecode and caches left out."""
+    """The Python modules of the package (sorted); data files and caches left out."""
     root = Path(package_dir or Path(tensorllm.__file__).parent)
-    return sorted(p for p in root.rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"))
+    return sorted(p for p in root.rglob("*.py") if p.is_file() and "__pycache__" not in p.parts)
 
 
 def _metadata(version: str) -> str:

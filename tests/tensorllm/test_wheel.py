@@ -22,6 +22,7 @@ def test_wheel_holds_the_package_and_metadata(tmp_path):
     root = Path(tensorllm.__file__).parent
     code = {f"tensorllm/{p.relative_to(root).as_posix()}" for p in package_files()}
     assert "tensorllm/evaluation/prompt_format.py" in code and not any("__pycache__" in n for n in names)
+    assert all(n.endswith(".py") for n in code)  # the modules, not package data such as the datasets
     assert names == code | {f"tensorllm-{version}.dist-info/{f}" for f in ("METADATA", "WHEEL", "RECORD")}
     assert f"Version: {version}" in meta and "Requires-Dist: torch" in meta  # deps of the installed project
     assert "extra ==" not in meta  # dev extras are not the model's business
@@ -33,9 +34,11 @@ def test_same_code_same_bytes_other_code_other_name(tmp_path):
     assert first.name == second.name and first.read_bytes() == second.read_bytes()  # reproducible
     copy = tmp_path / "src" / "tensorllm"
     shutil.copytree(Path(tensorllm.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "notes.txt").write_text("not code")
+    assert build_wheel(tmp_path / "c", package_dir=copy).name == first.name  # data files are not shipped
     with (copy / "naming.py").open("a") as f:
         f.write("\n# an edit\n")
-    edited = build_wheel(tmp_path / "c", package_dir=copy)
+    edited = build_wheel(tmp_path / "d", package_dir=copy)
     assert edited.name != first.name  # the local version label is a digest of the code
 
 
