@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # CPU wheel from this machine's disk; a GPU user sets TORCH="torch" (or a CUDA build) before `make install`.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install test test-fast sweep bench bench-quick checkpoint-7b bench-gpu clean
+.PHONY: install test test-fast wheel-check sweep bench bench-quick checkpoint-7b bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,11 @@ test: install
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not real_model and not integration"
+	$(BIN)/python -m pytest -q -m "not real_model and not integration and not slow"
+
+# build the wheel, install it into a fresh venv outside the checkout, run one evaluation from it
+wheel-check: install
+	bash .ci/wheel_check
 
 sweep: install
 	$(BIN)/tensorllm sweep

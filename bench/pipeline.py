@@ -3,7 +3,7 @@
     python bench/pipeline.py [--quick] [--json] [--threads N] [--model tiny|smollm2] [--no-rerun] [--keep]
 
 Method. ``flows.compress_sweep.compress_sweep(...)`` -- the flow users run, nothing copied -- is called in a
-fresh Python process against a real local Prefect server (``flows.services.prefect_server`` with its own
+fresh Python process against a real local Prefect server (``flows.runtime.services.prefect_server`` with its own
 ``PREFECT_HOME`` in a temporary folder, so the task-result cache starts empty), on the private local Ray
 that the flow starts itself (``ray_runner(None)``), registering into an MLflow sqlite store in the same
 temporary folder. Afterwards the process reads back from the Prefect API the task runs of that flow run
@@ -120,7 +120,7 @@ def run_flow(params: dict, log_file: str | None = None, settle_s: float = 60) ->
                                                 TaskRunFilter, TaskRunFilterFlowRunId)
 
     from flows.compress_sweep import compress_sweep
-    from flows.services import drain_prefect_clients
+    from flows.runtime.services import drain_prefect_clients
     import_s = time.perf_counter() - start
 
     params = {**params, "ranks": [tuple(r) for r in params["ranks"]]}
@@ -269,7 +269,7 @@ def make_tiny_model(folder: Path) -> Path:
 
 
 def _child_env(prefect_home: Path, api_url: str) -> dict:
-    from flows.services import QUIET_DEFAULTS  # stdlib-only module
+    from flows.runtime.services import QUIET_DEFAULTS  # stdlib-only module
 
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return {**QUIET_DEFAULTS, "PREFECT_HOME": str(prefect_home), "PREFECT_API_URL": api_url,
@@ -288,7 +288,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, stores, artifacts)")
     args = parser.parse_args()
 
-    from flows.services import prefect_server
+    from flows.runtime.services import prefect_server
 
     setup_threads(args.threads)  # the flow process's torch threads; Ray gives each task num_cpus=1
     device = pick_device(args.device)

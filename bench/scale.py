@@ -6,7 +6,7 @@
 Method. The real flow -- ``flows.compress_sweep.compress_sweep(evaluate="none", layers=..., ranks=...)``, nothing
 copied -- runs in this process against a Prefect server started for the run (own ``PREFECT_HOME`` in the
 work folder, so the task-result cache starts empty) and a Ray cluster started for the run
-(:class:`flows.local_cluster.LocalRayCluster`: ``--nodes 1`` a head with all CPUs, ``--nodes 2`` a head and a
+(:class:`flows.runtime.local_cluster.LocalRayCluster`: ``--nodes 1`` a head with all CPUs, ``--nodes 2`` a head and a
 second ``ray start --address`` with ``--cpus-per-node`` each, token auth, stopped by PID), through
 ``ray_address``. Factor artifacts and a fresh MLflow sqlite store go to the work folder (deleted afterwards
 unless ``--keep``), so every decomposition is computed, none reused. Measured:
@@ -125,8 +125,8 @@ def git_state() -> dict:
 
 
 def run(args) -> dict:
-    from flows.local_cluster import LocalRayCluster
-    from flows.services import prefect_server, set_quiet_defaults
+    from flows.runtime.local_cluster import LocalRayCluster
+    from flows.runtime.services import prefect_server, set_quiet_defaults
 
     work = Path(args.workdir).resolve() / f"scale-{args.nodes}n-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ def run(args) -> dict:
                 cluster_s = time.perf_counter() - start
                 start = time.perf_counter()
                 from flows.compress_sweep import compress_sweep
-                from flows.services import drain_prefect_clients
+                from flows.runtime.services import drain_prefect_clients
                 import_s = time.perf_counter() - start
                 params = dict(model=str(model), evaluate="none", layers=args.layers, ranks=args.ranks,
                               ray_address=cluster.address, mlflow_tracking_uri=f"sqlite:///{work / 'mlflow.db'}",

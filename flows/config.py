@@ -63,16 +63,15 @@ class SweepConfig(BaseModel):
         default_factory=lambda: list(DEFAULT_RANKS), min_length=1,
         description="rank grid: each (R1, R2, R3) as integers or fractions of (d_model, d_head, slices)")
     grouping: Grouping = Field(DEFAULT_GROUPING, description="GQA/MQA grouping of the heads into the 4-D tensor: kv, "
-                                                             "replicate or weighted (README: GQA grouping)")
+                                                             "replicate or weighted (docs/architectures.md)")
     layout: LayoutName | None = Field(None, description="attention layout; None: detected from the model's own "
-                                                        "modules (README: Architectures)")
+                                                        "modules (docs/architectures.md)")
     balance: Literal["none", "norms"] = Field(
         "norms", description="function-preserving per-head rescaling of Q/K and V/O before the fit: none (the "
-                             "paper) or norms (the default: the study in README: Beyond the paper)")
+                             "paper) or norms (the default: the study in docs/results/balancing.md)")
     fit: Literal["weights", "activations"] = Field(
         "weights", description="what the Tucker fit minimises: the weights' error (the paper) or the layer's output "
-                               "error on calibration prompts from the validation split of `datasets` (README: Beyond "
-                               "the paper)")
+                               "error on calibration prompts from the validation split of `datasets` (docs/method.md)")
     calibration_prompts: int = Field(128, ge=1, description="fit=activations: number of validation prompts whose "
                                                             "layer inputs give the covariance")
     laser: list[LaserSpec] = Field(default_factory=list, description="LASER interventions on an FFN matrix, each "

@@ -1,7 +1,7 @@
 """Resource choices for tasks: the device inside a worker, and the Ray request from the flow.
 
 A task asks Ray for a GPU only when the cluster has one: on a GPU-less cluster a ``num_gpus=1`` request
-stays PENDING forever instead of failing (notes/stack.md, section 2).
+stays PENDING forever instead of failing (docs/operations.md, "Services").
 """
 
 from __future__ import annotations

@@ -18,19 +18,38 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import time
-import types
 
 from . import __version__, progress
 from .layouts import LAYOUT_NAMES
-from .sweep_options import add_sweep_options, parse_ranks, sweep_params
 from .tensorise import DEFAULT_GROUPING, GROUPINGS
+
+
+#: entry-point group through which other packages add sub-commands: the pipeline side attaches ``sweep`` this way
+#: (``flows.sweep_command``), so the library never imports the orchestration.
+COMMANDS_GROUP = "tensorllm.commands"
 
 
 def emit_json(payload: dict) -> None:
     print(json.dumps(payload, sort_keys=True, default=str))
+
+
+def parse_ranks(text: str) -> tuple[float | int, ...]:
+    """``"64,32,4"`` -> (64, 32, 4); ``"0.1,0.5,1.0"`` -> fractions. Clear error otherwise."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"--ranks needs three comma-separated values R1,R2,R3; got {text!r}")
+    out: list[float | int] = []
+    for part in parts:
+        try:
+            out.append(int(part))
+        except ValueError:
+            try:
+                out.append(float(part))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"--ranks value {part!r} is neither an integer nor a fraction") from None
+    return tuple(out)
 
 
 # ---- inspect -------------------------------------------------------------------------------------
@@ -158,119 +177,6 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-# ---- sweep ---------------------------------------------------------------------------------------
-def cmd_sweep(args) -> int:
-    from pathlib import Path
-
-    from flows.validate import validate_sweep
-
-    params = sweep_params(args)
-    validate_sweep(params)  # every check before Prefect or Ray starts: a bad value fails in seconds
-
-    from flows.supervise import is_driver, run_supervised
-
-    root = Path.cwd()
-    if not is_driver():  # this process supervises; the sweep runs in a child (flows/supervise.py says why)
-        from flows.service_ledger import clean_stale
-
-        ledger_dir = root / "runs" / "services"
-        for stale in clean_stale(ledger_dir):  # a SIGKILLed sweep's Prefect server and Ray, found by their record
-            print(f"tensorllm sweep: {stale.sentence()}", file=sys.stderr)
-        run = run_supervised(args.argv, ledger_dir)
-        if run.signal_name:
-            stopped = f"; stopped the {len(run.stopped)} processes it had started" if run.stopped else ""
-            print(f"tensorllm sweep: interrupted by {run.signal_name}{stopped}. Rerun the same command to resume: "
-                  "finished decompositions and evaluations are reused and no version is registered twice.",
-                  file=sys.stderr)
-        return run.exit_code
-
-    from flows.services import prefect_api, set_quiet_defaults
-
-    # the supervisor's SIGINT must raise KeyboardInterrupt here, even where a shell started us with SIGINT ignored
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    set_quiet_defaults()
-    try:
-        with prefect_api(root) as api_url:
-            from flows.compress_sweep import compress_sweep  # imported once PREFECT_API_URL is set
-            from flows.progress import task_progress
-            from tensorllm.registry import default_tracking_uri
-
-            with task_progress(api_url, enabled=not args.json and sys.stderr.isatty()):
-                summary = compress_sweep(**params)
-    except KeyboardInterrupt:  # the supervisor's SIGINT: the blocks above have unwound; it reports
-        return 130
-    uri = params.get("mlflow_tracking_uri") or default_tracking_uri(root)
-    print_sweep(summary, uri, api_url)
-    if args.json:
-        emit_json({**summary, "mlflow_tracking_uri": uri, "prefect_api_url": api_url})
-    return 0
-
-
-def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
-    if summary.get("mode") == "batch":  # --models: one summary per model
-        for one in summary["models"].values():
-            print_sweep(one, tracking_uri, api_url)
-        return
-    if summary.get("mode") == "decompose-only":  # --evaluate none
-        print_decomposed(summary, tracking_uri)
-        return
-    metric = summary["selection_metric"]
-    key = f"val_{metric}"
-    base = summary["baseline"]
-    print(f"\nBaseline {key} {base[key]:.4f} (loss {base['val_loss']:.4f}), registered as version {base['version']}")
-    print(f"{'variant':48s} {'ver':>4s} {'layer CR':>9s} {'model CR':>9s} {'rel_err':>8s} {key:>14s} {'val_loss':>9s}")
-    for row in summary["variants"]:
-        cr = f"{row['compression_ratio']:.1f}x" if row.get("compression_ratio") else "-"
-        whole = f"{row['whole_model_attention_cr']:.3f}x" if row.get("whole_model_attention_cr") else "-"
-        err = f"{row['rel_error']:.3f}" if row.get("rel_error") is not None else "-"
-        print(f"{row['name'][:48]:48s} {row['version']:>4d} {cr:>9s} {whole:>9s} {err:>8s} {row[key]:>14.4f} "
-              f"{row['val_loss']:>9.4f}")
-    best = summary.get("best_composed")
-    if best:
-        print(f"\nBest composed model: {best['name']} (v{best['version']}): attention of the whole model "
-              f"{best['attention_params_before']:,} -> {best['attention_params_after']:,} parameters "
-              f"({best['whole_model_attention_cr']:.2f}x)")
-        if best.get("export"):
-            export = best["export"]
-            print(f"  exported factorised: {export['path']} ({export['bytes'] / 1e6:.1f} MB; base "
-                  f"{best['bytes_base'] / 1e6:.1f} MB)")
-        for dataset, by_column in (best.get("paired") or {}).items():
-            for column, stats in by_column.items():
-                print(f"  test {dataset} {column}: {_paired_line(stats)}")
-    print(f"\nDecision: {summary['decision']['sentence']}")
-    champion = summary["champion_version"]
-    name = summary["registered_model"]
-    if champion is not None:
-        print(f"Champion: {name} version {champion}  ->  tensorllm export {name}@champion --out DIR")
-    else:
-        print(f"No champion for {name}.")
-    transfer = summary.get("transfer") or {}
-    for column, stats in (transfer.get("paired") or {}).items():
-        print(f"  transfer, {transfer['dataset']} test (not used for selection), v{transfer['version']} vs the base, "
-              f"{column}: {_paired_line(stats)}")
-    if transfer.get("skipped"):
-        print(f"  transfer: not evaluated ({transfer['skipped']})")
-    print(f"MLflow store: {tracking_uri}   (UI: mlflow ui --backend-store-uri {tracking_uri})")
-    print(f"Prefect API: {api_url}   (runs: prefect flow-run ls; UI: prefect server start, PREFECT_HOME=runs/prefect)")
-
-
-def _paired_line(stats: dict) -> str:
-    """One paired comparison with the base: accuracies, difference, McNemar p, n, loss difference."""
-    return (f"{stats['base_accuracy']:.4f} -> {stats['variant_accuracy']:.4f} (diff {stats['accuracy_diff']:+.4f}, "
-            f"McNemar p = {stats['mcnemar_p']:.3g}, n = {stats['n']}); loss diff {stats['loss_diff']:+.4f}")
-
-
-def print_decomposed(summary: dict, tracking_uri: str) -> None:
-    """A decompose-only summary: one whole-model variant per rank configuration, no accuracy, no promotion."""
-    print(f"\n{summary['model']} -> {summary['registered_model']}: layers {summary['layers']}, decompose only")
-    print(f"{'variant':40s} {'ver':>4s} {'model CR':>9s} {'mean rel_err':>12s} {'max rel_err':>11s} {'decompose s':>11s}")
-    for row in summary["variants"]:
-        print(f"{row['name'][:40]:40s} {row['version']:>4d} {row['whole_model_attention_cr']:>8.3f}x "
-              f"{row['rel_error_mean']:>12.4f} {row['rel_error_max']:>11.4f} {row['decompose_seconds']:>11.1f}")
-    print(f"Decision: {summary['decision']['sentence']}")
-    print(f"MLflow store: {tracking_uri}")
-
-
 # ---- models (the MLflow registry) -------------------------------------------------------------------
 def cmd_models(args) -> int:
     from tensorllm.mlflow_store import relocate_sqlite_store
@@ -390,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "heads tensorised and Tucker-decomposed with shared factors; sweeps on Prefect + Ray,\n"
                     "variants in the MLflow registry.",
         epilog="examples:\n" + __doc__.split("Usage::\n")[1].split("\n\nWith")[0].strip("\n")
-               + "\n\nWith --json the last line printed is one JSON object (for scripts). README: Command line.")
+               + "\n\nWith --json the last line printed is one JSON object (for scripts). docs/cli.md.")
     parser.add_argument("--version", action="version", version=f"tensorllm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     parser.add_argument("--debug", action="store_true", help="on an error, show the traceback instead of one line")
@@ -409,11 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", type=parse_ranks, action="append", required=True,
                    help="R1,R2,R3 as integers or fractions of (d_model, d_head, slices); repeat for several")
     p.add_argument("--grouping", choices=GROUPINGS, default=DEFAULT_GROUPING,
-                   help=f"GQA/MQA grouping: {', '.join(GROUPINGS)} (default {DEFAULT_GROUPING}; README: GQA grouping)")
+                   help=f"GQA/MQA grouping: {', '.join(GROUPINGS)} (default {DEFAULT_GROUPING}; docs/architectures.md)")
     _add_layout_option(p)
     p.add_argument("--balance", choices=("none", "norms"), default="none",
-                   help="function-preserving per-head rescaling before the fit (default none = the paper; README: "
-                        "Beyond the paper)")
+                   help="function-preserving per-head rescaling before the fit (default none = the paper; "
+                        "docs/method.md)")
     p.add_argument("--fit", choices=("weights", "activations"), default="weights",
                    help="what the Tucker fit minimises: the weights' error (the paper) or the layer's output error on "
                         "calibration prompts (default weights)")
@@ -443,11 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("sweep", help="run the Prefect flow: decompose layers x ranks on Ray, evaluate, register, promote")
-    p.error = types.MethodType(_one_line_error, p)  # a bad option: one line, like every other sweep input error
-    add_sweep_options(p)  # generated from the flow's typed config (flows.config.SweepConfig)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_sweep)
+    add_plugin_commands(sub)  # `sweep`, from the pipeline side
 
     p = sub.add_parser("models", help="query the MLflow registry: list, show, load")
     p.add_argument("--mlflow-tracking-uri", help="default $MLFLOW_TRACKING_URI or sqlite under runs/mlflow")
@@ -485,9 +387,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_plugin_commands(sub) -> None:
+    """Sub-commands that other packages register under the ``tensorllm.commands`` entry-point group.
+
+    Each entry point is a function ``register(subparsers)``. One that cannot be imported (its dependencies are
+    missing, or the install is stale) still gets its sub-command, which then fails with one line saying why,
+    instead of vanishing from the command.
+    """
+    from importlib.metadata import entry_points
+
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        try:
+            register = entry.load()
+        except Exception as exc:  # noqa: BLE001 (any import failure: say it when the command is used)
+            p = sub.add_parser(entry.name, help=f"(unavailable: {one_line(exc)})")
+            p.set_defaults(func=_unavailable(entry, exc))
+            continue
+        register(sub)
+
+
+def _unavailable(entry, exc: BaseException):
+    def fail(args) -> int:
+        raise ModuleNotFoundError(f"the {entry.name!r} command could not be loaded from {entry.value} "
+                                  f"({one_line(exc)}); reinstall the project with `make install` or "
+                                  "`pip install -e .` so the pipeline side (flows/, tasks/) is importable")
+    return fail
+
+
 def _add_layout_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=LAYOUT_NAMES, default=None,
-                        help="attention layout (default: detected from the model's own modules; README: Architectures)")
+                        help="attention layout (default: detected from the model's own modules; docs/architectures.md)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -521,7 +450,7 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(text).split()) or type(exc).__name__
 
 
-def _one_line_error(parser: argparse.ArgumentParser, message: str):
+def one_line_error(parser: argparse.ArgumentParser, message: str):
     """``ArgumentParser.error`` without the usage block: ``tensorllm sweep: error: <message>``, exit code 2."""
     parser.exit(2, f"{parser.prog}: error: {one_line(ValueError(message))}\n")
 

@@ -41,7 +41,7 @@ from .tucker import sum_squares
 
 Grouping = Literal["kv", "replicate", "weighted"]
 GROUPINGS: tuple[str, ...] = ("kv", "replicate", "weighted")
-#: the grouping used when none is given: the winner of bench/grouping.py on SmolLM2 (README "GQA grouping"):
+#: the grouping used when none is given: the winner of bench/grouping.py on SmolLM2 (docs/results/grouping.md):
 #: at equal compression it kept the model's function best (KL to the base, validation loss and top-1), although
 #: its written weight error is the largest of the three; K/V fidelity matters more than Q/O fidelity there
 DEFAULT_GROUPING: Grouping = "replicate"

@@ -8,7 +8,7 @@ with U1 (d_model x R1), U2 (d_head x R2), U3 (slices x R3) shared by every head 
 G_i (R1 x R2 x R3) per head (the head mode is not compressed). The objective is Eq. 14,
 ``min 1/2 || W_all - G_all x_1 U1 x_2 U2 x_3 U3 ||_F^2``, solved by HOOI as in the paper.
 
-Speed (see notes/peers-and-performance.md section 4): the initialisation is an HOSVD for the small
+Speed (docs/method.md, "What one layer's decomposition costs"): the initialisation is an HOSVD for the small
 modes (d_head, slices) and a *sequentially truncated* step for a large d_model, which then sees a
 tensor already shrunk by the other factors (:func:`initial_factors`); each leading-subspace step uses
 the Gram matrix of the *smaller* side of the unfolding and ``torch.linalg.eigh`` instead of a full SVD. HOOI sweeps then refine the factors until the relative error changes by less
@@ -388,7 +388,7 @@ def tucker_decompose(
     A mode whose projected unfolding is large (d_model = 4096 at R1 = 512) is updated by one warm-started
     subspace-iteration step per sweep (:func:`subspace_step`) instead of a Gram + dense eigh; smaller ones
     (every mode of SmolLM2 or GPT-2, and d_model at small R2 R3) exactly. Within a sweep the partial products
-    are shared (:func:`_project_all_but`). See notes/peers-and-performance.md section 4 for the costs.
+    are shared (:func:`_project_all_but`). The costs: docs/method.md.
 
     References
     ----------

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from flows.service_ledger import OwnedProcess
+from flows.runtime.service_ledger import OwnedProcess
 
 REGISTERED = "tiny-interrupted"
 #: a CLI sweep on the tiny model takes 1-3 minutes on 2 cores with its own Prefect server and Ray

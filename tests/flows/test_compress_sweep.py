@@ -209,7 +209,7 @@ def test_noise_only_sweep_of_another_model_promotes_nothing_and_leaves_the_first
 def test_deployment_run_triggered_through_the_api_completes(first_run, prefect_api, workdir):
     from prefect.deployments import run_deployment
 
-    from flows.services import stop_process
+    from flows.runtime.services import stop_process
 
     params, _, _ = first_run
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "TENSORLLM_SERVE_NAME_PREFIX": "test-",

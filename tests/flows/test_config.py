@@ -158,7 +158,7 @@ def test_every_config_field_has_a_description_and_a_cli_option():
     import argparse
 
     from flows.config import SweepConfig
-    from tensorllm.sweep_options import add_sweep_options
+    from flows.sweep_options import add_sweep_options
 
     parser = argparse.ArgumentParser()
     add_sweep_options(parser)
@@ -177,11 +177,17 @@ def test_dataset_choices_come_from_the_dataset_registry():
     assert list(typing.get_args(DatasetName)) == dataset_names()
 
 
-def test_readme_parameter_table_lists_every_config_field():
+def test_docs_parameter_table_lists_every_config_field():
+    """docs/pipeline.md's flow parameter table names every SweepConfig field, and no field that is gone."""
+    import re
     from pathlib import Path
 
     from flows.config import SweepConfig
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    missing = [name for name in SweepConfig.model_fields if f"| `{name}` |" not in readme]
-    assert not missing, f"README's flow parameter table lacks {missing}"
+    page = (Path(__file__).resolve().parents[2] / "docs" / "pipeline.md").read_text()
+    table = page[page.index("## Flow parameters"):]
+    listed = re.findall(r"^\| `(\w+)` \|", table, flags=re.MULTILINE)
+    missing = [name for name in SweepConfig.model_fields if name not in listed]
+    assert not missing, f"docs/pipeline.md's flow parameter table lacks {missing}"
+    unknown = [name for name in listed if name not in SweepConfig.model_fields]
+    assert not unknown, f"docs/pipeline.md's flow parameter table lists fields SweepConfig does not have: {unknown}"

@@ -21,7 +21,7 @@ def served_names() -> set[str]:
 def test_served_and_work_pool_deployments_have_distinct_names():
     pool = {d["name"] for d in yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())["deployments"]}
     served = served_names()
-    assert served == {"served-nightly", "served-on-demand"}  # what the README tells users to run
+    assert served == {"served-nightly", "served-on-demand"}  # what docs/operations.md tells users to run
     assert pool and not pool & served, (pool, served)
 
 

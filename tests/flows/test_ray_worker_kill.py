@@ -16,7 +16,7 @@ import psutil
 import pytest
 from cli_sweep import START_TIMEOUT, cli_env, start, sweep_command, wait_for
 
-from flows.service_ledger import OwnedProcess
+from flows.runtime.service_ledger import OwnedProcess
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flows.service_ledger import (OwnedProcess, ServiceLedger, clean_stale, running_sweeps, start_since_boot,
+from flows.runtime.service_ledger import (OwnedProcess, ServiceLedger, clean_stale, running_sweeps, start_since_boot,
                                   stop_processes)
 
 #: a child that ignores SIGTERM and sleeps (Ray's dashboard and runtime-env agents ignore SIGTERM)
@@ -61,12 +61,13 @@ def _run_block(ledger: ServiceLedger) -> None:
     assert not ledger.path.exists()  # a clean exit leaves no record behind
 
 
+@pytest.mark.slow  # a subprocess or many generations: left out of `make test-fast`
 def test_a_sigkilled_sweeps_processes_are_stopped_by_the_next_run(tmp_path):
     """The "sweep" records a child and a grandchild, then is SIGKILLed; clean_stale stops both."""
     script = textwrap.dedent(f"""
         import subprocess, sys, time
         from pathlib import Path
-        from flows.service_ledger import ServiceLedger
+        from flows.runtime.service_ledger import ServiceLedger
         with ServiceLedger(Path({str(tmp_path)!r}), interval=0.2) as ledger:
             # a grandchild that outlives its parent (re-parented to init), as Ray's agents do
             subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
@@ -145,7 +146,7 @@ def test_an_unreadable_record_is_removed_without_signalling_anything(tmp_path):
 
 @pytest.mark.parametrize("signal_name, code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_supervised_exit_codes_follow_the_shell_convention(signal_name, code):
-    from flows.supervise import SupervisedRun
+    from flows.runtime.supervise import SupervisedRun
 
     assert SupervisedRun(0, signal_name).exit_code == code  # 128 + the signal's number
     assert SupervisedRun(2).exit_code == 2  # no signal: the driver's own code

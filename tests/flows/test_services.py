@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from flows.services import QUIET_DEFAULTS, set_quiet_defaults
+from flows.runtime.services import QUIET_DEFAULTS, set_quiet_defaults
 
 
 class Terminal(io.StringIO):

@@ -1,7 +1,7 @@
 """Two Ray nodes on this machine (issue 10, part 4): the sweep runs through ``ray_address`` on a head plus a
 second ``ray start --address`` node, both nodes run tasks, and both are stopped by PID.
 
-The cluster is :class:`flows.local_cluster.LocalRayCluster` (token auth of its own, own ports, each node in
+The cluster is :class:`flows.runtime.local_cluster.LocalRayCluster` (token auth of its own, own ports, each node in
 its own session): what ``bench/scale.py --nodes 2`` uses on the 7B-shaped model. Here two tiny models, in
 decompose-only mode, as one batch: 2 x 4 layer tasks, 1 CPU per node.
 """
@@ -21,7 +21,7 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes_and_stops_them_by_pid(prefe
 
     from flows.compress_sweep import compress_sweep
     from flows.config import default_registered_name
-    from flows.local_cluster import LocalRayCluster, session_processes
+    from flows.runtime.local_cluster import LocalRayCluster, session_processes
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     models = [str(tiny_llm), str(other_tiny_llm)]
@@ -50,7 +50,7 @@ def test_a_cluster_is_reachable_from_a_process_that_already_ran_a_local_ray(tmp_
     InvalidAuthToken. This is what failed the test above in CI, after other Ray tests in the same process."""
     import ray
 
-    from flows.local_cluster import LocalRayCluster
+    from flows.runtime.local_cluster import LocalRayCluster
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     ray.shutdown()

@@ -152,6 +152,7 @@ def test_flow_validates_its_parameters_first(tiny):
         compress_sweep.fn(model=str(tiny), layers=[99])
 
 
+@pytest.mark.slow  # a subprocess or many generations: left out of `make test-fast`
 def test_cli_bad_sweep_is_one_line_exit_2_fast(tiny, tmp_path):
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "tensorllm.cli", "sweep", "--layers", "99", "--model", str(tiny)],
@@ -166,12 +167,14 @@ def test_cli_bad_sweep_is_one_line_exit_2_fast(tiny, tmp_path):
     assert seconds < 30
 
 
+@pytest.mark.slow  # a subprocess or many generations: left out of `make test-fast`
 def test_cli_debug_shows_the_traceback(tiny, tmp_path):
     done = subprocess.run([sys.executable, "-m", "tensorllm.cli", "--debug", "sweep", "--layers", "99",
                            "--model", str(tiny)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" in done.stderr and "SweepInputError: layers: [99]" in done.stderr
 
 
+@pytest.mark.slow  # a subprocess or many generations: left out of `make test-fast`
 def test_cli_bad_option_is_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "tensorllm.cli", "sweep", "--grouping", "x"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)

@@ -100,6 +100,7 @@ def test_weight_and_unweight_are_inverse_maps_of_mode_1():
         weight_tensor(tensor, torch.eye(5, dtype=torch.float64))
 
 
+@pytest.mark.slow  # a subprocess or many generations: left out of `make test-fast`
 def test_calibration_uses_only_the_validation_split_and_has_a_content_hash():
     calib = calibration_set(Calibration(datasets=("fever", "qa_wikidata"), n_prompts=6))
     assert len(calib.prompts) == 6 and len(set(calib.item_ids)) == 6

@@ -275,7 +275,7 @@ def test_balanced_low_rank_artifact_runs_factorised_like_dense(unbalanced_folder
 
 
 def test_sweep_defaults_to_the_studys_best_mode_and_passes_it_to_the_decompose_task():
-    """README, Beyond the paper: balanced, weight-space fit is the sweep's default (bench/fit_quality.py)."""
+    """docs/results/balancing.md: balanced, weight-space fit is the sweep's default (bench/fit_quality.py)."""
     from flows.config import SweepConfig
 
     config = SweepConfig()

@@ -256,6 +256,7 @@ def test_export_folder_that_is_not_an_artifact_exits_2(tiny, tmp_path, capsys):
     assert "is not a tensorllm artifact" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a subprocess or many generations: left out of `make test-fast`
 def test_export_registry_spec(tiny, export_artifacts, tmp_path, capsys):
     from tensorllm.export import load_compressed
     from tensorllm.registry import Registry, VariantRecord

@@ -30,7 +30,7 @@ FAMILIES = sorted(set(NEW_FAMILIES) | {"qwen3", "gemma2", "qwen2", "llama_mqa"})
 FULL = (1.0, 1.0, 1.0)
 LAYER = 1
 FULL_RANK_LOGITS_TOL = 1e-4  # full ranks in fp32 (the bound); measured <= 2e-6 on these tiny models
-#: artifact.check_architecture reads config.num_hidden_layers, which Gemma3Config (the multimodal wrapper) lacks
+#: multimodal wrappers whose text model holds the layers (Gemma3Config keeps its counts in text_config)
 WRAPPED = {"gemma3"}
 
 

@@ -211,7 +211,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.integration
 def test_mlflow_models_serve_answers_invocations(registered, tmp_path):
-    from flows.services import stop_process
+    from flows.runtime.services import stop_process
 
     registry, _ = registered
     with socket.socket() as s:

@@ -10,6 +10,7 @@ import pytest
 from tiny_models import save_tiny_with_tokenizer
 
 
+@pytest.mark.slow  # a subprocess or many generations: left out of `make test-fast`
 def test_a_moved_store_loads_only_after_relocation(tmp_path, capsys):
     import json
 

@@ -7,6 +7,8 @@ lock; afterwards every process registers its own variant.
 
 from __future__ import annotations
 
+import pytest
+
 import multiprocessing as mp
 
 N_PROCESSES = 4
@@ -24,6 +26,7 @@ def _register(uri: str, index: int, queue) -> None:
         queue.put(("fail", f"{type(exc).__name__}: {exc}"))
 
 
+@pytest.mark.slow  # a subprocess or many generations: left out of `make test-fast`
 def test_processes_open_and_register_on_a_new_store_at_once(tmp_path):
     from mlflow import MlflowClient
 

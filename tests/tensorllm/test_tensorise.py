@@ -106,7 +106,7 @@ def test_mha_round_trip_is_exact(llama, grouping):
 
 
 def test_default_grouping_is_replicate(llama_gqa):
-    # the winner of bench/grouping.py (README "GQA grouping"): one core per query head, K/V copied
+    # the winner of bench/grouping.py (docs/results/grouping.md): one core per query head, K/V copied
     weights, shape = _read(llama_gqa, 0)
     assert DEFAULT_GROUPING == "replicate"
     assert torch.equal(tensorise(weights, shape), tensorise(weights, shape, "replicate"))

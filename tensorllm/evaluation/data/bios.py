@@ -31,7 +31,7 @@ FOLDER = Path("bias_in_bios")
 ACCOUNTANT_1000 = FOLDER / "accountant_1000.csv"
 #: the 8 professions of LASER's code (src/dataset_utils/bias_in_bios.py)
 LASER_PROFESSIONS = ("journalist", "poet", "composer", "model", "teacher", "architect", "painter", "professor")
-#: LabHC/bias_in_bios integer profession codes (alphabetical; see data/bias_in_bios/SOURCE.md)
+#: LabHC/bias_in_bios integer profession codes (alphabetical; see files/bias_in_bios/SOURCE.md)
 LABHC_PROFESSIONS = (
     "accountant", "architect", "attorney", "chiropractor", "comedian", "composer", "dentist", "dietitian", "dj",
     "filmmaker", "interior designer", "journalist", "model", "nurse", "painter", "paralegal", "pastor",

@@ -1,7 +1,7 @@
 """The paper's (LASER's) prompt templates, one function per dataset, so tests can check them on known strings.
 
 TensorLLM reuses LASER's preprocessing; the templates below follow LASER's code
-(see shared/notes/method-and-protocol.md, section 3).
+(docs/evaluation.md, "Where the protocol comes from").
 """
 
 from __future__ import annotations

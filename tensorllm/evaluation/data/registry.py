@@ -1,7 +1,7 @@
 """Dataset registry: a name -> its local loader and its hub loader; :func:`load_task` is the one entry point.
 
 Local data (the default) is read from ``data_dir``: the argument, else ``$TENSORLLM_DATA_DIR``, else the
-``data/`` folder of the source checkout. ``source="hub"`` uses LASER's Hugging Face datasets instead
+datasets shipped in the package (``tensorllm/evaluation/data/files/``, each with its ``SOURCE.md``). ``source="hub"`` uses LASER's Hugging Face datasets instead
 (needs network; never used by the tests).
 """
 
@@ -62,11 +62,12 @@ def check_dataset_name(name: str) -> DatasetSpec:
 
 
 def default_data_dir() -> Path:
-    """``$TENSORLLM_DATA_DIR`` if set, else ``<checkout>/data`` (where the copied data lives)."""
+    """``$TENSORLLM_DATA_DIR`` if set, else the datasets shipped inside the package (``files/`` beside this
+    module: package data, so a wheel install finds them as a checkout does)."""
     env = os.environ.get("TENSORLLM_DATA_DIR")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[3] / "data"
+    return Path(__file__).resolve().parent / "files"
 
 
 def dataset_digest(name: str, data_dir: str | os.PathLike | None = None) -> str:

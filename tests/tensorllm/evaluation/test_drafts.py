@@ -33,6 +33,7 @@ def _edited(model, scale):
     return _Edit()
 
 
+@pytest.mark.slow  # a subprocess or many generations: left out of `make test-fast`
 @pytest.mark.parametrize("scale", [0.97, 0.6, 0.0])  # a slight edit (most rows accepted) to a broken layer
 @pytest.mark.parametrize("dataset", ["counterfact", "qa_wikidata"])
 def test_drafted_generation_equals_token_by_token(tiny_llama, tiny_tokenizer, tiny_data_dir, tmp_path, scale, dataset):
@@ -61,6 +62,7 @@ def test_drafted_generation_equals_token_by_token(tiny_llama, tiny_tokenizer, ti
         assert g["accepted"] > 0  # a slight edit keeps some base continuations whole
 
 
+@pytest.mark.slow  # a subprocess or many generations: left out of `make test-fast`
 def test_without_model_id_or_base_pass_generation_is_token_by_token(tiny_llama, tiny_tokenizer, tiny_data_dir, tmp_path):
     # no drafts stored under this identity: the variant generates as before
     result = evaluate(tiny_llama, tiny_tokenizer, _config(tiny_data_dir, tmp_path, model_id="never-filled",

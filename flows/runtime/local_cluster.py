@@ -1,8 +1,8 @@
-"""A multi-node Ray cluster on this machine, started and stopped by this process alone (issue 10, part 4).
+"""A multi-node Ray cluster on this machine, started and stopped by this process alone.
 
 A head plus ``nodes - 1`` more nodes, each a ``ray start`` of its own (the second with ``--address`` of
 the head), each with its own CPUs, a custom resource naming it (``node_0``, ``node_1``, ...), its own temp
-dir and agent ports. What makes it work on Ray 2.60 (notes/ray-multinode-and-prefect-artifacts.md):
+dir and agent ports. What makes it work on Ray 2.60 (docs/scale.md, "Two nodes"):
 
 * **Token auth for every process**: a ``--head`` turns token auth on by itself when ``~/.ray/auth_token``
   exists, but a node joining by ``--address`` and a driver connecting to an explicit address do not, and

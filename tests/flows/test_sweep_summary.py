@@ -3,7 +3,7 @@ champion's transfer comparison (issue 14: the user sees on the terminal what MLf
 
 from __future__ import annotations
 
-from tensorllm.cli import print_sweep
+from flows.sweep_command import print_sweep
 
 
 def paired(base: float, variant: float, p: float, n: int = 400, loss_diff: float = -0.2171) -> dict:

@@ -10,7 +10,7 @@ So ``tensorllm sweep`` is two processes:
 
 * the **supervisor** (this module, no Prefect or Ray imported), started once the parameters are
   validated, records every
-  descendant in a :class:`~flows.service_ledger.ServiceLedger`, and on SIGINT or SIGTERM sends one
+  descendant in a :class:`~flows.runtime.service_ledger.ServiceLedger`, and on SIGINT or SIGTERM sends one
   SIGINT to the child and waits ``grace`` seconds for it to unwind; a second signal, or the end of the
   grace period, kills it. On exit the ledger stops whatever is still alive below it;
 * the **driver** (the child, in its own session so that a terminal's Ctrl-C reaches only the

@@ -5,10 +5,10 @@ One source of truth: every field of the config is one option, with its name (``v
 values; int, float, str), its description as help and its default; the dataset choices come from the
 dataset registry through the config's ``DatasetName``. Three fields have a text syntax of their own
 (``layers``, ``ranks``, ``laser``) and their parsers here. A new config field becomes an option without
-touching the CLI; ``tests/tensorllm/test_cli.py`` checks that every field has one.
+touching the CLI; ``tests/flows/test_config.py`` checks that every field has one.
 
-The config lives in ``flows/`` (the orchestration side); importing it pulls pydantic and the library only,
-never Prefect, so the CLI's parser can be built without starting anything.
+Importing this module pulls pydantic and the library only, never Prefect, so the CLI's parser can be built
+without starting anything.
 """
 
 from __future__ import annotations
@@ -18,22 +18,9 @@ import types
 import typing
 from collections.abc import Callable
 
+from tensorllm.cli import parse_ranks
 
-def parse_ranks(text: str) -> tuple[float | int, ...]:
-    """``"64,32,4"`` -> (64, 32, 4); ``"0.1,0.5,1.0"`` -> fractions. Clear error otherwise."""
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"--ranks needs three comma-separated values R1,R2,R3; got {text!r}")
-    out: list[float | int] = []
-    for part in parts:
-        try:
-            out.append(int(part))
-        except ValueError:
-            try:
-                out.append(float(part))
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"--ranks value {part!r} is neither an integer nor a fraction") from None
-    return tuple(out)
+from .config import SweepConfig
 
 
 def parse_layers(text: str) -> str | list[int]:
@@ -83,8 +70,6 @@ def _default_text(field) -> str:
 
 
 def config_fields() -> dict:
-    from flows.config import SweepConfig
-
     return SweepConfig.model_fields
 
 
@@ -111,7 +96,7 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=name, type=annotation, help=help_text)
         else:
             raise TypeError(f"SweepConfig.{name}: no command-line form for {field.annotation!r}; add one to "
-                            "tensorllm.sweep_options.SPECIAL")
+                            "flows.sweep_options.SPECIAL")
 
 
 def sweep_params(args: argparse.Namespace) -> dict:

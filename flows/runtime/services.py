@@ -1,7 +1,7 @@
 """Start (and stop, by PID) a local Prefect API server when none is configured.
 
 Ray workers must report to a real Prefect API: with the ephemeral API each worker starts its own
-temporary server (notes/stack.md, section 2). So ``tensorllm sweep`` uses ``PREFECT_API_URL`` when it
+temporary server (docs/operations.md, "Services"). So ``tensorllm sweep`` uses ``PREFECT_API_URL`` when it
 is set, and otherwise starts ``prefect server start`` on a free loopback port with a project-local
 ``PREFECT_HOME`` (``runs/prefect``; its database and task-result cache survive between runs), waits
 for ``/api/health``, and stops exactly that process when done.
