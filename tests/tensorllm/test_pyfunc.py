@@ -384,6 +384,7 @@ def test_parse_chat_template_accepts_only_booleans():
             parse_chat_template(bad)
 
 
+@pytest.mark.slow
 def test_logged_wheel_installs_and_imports(registered, tmp_path):
     """The wheel a version carries (named in requirements.txt) installs with pip, and the tensorllm imported
     from it is the wheel's, with the modules the pyfunc model needs."""
