@@ -357,9 +357,14 @@ def test_served_predictions_equal_the_evaluations_generations(registered, regist
     assert served == [evaluated[p] for p in PROMPTS]
     other = EvalConfig(dataset="qa_wikidata", split="all", batch_size=2, chat_template=not chat_template)
     evaluate(model, tok, other, task=task, examples_out=tmp_path / "other.jsonl")
-    other_preds = [r["prediction"].strip() for r in read_examples(tmp_path / "other.jsonl")]
+    other_by_prompt = {r["prompt"]: r["prediction"].strip() for r in read_examples(tmp_path / "other.jsonl")}
+    other_preds = [other_by_prompt[p] for p in PROMPTS]  # (the jsonl holds the split's order, not ours)
     # the formatting matters on this model, so the equality above could not hold by accident
     assert other_preds != [evaluated[p] for p in PROMPTS]
+    # a load-time override (documented in docs/serving.md) switches the formatting, and then serves the other
+    flipped = mlflow.pyfunc.load_model(uri, model_config={"chat_template": not chat_template}).unwrap_python_model()
+    assert flipped.chat_template is (not chat_template)
+    assert flipped.predict(None, PROMPTS, params={"max_new_tokens": 6}) == other_preds
 
 
 def test_batched_predict_equals_one_at_a_time(registered, store_env):
