@@ -8,8 +8,11 @@ model **locally** (never from the hub) and builds the variant with :func:`tensor
 
 Like :mod:`tensorllm.registry`, this module imports mlflow (it is the second exception to the rule that
 the library does not). It is shipped with each model version (``code_paths``), so a version keeps the
-input/output behaviour it was registered with; ``tensorllm`` itself must be importable where the model is
-loaded (the project is pip-installed; serve with ``--env-manager local``).
+input/output behaviour it was registered with. ``tensorllm`` itself must be importable where the model is
+loaded: with ``--env-manager local`` that is the current environment; a fresh environment
+(``virtualenv``, ``uv``) installs the wheel of the library that each version carries
+(``wheels/tensorllm-<version>+g<digest>-py3-none-any.whl``, named in ``requirements.txt``; see
+:mod:`tensorllm.wheel`) and the pinned torch/transformers/mlflow from an index.
 
 Usage::
 
@@ -22,9 +25,20 @@ Usage::
     #   localhost:5000/invocations
 
 Inputs: a list of strings, a pandas DataFrame (column ``prompt``, else the first column) or a dict
-``{"prompt": [...]}``. Generation is greedy; ``max_new_tokens`` (default 32) is a request parameter.
-The prompt goes through the tokenizer's chat template when it has one. The device is
-``$TENSORLLM_DEVICE`` if set, else ``cuda`` when available, else ``cpu``.
+``{"prompt": [...]}``. Generation is greedy and batched (left padding, attention mask; rows of
+``batch_size``, default 8), through the same function as the evaluation's
+(:func:`tensorllm.evaluation.generation.generate_all`), so each answer equals one-at-a-time decoding and the
+evaluation's generation of the same prompt; ``max_new_tokens`` (default 32) and ``batch_size`` are request
+parameters.
+
+Prompt formatting is recorded with the model, not guessed from the tokenizer: the model config's
+``chat_template`` (False: the plain prompt; True: a user turn of the tokenizer's chat template; see
+:mod:`tensorllm.evaluation.prompt_format`) is the ``chat_template`` option of the evaluation that scored the
+variant (the run's ``chat_template`` param; False when absent, the evaluation's default).
+``mlflow.pyfunc.load_model(uri, model_config={"chat_template": True})`` overrides it.
+
+The variant is built in the base model's dtype (``dtype``/``torch_dtype`` of its config.json; float32 when
+it names none). The device is ``$TENSORLLM_DEVICE`` if set, else ``cuda`` when available, else ``cpu``.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -42,11 +57,14 @@ VARIANT_ARTIFACT = "variant"          # key in context.artifacts: the variant fo
 VARIANT_JSON = "variant.json"
 ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")   # the models-from-code file MLflow executes
 DEFAULT_MAX_NEW_TOKENS = 32
+DEFAULT_BATCH_SIZE = 8
+CHAT_TEMPLATE = "chat_template"       # model config key (and run param) holding the prompt formatting
+WHEELS_DIR = "wheels"                 # MLflow's folder name for wheels inside a model (add_libraries_to_model)
 REQUIREMENTS = ("mlflow", "torch", "transformers", "safetensors")
 
 
 def signature():
-    """Unnamed ``[string]`` in, ``[string]`` out, param ``max_new_tokens: long = 32``.
+    """Unnamed ``[string]`` in, ``[string]`` out, params ``max_new_tokens: long = 32``, ``batch_size: long = 8``.
 
     Unnamed, so that ``predict(["..."])`` and HTTP ``{"inputs": ["..."]}`` both work (a named ``prompt``
     column would reject a plain list in process).
@@ -55,35 +73,63 @@ def signature():
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("string")]),
-                          params=ParamSchema([ParamSpec("max_new_tokens", "long", DEFAULT_MAX_NEW_TOKENS)]))
+                          params=ParamSchema([ParamSpec("max_new_tokens", "long", DEFAULT_MAX_NEW_TOKENS),
+                                              ParamSpec("batch_size", "long", DEFAULT_BATCH_SIZE)]))
 
 
-def pip_requirements() -> list[str]:
-    """Pins of what is installed (local labels such as ``+cpu`` dropped, so a CUDA build also satisfies them).
+def pip_requirements(wheel: str | None = None) -> list[str]:
+    """Pins of what is installed (local labels such as ``+cpu`` dropped, so a CUDA build also satisfies them),
+    then ``wheel`` (the model-relative path of the tensorllm wheel, e.g. ``wheels/tensorllm-...whl``) if given.
 
     Explicit requirements also stop MLflow from inferring them, which loads the whole model in a subprocess.
     """
-    return [f"{dist}=={importlib.metadata.version(dist).split('+')[0]}" for dist in REQUIREMENTS]
+    pins = [f"{dist}=={importlib.metadata.version(dist).split('+')[0]}" for dist in REQUIREMENTS]
+    return pins + ([wheel] if wheel else [])
 
 
-def save_pyfunc(path: str | Path, variant_dir: str | Path, mlflow_model=None) -> Path:
+def parse_chat_template(value) -> bool:
+    """The recorded prompt formatting as a bool: a bool, or the strings ``"True"``/``"False"`` of an MLflow
+    param (None, as for a run that recorded none: False, the evaluation's default); anything else is an error."""
+    if value is None:
+        return False
+    if isinstance(value, str) and value in ("True", "False"):
+        return value == "True"
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{CHAT_TEMPLATE} must be True or False (the evaluation's prompt formatting); got {value!r}")
+
+
+def save_pyfunc(path: str | Path, variant_dir: str | Path, mlflow_model=None, chat_template: bool = False) -> Path:
     """Write the pyfunc model folder for ``variant_dir`` (a folder holding ``variant.json``) at ``path``.
 
     ``mlflow_model`` (an ``mlflow.models.Model``) carries the logged model's ids into ``MLmodel``.
+    ``chat_template`` is the evaluation's prompt formatting, stored as the model config (see the module
+    docstring). The folder gets ``wheels/<tensorllm wheel>`` (:func:`tensorllm.wheel.build_wheel`), named
+    in ``requirements.txt`` and ``conda.yaml``.
 
     No input example is saved, on purpose: MLflow validates an example by loading the model and running
     it, which for a variant means loading its base model at every registration. The signature is explicit,
     so MLflow's warning about the missing example (printed once per registered variant) is silenced here.
     """
+    import tempfile
+
+    from tensorllm.wheel import build_wheel
+
     variant_dir = Path(variant_dir)
     if not (variant_dir / VARIANT_JSON).is_file():
         raise FileNotFoundError(f"{variant_dir} has no {VARIANT_JSON}: not a tensorllm variant folder")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
-        mlflow.pyfunc.save_model(
-            path=str(path), python_model=str(ENTRY_FILE), code_paths=[__file__],
-            artifacts={VARIANT_ARTIFACT: str(variant_dir)}, signature=signature(),
-            pip_requirements=pip_requirements(), mlflow_model=mlflow_model)
+    chat_template = parse_chat_template(chat_template)
+    with tempfile.TemporaryDirectory(prefix="tensorllm-wheel-") as tmp:
+        wheel = build_wheel(tmp)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
+            mlflow.pyfunc.save_model(
+                path=str(path), python_model=str(ENTRY_FILE), code_paths=[__file__],
+                artifacts={VARIANT_ARTIFACT: str(variant_dir)}, signature=signature(),
+                pip_requirements=pip_requirements(f"{WHEELS_DIR}/{wheel.name}"), mlflow_model=mlflow_model,
+                model_config={CHAT_TEMPLATE: chat_template})
+        (Path(path) / WHEELS_DIR).mkdir()
+        shutil.copy2(wheel, Path(path) / WHEELS_DIR / wheel.name)
     return Path(path)
 
 
@@ -148,15 +194,39 @@ def _prompts(model_input) -> list[str]:
     return flat
 
 
+def base_dtype(folder: str | Path):
+    """The torch dtype the base model's config.json names (``dtype``, else ``torch_dtype``); float32 if none.
+
+    (To be replaced by the export module's loader of a base in its own dtype once it has one.)
+    """
+    import torch
+
+    config = json.loads((Path(folder) / "config.json").read_text())
+    name = config.get("dtype") or config.get("torch_dtype")
+    dtype = getattr(torch, str(name), None) if name else None
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
+
+
+def _positive_int(params: dict | None, name: str, default: int) -> int:
+    import numpy as np
+
+    value = (params or {}).get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
 class TensorLLMTextModel(mlflow.pyfunc.PythonModel):
     """Base model + factor artifacts, built at load time; greedy generation of the continuation."""
 
+    chat_template: bool = False
+
     def load_context(self, context) -> None:
         """Read ``variant.json`` from the ``variant`` artifact and build the model (base model + factors)."""
-        import torch
-
         from tensorllm.export import variant_model
+        from tensorllm.models import resolve_model
 
+        self.chat_template = parse_chat_template((context.model_config or {}).get(CHAT_TEMPLATE))
         folder = Path(context.artifacts[VARIANT_ARTIFACT])
         self.variant = json.loads((folder / VARIANT_JSON).read_text())
         paths = [folder / entry["dir"] for entry in self.variant.get("artifacts", [])]
@@ -164,27 +234,24 @@ class TensorLLMTextModel(mlflow.pyfunc.PythonModel):
         if missing:
             raise FileNotFoundError(f"variant {self.variant.get('name')!r}: artifact folders missing: {missing}")
         base = resolve_base_offline(str(self.variant["base_model"]))
-        self.model, self.tokenizer, self.report = variant_model(base, paths, device=_device(), dtype=torch.float32)
+        dtype = base_dtype(resolve_model(base))
+        self.model, self.tokenizer, self.report = variant_model(base, paths, device=_device(), dtype=dtype)
 
-    def encode(self, prompt: str) -> dict:
-        """Token ids (and attention mask) of one prompt, through the chat template when there is one."""
-        tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            enc = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                          return_tensors="pt", return_dict=True)
-        else:
-            enc = tok(prompt, return_tensors="pt")
-        return {k: v.to(self.model.device) for k, v in enc.items()}
+    def encode(self, prompt: str) -> list[int]:
+        """Token ids of one prompt, formatted as recorded (plain, or through the chat template)."""
+        from tensorllm.evaluation.prompt_format import encode_prompt
 
-    def generate_ids(self, prompt: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[int]:
-        """Greedy continuation of ``prompt``: the new token ids only."""
-        import torch
+        return encode_prompt(self.tokenizer, prompt, self.chat_template)
 
-        enc = self.encode(prompt)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        with torch.no_grad():
-            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-        return out[0, enc["input_ids"].shape[1]:].tolist()
+    def generate_ids(self, prompts: list[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                     batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[int]]:
+        """Greedy continuations of ``prompts`` (new token ids, up to the first EOS), exactly as the evaluation
+        generates them: same config (at least one new token, the tokenizer's EOS), batched with left padding."""
+        from tensorllm.evaluation.generation import generate_all, greedy_config, pad_id_for
+
+        pad = pad_id_for(self.tokenizer)
+        config = greedy_config(max_new_tokens, pad, self.tokenizer.eos_token_id)
+        return generate_all(self.model, [self.encode(p) for p in prompts], config, batch_size, pad)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[str]:
         """One generated continuation (text, special tokens dropped, stripped) per prompt.
@@ -192,10 +259,8 @@ class TensorLLMTextModel(mlflow.pyfunc.PythonModel):
         ``model_input`` may be a list of strings, a DataFrame or a dict (see :func:`_prompts`); the DataFrame
         hint is one MLflow infers no schema from, so it neither validates nor warns (the signature is explicit).
         """
-        import numpy as np
-
-        max_new = (params or {}).get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
-        if isinstance(max_new, bool) or not isinstance(max_new, (int, np.integer)) or max_new < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer; got {max_new!r}")
-        return [self.tokenizer.decode(self.generate_ids(p, int(max_new)), skip_special_tokens=True).strip()
-                for p in _prompts(model_input)]
+        max_new = _positive_int(params, "max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+        batch_size = _positive_int(params, "batch_size", DEFAULT_BATCH_SIZE)
+        prompts = _prompts(model_input)
+        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                for ids in self.generate_ids(prompts, max_new, batch_size)]

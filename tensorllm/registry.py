@@ -68,7 +68,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from . import __version__  # noqa: E402
 from .artifact import META_FILE, TENSORS_FILE, VARIANT_FILE, materialise, read_meta  # noqa: E402
 from .mlflow_store import default_tracking_uri, store_creation_lock  # noqa: E402
-from .pyfunc_model import VARIANT_JSON, save_pyfunc  # noqa: E402
+from .pyfunc_model import CHAT_TEMPLATE, VARIANT_JSON, parse_chat_template, save_pyfunc  # noqa: E402
 
 DEFAULT_EXPERIMENT = "tensorllm"
 DEFAULT_ALIAS = "champion"
@@ -536,6 +536,9 @@ class Registry:
         This is what ``mlflow.pyfunc.log_model`` does, but through ``self.client`` only: log_model works on
         the process-wide tracking URI, active run and active experiment, which a Registry must not touch
         (other threads may be using them, and the store is whatever ``tracking_uri`` was given).
+
+        The model formats prompts as the evaluation that scored the variant did: the run's ``chat_template``
+        param (``VariantRecord.params``; absent means False, plain prompts, the evaluation's default).
         """
         from mlflow.models import Model
 
@@ -547,7 +550,8 @@ class Registry:
             with tempfile.TemporaryDirectory(prefix="tensorllm-pyfunc-") as tmp:
                 meta = Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
                              run_id=run_id, model_id=logged.model_id)
-                local = save_pyfunc(Path(tmp) / "model", variant_dir, mlflow_model=meta)
+                chat = parse_chat_template(run.data.params.get(CHAT_TEMPLATE))
+                local = save_pyfunc(Path(tmp) / "model", variant_dir, mlflow_model=meta, chat_template=chat)
                 self.client.log_model_artifacts(logged.model_id, str(local))
             self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
         except BaseException:

@@ -15,7 +15,7 @@ Public API (what the CLI and the Prefect tasks call)::
 
 * ``evaluate(model, tokenizer, config, *, examples_out=None, task=None, cache=None) -> EvalResult``
 * ``EvalConfig(dataset, split="val", limit=None, batch_size=16, seed=0, generate=True, match_prompt=False,
-  first_changed_layer=None, cache_dir=None, cache_memory_bytes=1 GiB, model_id=None, data_dir=None,
+  chat_template=False, first_changed_layer=None, cache_dir=None, cache_memory_bytes=1 GiB, model_id=None, data_dir=None,
   source="local", strict=True, task_options={})``
 * ``load_task(name, tokenizer=None, *, data_dir=None, source="local", strict=True, **options) -> Task``;
   ``dataset_names()`` -> ``["qa_wikidata", "hotpotqa", "fever", "bios_profession", "counterfact"]``
@@ -33,6 +33,8 @@ Metrics (per LASER/TensorLLM):
 * ``top1_accuracy``: teacher-forced argmax of the next token after the prompt == the answer's first token.
 * ``loss``: per example the mean NLL of the answer tokens of ``prompt + " " + answer`` (teacher forced,
   float32 log-softmax), then the mean over examples; ``loss_ci`` its 95% normal interval.
+* Prompts are given to the model as plain text (LASER's protocol); ``chat_template=True`` wraps each in the
+  tokenizer's chat template as a user turn (:mod:`.prompt_format`, shared with the served pyfunc model).
 * Splits: a seeded hash of each item's group puts 20% in ``val`` (for selection) and 80% in ``test``.
 
 Speed: batches are left-padded (explicit position ids), run on the model's own device and dtype. For a

@@ -10,6 +10,7 @@ from typing import Any
 
 from .data.registry import SOURCES, check_dataset_name
 from .hidden_cache import DEFAULT_MEMORY_BUDGET
+from .prompt_format import check_chat_template_option
 from .splits import DEFAULT_SEED, check_split_args
 
 
@@ -24,6 +25,9 @@ class EvalConfig:
       every new token). With False, ``accuracy`` is None for them and ``top1_accuracy`` is the cheap proxy.
       Classification sets (fever, bios_profession) always get their accuracy from the teacher-forced pass.
     * ``match_prompt``: also search the prompt for the answer, as LASER does (inflates accuracy; off by default).
+    * ``chat_template``: give the model each prompt as a user turn of the tokenizer's chat template (off by
+      default: plain prompts, LASER's protocol); see :mod:`.prompt_format`. Recorded in the result, and by the
+      registered pyfunc model, which formats requests the same way.
     * ``first_changed_layer``: the first decoder layer the evaluated model's variant changed (``None``: no
       promise, full forwards). With L set, the hidden states entering layer L are taken from the cache
       (computed once) and only layers L.. run for the teacher-forced pass. Must be true of the model!
@@ -42,6 +46,7 @@ class EvalConfig:
     seed: int = DEFAULT_SEED
     generate: bool = True
     match_prompt: bool = False
+    chat_template: bool = False
     first_changed_layer: int | None = None
     fill_layers: tuple[int, ...] = ()
     cache_dir: Path | None = None
@@ -55,6 +60,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_dataset_name(self.dataset)
         check_split_args(self.split, self.limit)
+        check_chat_template_option(self.chat_template)
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -119,6 +125,7 @@ class EvalResult:
     seed: int = DEFAULT_SEED
     generate: bool = True
     match_prompt: bool = False
+    chat_template: bool = False
     first_changed_layer: int | None = None
     layer_cache: str = "off"
     model_id: str | None = None

@@ -1,9 +1,10 @@
 """``evaluate(model, tokenizer, config)``: one dataset split -> metrics (+ per-example jsonl).
 
 Steps: load the task (paper prompts) -> take the split (and limit) -> tokenise ``prompt`` and
-``prompt + " " + answer`` -> teacher-forced pass (loss, top-1, classification accuracy; uses the
-layer-L cache when ``first_changed_layer`` is set) -> for generative sets with ``generate=True``, greedy
-generation of the prompts (a variant checks the base's continuations from layer L on and decodes only where
+``prompt + " " + answer`` (with ``chat_template``, the prompt as a chat turn: :mod:`.prompt_format`) ->
+teacher-forced pass (loss, top-1, classification accuracy; uses the layer-L cache when
+``first_changed_layer`` is set) -> for generative sets with ``generate=True``, greedy generation of the
+prompts (a variant checks the base's continuations from layer L on and decodes only where
 it departs: :mod:`.drafts`) -> aggregate with 95% intervals.
 
 The model is used as given: its device and dtype, with any variant already applied by the caller. It
@@ -16,17 +17,18 @@ import logging
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from .. import progress
-from .batching import make_batches
 from .config import EvalConfig, EvalResult
 from .data import Task, load_task
 from .drafts import continue_from_drafts, draft_key, load_drafts, save_drafts
-from .generation import answer_matches, generate_batch, greedy_config, stop_tokens
+from .generation import answer_matches, generate_all, greedy_config, pad_id_for, stop_tokens
 from .layer_skip import skip_unsupported_reason
+from .prompt_format import encode_prompt
 from .hidden_cache import HiddenStateCache, default_cache
 from .records import ExampleRecord, write_examples
 from .runtime import model_device, model_dtype
@@ -46,13 +48,6 @@ def _eval_mode(model: nn.Module):
         yield
     finally:
         model.train(was_training)
-
-
-def _pad_id(tokenizer) -> int:
-    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if value is not None:
-            return int(value)
-    return 0  # padded positions are masked out; any id will do
 
 
 def _proportion(flags: list[bool]) -> tuple[float, tuple[float, float]]:
@@ -92,6 +87,8 @@ def evaluate(
 
     candidate_ids = candidate_token_ids(tokenizer, task.candidates) if task.kind == "classify" else None
     encoded = [prompt_answer_ids(tokenizer, p, a) for p, a in zip(prompts, answers)]
+    if config.chat_template:  # the prompt as a chat turn; the answer tokens stay those of the plain prompt
+        encoded = [replace(e, prompt=encode_prompt(tokenizer, p, chat_template=True)) for e, p in zip(encoded, prompts)]
     if candidate_ids is not None:
         answer_ids = [[candidate_ids[task.candidates.index(a)]] for a in answers]
     else:
@@ -100,7 +97,7 @@ def evaluate(
         if merges:
             log.info("%d answers merged with the prompt at the boundary; scored as separately tokenised", merges)
     sequences = [e.prompt + a for e, a in zip(encoded, answer_ids)]
-    pad_id = _pad_id(tokenizer)
+    pad_id = pad_id_for(tokenizer)
     device, dtype = model_device(model), model_dtype(model)
     layer = config.first_changed_layer
     if (layer is not None or config.fill_layers) and cache is None:
@@ -157,7 +154,8 @@ def evaluate(
         accuracy_kind=("classification" if task.kind == "classify" else "generation") if has_accuracy else None,
         top1_accuracy=top1, top1_accuracy_ci=top1_ci, loss=loss, loss_ci=loss_ci,
         examples_per_second=n / seconds if seconds > 0 else float("inf"), seconds=seconds, limit=config.limit,
-        seed=config.seed, generate=config.generate, match_prompt=config.match_prompt, first_changed_layer=layer,
+        seed=config.seed, generate=config.generate, match_prompt=config.match_prompt, chat_template=config.chat_template,
+        first_changed_layer=layer,
         layer_cache=forced.layer_cache, model_id=config.model_id, device=str(device), dtype=str(dtype).replace("torch.", ""),
         task_counts=dict(task.counts), examples_path=str(path) if path else None,
         exact_match_accuracy=exact, exact_match_accuracy_ci=exact_ci, generation=generation,
@@ -168,17 +166,6 @@ def evaluate(
         result.examples_per_second,
     )  # fmt: skip
     return result
-
-
-@torch.no_grad()
-def _generate(model, prompt_ids: list[list[int]], gen_config, config: EvalConfig, pad_id: int) -> list[list[int]]:
-    """Greedy continuations (new token ids) of the prompts, batched longest-first, in the input order."""
-    device = model_device(model)
-    out: list[list[int]] = [[] for _ in prompt_ids]
-    for batch in make_batches(prompt_ids, config.batch_size, pad_id):
-        for i, tokens in zip(batch.indices, generate_batch(model, batch.to(device), gen_config)):
-            out[i] = tokens
-    return out
 
 
 @torch.no_grad()
@@ -206,7 +193,7 @@ def _generate_with_drafts(model, tokenizer, prompt_ids: list[list[int]], task: T
                                                 eos=eos, pad_id=pad_id, batch_size=config.batch_size)
         log.info("generation from the base's drafts: %s (draft check: layer cache %s)", stats.to_dict(), checked.layer_cache)
         return token_ids, {"mode": "drafts", "layer_cache": checked.layer_cache, **stats.to_dict()}
-    token_ids = _generate(model, prompt_ids, gen_config, config, pad_id)
+    token_ids = generate_all(model, prompt_ids, gen_config, config.batch_size, pad_id)
     if key and layer is None and config.fill_layers and supported:  # the base preparing a sweep
         save_drafts(key, token_ids, config.cache_dir)
         run_teacher_forced(

@@ -20,7 +20,7 @@ from torch import nn
 from transformers import GenerationConfig
 
 from .. import progress
-from .batching import Batch
+from .batching import Batch, make_batches
 
 
 def answer_matches(answer: str, continuation: str, prompt: str = "", include_prompt: bool = False) -> bool:
@@ -30,6 +30,14 @@ def answer_matches(answer: str, continuation: str, prompt: str = "", include_pro
         raise ValueError("cannot match an empty answer")
     haystack = (prompt + continuation) if include_prompt else continuation
     return needle in haystack.strip().lower()
+
+
+def pad_id_for(tokenizer) -> int:
+    """The id that pads a batch: the tokenizer's pad token, else its EOS, else 0 (padding is masked out anyway)."""
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if value is not None:
+            return int(value)
+    return 0
 
 
 def greedy_config(max_new_tokens: int, pad_id: int, eos_id: int | Sequence[int] | None,
@@ -82,3 +90,19 @@ def generate_batch(model: nn.Module, batch: Batch, config: GenerationConfig) -> 
         rows.append(tokens[:cut])
     progress.advance("generation", len(rows))
     return rows
+
+
+@torch.no_grad()
+def generate_all(model: nn.Module, prompt_ids: Sequence[Sequence[int]], config: GenerationConfig, batch_size: int,
+                 pad_id: int) -> list[list[int]]:
+    """Greedy continuations (new token ids, see :func:`generate_batch`) of the prompts, in the input order.
+
+    Batched longest-first with left padding (:func:`~.batching.make_batches`), on the model's device; the
+    evaluation and the served pyfunc model both generate through here.
+    """
+    device = next(model.parameters()).device
+    out: list[list[int]] = [[] for _ in prompt_ids]
+    for batch in make_batches(prompt_ids, batch_size, pad_id):
+        for i, tokens in zip(batch.indices, generate_batch(model, batch.to(device), config)):
+            out[i] = tokens
+    return out
