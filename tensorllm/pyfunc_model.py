@@ -194,17 +194,14 @@ def _prompts(model_input) -> list[str]:
     return flat
 
 
-def base_dtype(folder: str | Path):
-    """The torch dtype the base model's config.json names (``dtype``, else ``torch_dtype``); float32 if none.
+def serving_dtype(folder: str | Path, device: str):
+    """The dtype a version is served in: the one evaluation uses on the same device (the base checkpoint's own
+    dtype on a GPU, float32 on the CPU; :func:`tensorllm.evaluation.runtime.default_dtype`), so that what is
+    served is what was evaluated."""
+    from tensorllm.checkpoint import stored_dtype
+    from tensorllm.evaluation.runtime import default_dtype
 
-    (To be replaced by the export module's loader of a base in its own dtype once it has one.)
-    """
-    import torch
-
-    config = json.loads((Path(folder) / "config.json").read_text())
-    name = config.get("dtype") or config.get("torch_dtype")
-    dtype = getattr(torch, str(name), None) if name else None
-    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
+    return default_dtype(device, stored_dtype(folder))
 
 
 def _positive_int(params: dict | None, name: str, default: int) -> int:
@@ -234,8 +231,9 @@ class TensorLLMTextModel(mlflow.pyfunc.PythonModel):
         if missing:
             raise FileNotFoundError(f"variant {self.variant.get('name')!r}: artifact folders missing: {missing}")
         base = resolve_base_offline(str(self.variant["base_model"]))
-        dtype = base_dtype(resolve_model(base))
-        self.model, self.tokenizer, self.report = variant_model(base, paths, device=_device(), dtype=dtype)
+        device = _device()
+        dtype = serving_dtype(resolve_model(base), device)
+        self.model, self.tokenizer, self.report = variant_model(base, paths, device=device, dtype=dtype)
 
     def encode(self, prompt: str) -> list[int]:
         """Token ids of one prompt, formatted as recorded (plain, or through the chat template)."""

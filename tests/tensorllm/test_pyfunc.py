@@ -419,12 +419,25 @@ def test_logged_wheel_installs_and_imports(registered, tmp_path):
     assert f"Would install tensorllm-{installed}" in dry.stdout
 
 
-@pytest.mark.parametrize("config, expected", [
-    ({"dtype": "bfloat16"}, torch.bfloat16), ({"torch_dtype": "float16"}, torch.float16),  # transformers 5 / 4 key
-    ({"dtype": "float32", "torch_dtype": "bfloat16"}, torch.float32),  # the current key wins
-    ({}, torch.float32), ({"dtype": "int8"}, torch.float32), ({"dtype": "auto"}, torch.float32)])
-def test_variant_is_built_in_the_base_models_dtype(tmp_path, config, expected):
-    from tensorllm.pyfunc_model import base_dtype
+def test_a_version_is_served_in_the_dtype_its_evaluation_used(tmp_path, capsys):
+    """A bf16 checkpoint: ``tensorllm evaluate`` records the dtype it ran in (fp32 on the CPU, the base's own on a
+    GPU) and the served model is built in that same dtype, whatever the config's ``dtype`` key says."""
+    from transformers import AutoModelForCausalLM
 
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", **config}))
-    assert base_dtype(tmp_path) == expected
+    from tensorllm.checkpoint import stored_dtype
+    from tensorllm.cli import main
+    from tensorllm.pyfunc_model import serving_dtype
+    from tensorllm.tiny_models import save_tiny_with_tokenizer
+
+    folder, model = save_tiny_with_tokenizer("llama", tmp_path / "bf16")
+    model.to(torch.bfloat16).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "dtype": "float16"}))  # disagrees with the weights
+    assert stored_dtype(folder) == torch.bfloat16
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    capsys.readouterr()
+    assert main(["evaluate", str(folder), "--dataset", "qa_wikidata", "--limit", "2", "--no-generate", "--device", device,
+                 "--out", str(tmp_path / "evals"), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["dtype"]
+    assert str(serving_dtype(folder, device)).replace("torch.", "") == evaluated
+    assert evaluated == ("bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else "float32")
