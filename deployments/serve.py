@@ -5,8 +5,9 @@ Usage (from the project root, with a Prefect server running and PREFECT_API_URL 
     python deployments/serve.py                       # 'served-nightly' on a cron + 'served-on-demand' for UI/CLI
     prefect deployment run 'compress-sweep/served-on-demand' -p layers='[27, 28]' -p val_limit=50 --watch
 
-Environment: TENSORLLM_SERVE_CRON (default "0 3 * * *"), TENSORLLM_SERVE_PARAMS (JSON merged over the
-nightly defaults) and TENSORLLM_SERVE_NAME_PREFIX (default "").
+Environment: TENSORLLM_SERVE_CONFIG (a sweep configuration file, YAML or JSON, the format of
+``tensorllm sweep --config``; default deployments/sweep.yaml), TENSORLLM_SERVE_PARAMS (JSON merged over it),
+TENSORLLM_SERVE_CRON (default "0 3 * * *") and TENSORLLM_SERVE_NAME_PREFIX (default "").
 Stop it with one SIGTERM; Prefect pauses the served deployments on shutdown.
 """
 
@@ -14,17 +15,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from prefect import serve
+from prefect.deployments.runner import EntrypointType
 
-from prefect import serve  # noqa: E402
-from prefect.deployments.runner import EntrypointType  # noqa: E402
+from flows.compress_sweep import compress_sweep
+from flows.config_file import read_config_file
 
-from flows.compress_sweep import compress_sweep  # noqa: E402
-
-NIGHTLY_DEFAULTS = {"model": "smollm2-135m", "datasets": ["qa_wikidata"], "layers": "last 4"}
+NIGHTLY_CONFIG = Path(__file__).resolve().parent / "sweep.yaml"
 #: "served-" keeps these apart from the work-pool deployments of prefect.yaml ("pool-..."): deployment names
 #: are unique per flow, and `prefect deploy` would otherwise silently take over a served deployment
 SERVED = "served-"
@@ -32,7 +31,8 @@ SERVED = "served-"
 
 def deployments():
     prefix = os.environ.get("TENSORLLM_SERVE_NAME_PREFIX", "")
-    params = {**NIGHTLY_DEFAULTS, **json.loads(os.environ.get("TENSORLLM_SERVE_PARAMS", "{}"))}
+    params = {**read_config_file(os.environ.get("TENSORLLM_SERVE_CONFIG", NIGHTLY_CONFIG)),
+              **json.loads(os.environ.get("TENSORLLM_SERVE_PARAMS", "{}"))}
     # A module-path entrypoint: loaded by file path, the flow's module would be named "compress_sweep",
     # which Ray workers cannot import when they unpickle the run context.
     common = {"parameters": params, "entrypoint_type": EntrypointType.MODULE_PATH}

@@ -26,6 +26,10 @@ def register(sub) -> None:
     """Add ``sweep`` to the ``tensorllm`` sub-parsers."""
     p = sub.add_parser("sweep", help="run the Prefect flow: decompose layers x ranks on Ray, evaluate, register, promote")
     p.error = types.MethodType(one_line_error, p)  # a bad option: one line, like every other sweep input error
+    p.add_argument("--config", metavar="FILE", help="a YAML or JSON file of these parameters (docs/pipeline.md); "
+                                                    "options given on the command line override it")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration (file, options, defaults) as YAML and exit")
     add_sweep_options(p)  # generated from the flow's typed config (flows.config.SweepConfig)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sweep)
@@ -35,10 +39,14 @@ def cmd_sweep(args) -> int:
     """Validate, then run the sweep supervised (this process) or as the driver (the child it starts)."""
     from pathlib import Path
 
+    from flows.config_file import config_yaml, read_config_file
     from flows.validate import validate_sweep
 
-    params = sweep_params(args)
-    validate_sweep(params)  # every check before Prefect or Ray starts: a bad value fails in seconds
+    params = {**(read_config_file(args.config) if args.config else {}), **sweep_params(args)}
+    config = validate_sweep(params)  # every check before Prefect or Ray starts: a bad value fails in seconds
+    if args.print_config:
+        print(config_yaml(config), end="")
+        return 0
 
     from flows.runtime.supervise import is_driver, run_supervised
 
