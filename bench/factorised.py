@@ -247,7 +247,7 @@ def decompose_all(layers: list[int], ranks: list[tuple], device: str) -> tuple[d
 def attention_macs(metas: list[dict], n_layers: int, dense_per_layer: int) -> int:
     """Attention projections' multiply-adds per token, whole model (factorised where it pays off)."""
     from tensorllm.factorised import factorised_cost
-    from tensorllm.layouts import AttentionShape
+    from tensorllm.attention_shape import AttentionShape
 
     total = (n_layers - len(metas)) * dense_per_layer
     for meta in metas:
@@ -321,7 +321,7 @@ def part_smollm2(args, device: str, work: Path) -> tuple[list[dict], dict]:
 
 def part_llama7b(args, device: str) -> list[dict]:
     from tensorllm.factorised import factorised_cost
-    from tensorllm.layouts import AttentionShape
+    from tensorllm.attention_shape import AttentionShape
 
     shape = AttentionShape(n_heads=32, n_kv_heads=32, d_head=128, d_model=4096)
     timing = {"device": device, "prompt_len": 512, "new_tokens": 32, "repeats": args.repeats}

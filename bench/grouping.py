@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO_ROOT, base_parser, finish, library_versions, print_table, setup_threads
+from bench.common import base_parser, finish, library_versions, print_table, setup_threads
 
 MODEL = "smollm2-135m"
 GROUPINGS = ("kv", "replicate", "weighted")

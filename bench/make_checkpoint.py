@@ -41,10 +41,11 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tensorllm.attention_shape import AttentionShape
+from tensorllm.layouts import LlamaLayout
+from tensorllm.tensorise import tensor_shape, untensorise
 
-from tensorllm.layouts import AttentionShape, LlamaLayout  # noqa: E402
-from tensorllm.tensorise import tensor_shape, untensorise  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("make_checkpoint")
 

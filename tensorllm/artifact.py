@@ -42,7 +42,8 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .checkpoint import tensors_digest
-from .layouts import AttentionShape, layer_count, layout_for
+from .attention_shape import AttentionShape, layer_count
+from .layouts import layout_for
 from .tensorise import untensorise
 from .tucker import DECOMPOSED_MODES, mode_dot
 

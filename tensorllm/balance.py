@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .layouts import AttentionShape, AttentionWeights
+from .attention_shape import AttentionShape, AttentionWeights
 from .tensorise import Grouping, tensorise
 from .tucker import mode_dot
 

@@ -29,7 +29,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .layout_detection import DetectedLayout, detect_layout
-from .layouts import AttentionLayout, AttentionShape, AttentionWeights
+from .attention_shape import AttentionShape, AttentionWeights
+from .layouts import AttentionLayout
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"

@@ -140,7 +140,7 @@ def cmd_evaluate(args) -> int:
     from .artifact import apply_artifacts, load_artifact
     from .checkpoint import Checkpoint
     from .evaluation import EvalConfig, compare_paired, evaluate
-    from .evaluation.runtime import default_device, default_dtype, parse_dtype
+    from .evaluation.runtime import default_device, parse_dtype
     from .models import cache_dir, load_model, resolve_model
     from .naming import variant_label
 

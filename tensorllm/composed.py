@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .checkpoint import Checkpoint
 from .factorised import factorised_cost
-from .layouts import AttentionShape
+from .attention_shape import AttentionShape
 from .models import resolve_model
 
 _BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}

@@ -33,7 +33,8 @@ from .artifact import VARIANT_FILE, apply_artifacts, load_artifact, materialise
 from .checkpoint import stored_dtype
 from .factorised import FactorisedAttention, factorised_cost, install_factorised
 from .hf_remote import save_factorised
-from .layouts import AttentionShape, layout_for
+from .attention_shape import AttentionShape
+from .layouts import layout_for
 from .load_export import CONFIG_KEY, EXPORT_FORMAT, WEIGHTS_FILE, load_compressed
 from .model_card import write_model_card
 from .models import load_model, resolve_model

@@ -41,7 +41,8 @@ import torch
 from torch import nn
 
 from .artifact import Artifact, adopt_recorded_layout, check_architecture, verify_base
-from .layouts import FACTORS_MODULE_NAME, AttentionShape, GroupedQKVLayout, layout_for
+from .attention_shape import AttentionShape, FACTORS_MODULE_NAME
+from .layouts import GroupedQKVLayout, layout_for
 from .tensorise import untensorise
 from .tucker import mode_dot
 

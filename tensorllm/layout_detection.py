@@ -28,14 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .layouts import (
-    FFN_CANDIDATES,
-    LAYOUTS,
-    AttentionLayout,
-    AttentionShape,
-    head_geometry,
-    layout_named,
-)
+from .attention_shape import AttentionShape, head_geometry
+from .layouts import AttentionLayout, FFN_CANDIDATES, LAYOUTS, layout_named
 
 log = logging.getLogger(__name__)
 

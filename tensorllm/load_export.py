@@ -115,7 +115,7 @@ def empty_factorised_model(config, dtype: torch.dtype) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     from .factorised import FactorisedAttention, install_factors
-    from .layouts import AttentionShape
+    from .attention_shape import AttentionShape
 
     with parameters_on_meta():
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .factorised import factorised_cost
-from .layouts import AttentionShape
+from .attention_shape import AttentionShape
 
 CARD_FILE = "README.md"
 PAPER = "TensorLLM: Tensorising Multi-Head Attention for Enhanced Reasoning and Compression (arXiv 2501.15674)"

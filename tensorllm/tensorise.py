@@ -36,7 +36,7 @@ from typing import Literal
 
 import torch
 
-from .layouts import AttentionShape, AttentionWeights
+from .attention_shape import AttentionShape, AttentionWeights
 from .tucker import sum_squares
 
 Grouping = Literal["kv", "replicate", "weighted"]

@@ -9,7 +9,7 @@ import torch
 from pydantic import ValidationError
 
 from flows.config import DEFAULT_RANKS, SweepConfig, code_version, default_registered_name, stable_key
-from tensorllm.layouts import AttentionShape
+from tensorllm.attention_shape import AttentionShape
 from tensorllm.tensorise import tensor_shape
 from tensorllm.tucker import TuckerResult, resolve_ranks
 

@@ -39,7 +39,8 @@ from tensorllm.balance import (
 from tensorllm.decompose import decompose_layer
 from tensorllm.factorised import install_factorised
 from tensorllm.layout_detection import detect_layout
-from tensorllm.layouts import AttentionShape, layout_for
+from tensorllm.attention_shape import AttentionShape
+from tensorllm.layouts import layout_for
 from tensorllm.models import load_model
 from tensorllm.tensorise import GROUPINGS, tensorise, untensorise
 from tensorllm.tucker import mode_dot, tucker_decompose

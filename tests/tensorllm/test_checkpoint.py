@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tensorllm.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint, tensors_digest
-from tensorllm.layouts import ATTENTION_KINDS, layout_for
+from tensorllm.attention_shape import ATTENTION_KINDS
+from tensorllm.layouts import layout_for
 from tensorllm.tiny_models import N_LAYERS, save_tiny_with_tokenizer, single_thread
 
 

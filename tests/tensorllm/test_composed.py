@@ -17,7 +17,7 @@ from tensorllm.composed import checkpoint_tensor_sizes, whole_model_size
 from tensorllm.decompose import decompose_layer, laser_layer
 from tensorllm.export import WEIGHTS_FILE, export_variant, folder_bytes
 from tensorllm.factorised import factorised_cost, factorised_layers
-from tensorllm.layouts import AttentionShape
+from tensorllm.attention_shape import AttentionShape
 from tensorllm.models import load_model
 from tensorllm.tiny_models import N_LAYERS, save_tiny_with_tokenizer, single_thread
 

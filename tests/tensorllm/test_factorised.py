@@ -30,7 +30,8 @@ from tensorllm.factorised import (
     factorised_layers,
     install_factorised,
 )
-from tensorllm.layouts import AttentionShape, layout_for
+from tensorllm.attention_shape import AttentionShape
+from tensorllm.layouts import layout_for
 from tensorllm.models import load_model
 from tensorllm.tiny_models import build_tiny, sample_input_ids, single_thread, tiny_tokenizer
 

@@ -22,21 +22,9 @@ import pytest
 import torch
 import transformers
 
-from tensorllm.layouts import (
-    ATTENTION_KINDS,
-    SUPPORTED_MODEL_TYPES,
-    AttentionWeights,
-    BertLayout,
-    FalconLayout,
-    GPT2Layout,
-    GPTBigCodeLayout,
-    GPTJLayout,
-    GPTNeoXLayout,
-    LlamaLayout,
-    OPTLayout,
-    Phi3Layout,
-    layout_for,
-)
+from tensorllm.attention_shape import ATTENTION_KINDS, AttentionWeights
+from tensorllm.layouts import (SUPPORTED_MODEL_TYPES, BertLayout, FalconLayout, GPT2Layout, GPTBigCodeLayout, GPTJLayout,
+                               GPTNeoXLayout, LlamaLayout, OPTLayout, Phi3Layout, layout_for)
 from tensorllm.tiny_models import (
     ATTENTION_MODULE,
     ATTENTION_OUT_PROJ,

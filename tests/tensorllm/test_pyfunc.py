@@ -422,7 +422,6 @@ def test_logged_wheel_installs_and_imports(registered, tmp_path):
 def test_a_version_is_served_in_the_dtype_its_evaluation_used(tmp_path, capsys):
     """A bf16 checkpoint: ``tensorllm evaluate`` records the dtype it ran in (fp32 on the CPU, the base's own on a
     GPU) and the served model is built in that same dtype, whatever the config's ``dtype`` key says."""
-    from transformers import AutoModelForCausalLM
 
     from tensorllm.checkpoint import stored_dtype
     from tensorllm.cli import main

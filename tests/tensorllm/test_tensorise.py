@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tensorllm.layouts import ATTENTION_KINDS, AttentionShape, AttentionWeights, layout_for
+from tensorllm.attention_shape import ATTENTION_KINDS, AttentionShape, AttentionWeights
+from tensorllm.layouts import layout_for
 from tensorllm.tensorise import (
     DEFAULT_GROUPING,
     GROUPINGS,
