@@ -18,6 +18,12 @@ it was (``per-candidate``: each variant's own 95% interval, the most compressed 
 correction). ``false promotion``: the share of repetitions that promote a variant whose true difference is
 beyond the margin (or on it); ``power``: the share that promote the truly non-inferior one. Writes
 ``bench/results/promotion_error.json`` (``-quick`` for ``--quick``).
+
+Also (:func:`replay_selection`), the rule on real validation outcomes: the per-item results of the selection
+study (``bench/results/selection-items.json.gz``: SmolLM2-135M-Instruct, WikidataQA validation, 400 items,
+single-layer variants with top-1, loss and generation accuracy for each) go through the same
+``compare_paired`` and ``decide``, for the default sweep's grid (layers 26-29 x 5 ranks) and for all 32
+variants, and the decision sentences are printed and stored.
 """
 
 from __future__ import annotations
@@ -108,6 +114,38 @@ def rates(grid: Grid, n: int, reps: int, seed: int = 0, rules: tuple[str, ...] =
     return out
 
 
+def replay_selection(path: Path = Path(__file__).resolve().parent / "results") -> list[dict]:
+    """The compress rule (defaults) on the selection study's real per-item validation outcomes."""
+    import gzip
+    import json
+
+    items = json.loads(gzip.open(path / "selection-items.json.gz").read())["per_item"]
+    ratios = {v["name"]: v["compression_ratio"] for v in json.loads((path / "selection.json").read_text())["variants"]}
+
+    def rows(name):
+        return [{"id": k, **v} for k, v in items[name]["qa_wikidata_val"].items()]
+
+    base = rows("base")
+    cands = []
+    for version, name in enumerate(sorted(n for n in items if n != "base"), start=2):
+        top1 = compare_paired(base, rows(name), metric="top1_correct").to_dict()
+        c = Candidate(version, name, top1["variant_accuracy"], top1["variant_loss"], compression=ratios[name],
+                      paired_val=top1)
+        c.guard_val = compare_paired(base, rows(name), metric="correct").to_dict()
+        cands.append(c)
+    baseline = Candidate(1, "baseline", cands[0].paired_val["base_accuracy"], cands[0].paired_val["base_loss"])
+    default_grid = [c for c in cands if c.name.startswith(("layer026", "layer027", "layer028", "layer029"))]
+    out = []
+    for label, group in (("default grid: layers 26-29 x 5 ranks", default_grid), ("all 32 variants", cands)):
+        d = decide(group, baseline, None, "compress", "top1_accuracy", ALPHA, MARGIN, require_generation=True)
+        old = [c for c in group if non_inferior(c, "top1_accuracy", MARGIN)]
+        old_pick = max(old, key=lambda c: (c.compression, c.val_metric)).name if old else None
+        out.append({"variants": label, "n": len(group), "promoted": d.promote,
+                    "version": next((c.name for c in group if c.version == d.version), None),
+                    "previous_rule_pick": old_pick, "sentence": d.sentence})
+    return out
+
+
 def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--reps", type=int, default=None, help="repetitions per row (default 1000; --quick 100)")
@@ -128,7 +166,12 @@ def main() -> None:
                        ("power", "{:.1%}", "power")],
                 title=f"Compress rule on simulated paired outcomes (30 variants, margin {100 * MARGIN:g} points, "
                       f"alpha {ALPHA:g})")
-    finish("promotion_error", rows, args, extra={"seconds": round(time.time() - start, 1), "margin": MARGIN,
+    replay = replay_selection()
+    for r in replay:
+        print(f"\n{r['variants']} (selection study, 400 validation items; previous rule: {r['previous_rule_pick']}):"
+              f"\n  {r['sentence']}")
+    finish("promotion_error", rows, args, extra={"replay_selection": replay,
+                                                 "seconds": round(time.time() - start, 1), "margin": MARGIN,
                                                  "alpha": ALPHA, "seed": args.seed,
                                                  "grids": [g.__dict__ for g in grids()]})
 

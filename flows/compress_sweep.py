@@ -217,8 +217,9 @@ def run_sweep(config: SweepConfig) -> dict:
     composed_decision = decide(list(candidates.values()), baseline_candidate, None, require_generation=config.generate,
                                kinds=("composed",), **rule) if composed else None
     best_composed = [candidates[composed_decision.version]] if composed_decision and composed_decision.promote else []
+    # the test split's shortlist: unmeasured generation does not count against a variant here (it is a report)
     chosen = {c.version for c in shortlist(list(candidates.values()), config.objective, metric, config.margins(),
-                                           config.test_top_k, alpha=config.alpha, require_generation=config.generate)}
+                                           config.test_top_k, alpha=config.alpha)}
     chosen |= {c.version for c in best_composed} | ({decision.version} if decision.promote else set())
 
     # ---- test split: the report ---------------------------------------------------------------------
