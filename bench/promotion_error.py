@@ -28,7 +28,6 @@ variants, and the decision sentences are printed and stored.
 
 from __future__ import annotations
 
-import math
 import random
 import sys
 import time

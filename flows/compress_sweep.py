@@ -189,9 +189,9 @@ def run_sweep(config: SweepConfig) -> dict:
 
     rule = {"objective": config.objective, "metric": metric, "alpha": config.alpha, "margin": config.margins()}
 
-    def decide_against(current, kinds=("layer", "composed")):
+    def decide_against(current):
         return decide(list(candidates.values()), baseline_candidate, current, require_generation=config.generate,
-                      kinds=kinds, **rule)
+                      **rule)
 
     current = comparable_champion(champion_task(uri, name), settings, metric)
     # ---- the generation guard: validation generation of the variants the rule would take (the champion's and
