@@ -6,8 +6,10 @@ Two strategies, both built only from artifacts the sweep already decomposed:
   variant per rank configuration;
 * **greedy**: the layers in order of their validation gain (the best single-layer edit of each layer
   against the baseline, on the selection metric), each edit kept only if the composed model stays
-  non-inferior to the base on validation (paired, within ``margin``: :func:`flows.policy.non_inferior`);
-  :func:`greedy_order` gives the order, the flow runs the evaluations between the steps.
+  non-inferior to the base (paired, every endpoint within its margin: :func:`flows.noninferiority.single_test`);
+  :func:`greedy_order` gives the order, the flow runs the evaluations between the steps. All of it sees only
+  the *build* half of the validation items; the composed variant is then tested by the promotion rule on
+  the *confirm* half, which its construction never saw (:mod:`flows.holdout`).
 
 Functions here are pure (records in, records out) so that the policy is testable without services.
 """

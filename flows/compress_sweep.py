@@ -49,8 +49,10 @@ from tensorllm.models import resolve_model
 from .compose import ComposedPlan, LayerEdit, greedy_name, greedy_order, uniform_plans
 from .config import (DEFAULT_GROUPING, DEFAULT_RANKS, ComposeStrategy, DatasetName, Grouping, LaserSpec, LayoutName,
                      Objective, SelectionMetric, SweepConfig, code_version, stable_key)
-from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, harms_generation,
-                     higher_is_better, non_inferior, shortlist)
+from .holdout import half_mean, paired_half
+from .noninferiority import single_test
+from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, higher_is_better,
+                     next_generation_check, shortlist)
 from .records import (Variant, baseline_variant, composed_variant, flat_metrics, layer_variants, markdown_table, mean_metric,
                       paired_columns, paired_metrics, summary_row, variant_record)
 from .validate import validate_sweep
@@ -89,6 +91,8 @@ def compress_sweep(
     objective: Objective = "compress",
     alpha: float = 0.05,
     margin: float = 0.02,
+    relative_margin: float | None = None,
+    loss_margin: float = 0.05,
     compose: list[ComposeStrategy] = ["uniform", "greedy"],  # noqa: B006
     export_best: bool = True,
     registered_model: str | None = None,
@@ -166,7 +170,7 @@ def run_sweep(config: SweepConfig) -> dict:
     everything = [*variants, *composed]
     column = PAIRED_COLUMN.get(metric, "top1_correct")
     for v in everything:
-        v.paired_val = paired_pooled_task(_examples(baseline.val), _examples(v.val), column, v.name)
+        v.paired_val = _paired(v, baseline.val, v.val, column, v.name)
         v.guard_val = _generation_guard(baseline, v)
         v.size = whole_model_size(config.model, [read_meta(a) for a in v.artifacts])
     common = {"base_model": config.model, "datasets": ",".join(config.datasets), "code_version": version,
@@ -183,32 +187,38 @@ def run_sweep(config: SweepConfig) -> dict:
     baseline_candidate = Candidate(baseline.version, "baseline", mean_metric(baseline.val, metric),
                                    mean_metric(baseline.val, "loss"))
 
+    rule = {"objective": config.objective, "metric": metric, "alpha": config.alpha, "margin": config.margins()}
+
     def decide_against(current):
-        return decide(list(candidates.values()), baseline_candidate, current, config.objective, metric,
-                      config.alpha, config.margin)
+        return decide(list(candidates.values()), baseline_candidate, current, require_generation=config.generate,
+                      **rule)
 
     current = comparable_champion(champion_task(uri, name), settings, metric)
-    decision = decide_against(current)
-    # ---- the generation guard: validation generation of the variant the rule picks, until one passes ----
+    # ---- the generation guard: validation generation of the variants the rule would take (the champion's and
+    # the exported composition's), until no measurement can change either decision (flows.policy) ----------
     if config.generate and not config.generate_for("val"):  # (selecting on accuracy: every variant has it)
         by_version, base_generation = {v.version: v for v in everything}, None
         with remote_options(num_cpus=1, num_gpus=gpus):
-            while decision.promote and candidates[decision.version].guard_val is None:
+            while (pick := next_generation_check(list(candidates.values()), baseline_candidate, current, **rule)
+                   or next_generation_check(list(candidates.values()), baseline_candidate, None, kinds=("composed",),
+                                            **rule)) is not None:
                 if base_generation is None:  # its pass stores the drafts the variants check (tensorllm.evaluation.drafts)
                     base_generation = {d: evaluate(baseline, d, "val", generate=True, fill_layers=layers).result()
                                        for d in config.datasets}
                     update_metrics_task(uri, name, baseline.version, flat_metrics(base_generation, "val_generation"))
-                v = by_version[decision.version]
+                v = by_version[pick.version]
                 generation = {d: evaluate(v, d, "val", generate=True).result() for d in config.datasets}
-                v.guard_val = candidates[v.version].guard_val = paired_pooled_task(
-                    _examples(base_generation), _examples(generation), "correct", f"{v.name}-generation")
+                v.guard_val = pick.guard_val = _paired(v, base_generation, generation, "correct", f"{v.name}-generation")
                 update_metrics_task(uri, name, v.version, {**flat_metrics(generation, "val_generation"),
                                                            **{f"guard.{k}": x for k, x in v.guard_val.items()
                                                               if isinstance(x, (int, float)) and not isinstance(x, bool)}})
-                decision = decide_against(current)
-    best_composed = shortlist([candidates[v.version] for v in composed], config.objective, metric, config.margin, 1,
-                              alpha=config.alpha)
-    chosen = {c.version for c in shortlist(list(candidates.values()), config.objective, metric, config.margin,
+    decision = decide_against(current)
+    # the exported composition obeys the champion's rule (its family is every variant; no champion bar)
+    composed_decision = decide(list(candidates.values()), baseline_candidate, None, require_generation=config.generate,
+                               kinds=("composed",), **rule) if composed else None
+    best_composed = [candidates[composed_decision.version]] if composed_decision and composed_decision.promote else []
+    # the test split's shortlist: unmeasured generation does not count against a variant here (it is a report)
+    chosen = {c.version for c in shortlist(list(candidates.values()), config.objective, metric, config.margins(),
                                            config.test_top_k, alpha=config.alpha)}
     chosen |= {c.version for c in best_composed} | ({decision.version} if decision.promote else set())
 
@@ -249,6 +259,8 @@ def run_sweep(config: SweepConfig) -> dict:
             exported = export_task.submit(config.model, best.artifacts, str(out_dir), identity, version,
                                           best.test or best.val).result()
     summary = _summary(config, name, baseline, everything, decision, champion_version, current, best, exported, metric)
+    summary["best_composed_decision"] = (composed_decision.sentence if composed_decision else
+                                         "No composed variant: compose is off or the sweep has fewer than 2 layers.")
     summary["transfer"] = _transfer(uri, name, config, transfer, baseline, promoted, transfer_futures, metric)
     summary["sweep_run_id"] = log_sweep_task(uri, name, summary, str(reports_dir), metric, decision.sentence,
                                              config.model_dump(mode="json"))
@@ -264,7 +276,15 @@ def _generation_guard(baseline: Variant, v: Variant) -> dict | None:
     None when generation was not measured on validation (``generate`` off)."""
     if any(r["accuracy"] is None for r in [*baseline.val.values(), *v.val.values()]):
         return None
-    return paired_pooled_task(_examples(baseline.val), _examples(v.val), "correct", f"{v.name}-generation")
+    return _paired(v, baseline.val, v.val, "correct", f"{v.name}-generation")
+
+
+def _paired(v: Variant, base_results: dict, results: dict, column: str, label: str) -> dict:
+    """The paired validation comparison the policy reads, datasets pooled; a greedy composition's on the
+    confirmation half only (it was built on the other half: flows.holdout)."""
+    if v.kind == "greedy":
+        return paired_half(_examples(base_results), _examples(results), column, "confirm")
+    return paired_pooled_task(_examples(base_results), _examples(results), column, label)
 
 
 def _transfer(uri, name: str, config: SweepConfig, dataset: str | None, baseline: Variant, promoted: list[Variant],
@@ -302,8 +322,9 @@ def _candidate(v: Variant, metric: str) -> Candidate:
 
 def _compose(config: SweepConfig, variants: list[Variant], baseline: Variant, evaluate, metric: str) -> list[Variant]:
     """Whole-model variants from the per-layer Tucker edits (see :mod:`flows.compose`): the uniform plans are
-    evaluated in parallel; the greedy plan grows one layer at a time and keeps a layer only while the
-    composed model stays non-inferior to the base on validation."""
+    evaluated in parallel; the greedy plan grows one layer at a time, on the build half of the validation
+    items, and keeps a layer only while the composed model stays non-inferior to the base there (every
+    endpoint of :mod:`flows.noninferiority`, unadjusted: construction, not the claim)."""
     edits = [LayerEdit(v.layer, tuple(v.ranks), v.artifacts[0], mean_metric(v.val, metric), mean_metric(v.val, "loss"))
              for v in variants if v.params["kind"] == "tensorllm"]
     out: list[Variant] = []
@@ -314,15 +335,21 @@ def _compose(config: SweepConfig, variants: list[Variant], baseline: Variant, ev
             p.val = {d: futures[(p.name, d)].result() for d in config.datasets}
         out += plans
     if "greedy" in config.compose and len({e.layer for e in edits}) >= 2:
+        # built on the build half of the validation items only; the rule tests it on the other half (flows.holdout)
         column = PAIRED_COLUMN.get(metric, "top1_correct")
+        by_artifact = {v.artifacts[0]: v for v in variants if v.params["kind"] == "tensorllm"}
+        value_column = column if higher_is_better(metric) else "loss"
+        build = [LayerEdit(e.layer, e.ranks, e.artifact, half_mean(_examples(by_artifact[e.artifact].val), value_column, "build"),
+                           half_mean(_examples(by_artifact[e.artifact].val), "loss", "build")) for e in edits]
         kept, kept_val = [], None
-        for edit in greedy_order(edits, mean_metric(baseline.val, metric), higher_is_better(metric)):
+        for edit in greedy_order(build, half_mean(_examples(baseline.val), value_column, "build"), higher_is_better(metric)):
             trial = composed_variant(ComposedPlan(greedy_name(kept + [edit]), "greedy", kept + [edit]))
             val = {d: evaluate(trial, d, "val").result() for d in config.datasets}
-            paired = paired_pooled_task(_examples(baseline.val), _examples(val), column, trial.name)
-            probe = Candidate(0, trial.name, mean_metric(val, metric), mean_metric(val, "loss"), paired_val=paired)
-            probe.guard_val = _generation_guard(baseline, Variant(trial.name, "greedy", [], {}, val=val))
-            if non_inferior(probe, metric, config.margin) and not harms_generation(probe, config.alpha):
+            probe = Candidate(0, trial.name, mean_metric(val, metric), mean_metric(val, "loss"),
+                              paired_val=paired_half(_examples(baseline.val), _examples(val), column, "build"))
+            if all(r["accuracy"] is not None for r in [*baseline.val.values(), *val.values()]):
+                probe.guard_val = paired_half(_examples(baseline.val), _examples(val), "correct", "build")
+            if single_test(probe, metric, config.margins(), config.alpha):
                 kept, kept_val = kept + [edit], val
         if len(kept) >= 2:
             final = composed_variant(ComposedPlan(greedy_name(kept), "greedy", kept))

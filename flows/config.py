@@ -94,14 +94,28 @@ class SweepConfig(BaseModel):
                                    "transfer.* metrics on the champion's version; None (or one of `datasets`): skipped")
     objective: Objective = Field(
         "compress",
-        description="promotion rule. 'compress' (default): the most compressed variant that is non-inferior to the "
-                    "base on validation (the 95% interval of the paired difference within `margin`): a compression "
-                    "pipeline ships the smallest model that is provably not worse. 'denoise': the best variant by "
-                    "the validation metric, only if its paired gain over the base is significant at `alpha` after "
-                    "a Holm correction over all variants (the paper's accuracy-raising use).")
-    alpha: float = Field(0.05, description="family-wise significance level of the 'denoise' rule, 0 < alpha < 1")
-    margin: float = Field(0.02, description="non-inferiority margin of the 'compress' rule: accuracy points as a "
-                                            "fraction (0.02 = 2 points; nats for the loss metric), 0 <= margin < 1")
+        description="promotion rule. 'compress' (default): the most compressed variant shown non-inferior to the "
+                    "base on validation -- the paired 95% interval within `margin` on the selection metric, within "
+                    "`loss_margin` on the loss, and within `margin` on validation generation accuracy where measured "
+                    "-- with Holm's correction over every compressing variant, so the chance of promoting an inferior "
+                    "one is at most alpha/2 (one-sided: 2.5% at alpha 0.05; asymptotic tests, the measured rate is "
+                    "in docs/promotion.md). 'denoise': the best variant by the "
+                    "validation metric, only if its paired gain over the base is significant at `alpha` after a Holm "
+                    "correction over all variants, with the same loss and generation evidence (the paper's "
+                    "accuracy-raising use). The greedy composition is built on half of the validation items and "
+                    "tested on the other half; the test split is the report (docs/promotion.md).")
+    alpha: float = Field(0.05, description="significance level: family-wise for 'denoise'; 'compress' controls the "
+                                           "one-sided family-wise error at alpha/2; 0 < alpha < 1")
+    margin: float = Field(0.02, description="non-inferiority margin on accuracy (selection metric and generation "
+                                            "accuracy): points as a fraction (0.02 = 2 points; nats for the loss "
+                                            "metric), 0 <= margin < 1")
+    relative_margin: float | None = Field(
+        None, description="the accuracy margin as a fraction of the base's accuracy (0.1 = 10% of it), "
+                                      "used where stricter than `margin` (a base at 8% gets 0.8 points); None: "
+                                      "`margin` alone")
+    loss_margin: float = Field(0.05, description="non-inferiority margin on the mean answer loss, "
+                                                             "nats (0.05: at most ~5% more perplexity); "
+                                                             "docs/promotion.md argues the default")
     compose: list[ComposeStrategy] = Field(
         default_factory=lambda: ["uniform", "greedy"],
         description="whole-model variants built from the per-layer edits: 'uniform' (each rank configuration on "
@@ -172,6 +186,27 @@ class SweepConfig(BaseModel):
         if not 0 <= value < 1:
             raise ValueError(f"margin must be in [0, 1) (accuracy as a fraction: 0.02 = 2 points); got {value}")
         return value
+
+    @field_validator("relative_margin")
+    @classmethod
+    def _relative_margin_range(cls, value):
+        if value is not None and not 0 < value <= 1:
+            raise ValueError(f"relative_margin must be in (0, 1] (a fraction of the base's accuracy: 0.1 = 10%) or "
+                             f"None; got {value}")
+        return value
+
+    @field_validator("loss_margin")
+    @classmethod
+    def _loss_margin_range(cls, value):
+        if not 0 <= value < 10:
+            raise ValueError(f"loss_margin must be in [0, 10) nats (0.05 = ~5% more perplexity); got {value}")
+        return value
+
+    def margins(self):
+        """The promotion rule's :class:`flows.noninferiority.Margins`."""
+        from .noninferiority import Margins
+
+        return Margins(self.margin, self.relative_margin, self.loss_margin)
 
     def batch(self) -> list["SweepConfig"]:
         """One config per model of the run: ``models`` each with its derived name, else this config alone."""

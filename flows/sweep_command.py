@@ -118,6 +118,8 @@ def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
         for dataset, by_column in (best.get("paired") or {}).items():
             for column, stats in by_column.items():
                 print(f"  test {dataset} {column}: {_paired_line(stats)}")
+    elif summary.get("best_composed_decision"):  # nothing exported: the composed variants failed the rule
+        print(f"\nNo composed model exported: {summary['best_composed_decision']}")
     print(f"\nDecision: {summary['decision']['sentence']}")
     champion = summary["champion_version"]
     name = summary["registered_model"]

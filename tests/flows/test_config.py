@@ -73,6 +73,15 @@ def test_promotion_parameters_and_their_validation():
     for margin in (-0.01, 1.0):  # a negative margin asks for a gain; 1 = 100 points accepts anything
         with pytest.raises(ValidationError, match=r"margin must be in \[0, 1\)"):
             SweepConfig(margin=margin)
+    # the loss margin in nats and the relative accuracy margin (a fraction of the base's accuracy)
+    assert (config.loss_margin, config.relative_margin) == (0.05, None)
+    assert SweepConfig(relative_margin=0.1).margins().for_accuracy(0.086) == pytest.approx(0.0086)  # 10% of 8.6%
+    assert SweepConfig(relative_margin=0.5).margins().for_accuracy(0.086) == 0.02  # 4.3 points: 2 is stricter
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValidationError, match=r"relative_margin must be in \(0, 1\]"):
+            SweepConfig(relative_margin=bad)
+    with pytest.raises(ValidationError, match=r"loss_margin must be in \[0, 10\) nats"):
+        SweepConfig(loss_margin=-0.1)
 
 
 def test_registered_name_is_explicit_or_derived_from_the_model():

@@ -119,3 +119,63 @@ def test_normal_p_from_interval():
     assert math.isnan(normal_p_from_interval(0.2, (None, None)))  # one item: interval unknown
     with pytest.raises(ValueError, match="low <= high"):
         normal_p_from_interval(0.0, (1.0, -1.0))
+
+
+def test_noninferiority_p_matches_the_interval_rule_and_the_normal_tail():
+    from tensorllm.evaluation.stats import noninferiority_p
+
+    # accuracy -0.4 points, 95% interval -1.3..+0.5 (se = 0.9 / (2 * 1.96) = 0.4592 points), margin 2 points:
+    # z = (-0.4 + 2) / 0.4592 = 3.484, upper tail 2.47e-4 (scipy.stats.norm.sf(3.484) = 2.470e-4)
+    assert noninferiority_p(-0.004, (-0.013, 0.005), 0.02) == pytest.approx(2.470e-4, rel=2e-3)
+    # the interval's lower end exactly at -margin: p = 0.025 (the 95% interval rule, one-sided 2.5%)
+    assert noninferiority_p(-0.01, (-0.02, 0.0), 0.02) == pytest.approx(0.025, rel=1e-9)
+    # loss (lower is better): interval +0.007..+0.013 inside a 0.02 margin; upper end at the margin gives 0.025
+    assert noninferiority_p(0.01, (0.0, 0.02), 0.02, higher_is_better=False) == pytest.approx(0.025, rel=1e-9)
+    assert noninferiority_p(0.03, (0.02, 0.04), 0.02, higher_is_better=False) > 0.5  # the estimate is beyond it
+    assert noninferiority_p(0.0, (0.0, 0.0), 0.02) == 0.0  # every difference 0: certainly inside
+    assert noninferiority_p(-0.02, (-0.02, -0.02), 0.02) == 1.0  # exactly at the margin: not inside
+    assert noninferiority_p(0.0, (None, None), 0.02) == 1.0  # one item: no evidence
+    with pytest.raises(ValueError, match="margin must be a finite number >= 0"):
+        noninferiority_p(0.0, (-0.01, 0.01), -0.02)
+
+
+def _tango_by_brute_force(b: int, c: int, n: int, margin: float) -> float:
+    """The score test computed the long way: the restricted MLE of p_b by a fine grid search of the
+    likelihood with p_c = p_b - margin, then z and its upper tail (the reference for the closed form)."""
+    def loglik(pb):
+        pc, rest = pb - margin, 1 - 2 * pb + margin
+        return b * math.log(pb) + (c * math.log(pc) if c else 0.0) + (n - b - c) * math.log(rest)
+    lo, hi = margin + 1e-12, (1 + margin) / 2 - 1e-12
+    grid = [lo + (hi - lo) * i / 200_000 for i in range(1, 200_000)]
+    pb = max(grid, key=loglik)
+    var = 2 * pb - margin - margin ** 2
+    z = ((c - b) / n + margin) / math.sqrt(var / n)
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+@pytest.mark.parametrize("b,c,n,margin", [(12, 8, 1000, 0.02), (30, 10, 1000, 0.02), (12, 0, 1000, 0.02),
+                                          (3, 9, 400, 0.05)])
+def test_paired_noninferiority_p_is_tangos_score_test(b, c, n, margin):
+    from tensorllm.evaluation.stats import paired_noninferiority_p
+
+    assert paired_noninferiority_p(b, c, n, margin) == pytest.approx(_tango_by_brute_force(b, c, n, margin), rel=1e-3)
+
+
+def test_paired_noninferiority_p_special_cases_and_its_interval():
+    from tensorllm.evaluation.stats import paired_noninferiority_p, paired_score_interval
+
+    # margin 0: McNemar's z = (c - b) / sqrt(b + c), upper tail
+    z = (25 - 10) / math.sqrt(35)
+    assert paired_noninferiority_p(10, 25, 1000, 0.0) == pytest.approx(0.5 * math.erfc(z / math.sqrt(2)), rel=1e-9)
+    # no discordant pair on 8 items: z = sqrt(n m / (1 - m)) = 0.404, p = 0.343 -- weak evidence, not certainty
+    assert paired_noninferiority_p(0, 0, 8, 0.02) == pytest.approx(0.3431, abs=1e-4)
+    assert paired_noninferiority_p(30, 10, 1000, 0.02) == pytest.approx(0.5)  # exactly at the margin
+    # the interval inverts the test: p at margin -lower is 0.025; symmetric when b and c swap
+    lo, hi = paired_score_interval(12, 0, 1000)
+    assert paired_noninferiority_p(12, 0, 1000, -lo) == pytest.approx(0.025, rel=1e-6)
+    assert paired_score_interval(0, 12, 1000) == pytest.approx((-hi, -lo))
+    assert lo < -0.012 < hi  # it contains the estimate
+    with pytest.raises(ValueError, match="need b \\+ c <= n"):
+        paired_noninferiority_p(5, 6, 10, 0.02)
+    with pytest.raises(ValueError, match=r"margin must be in \[0, 1\)"):
+        paired_noninferiority_p(1, 1, 10, 1.0)
