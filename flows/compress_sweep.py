@@ -33,7 +33,7 @@ from prefect.futures import wait
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
-from tasks.caching import evaluation_code, evaluation_key
+from tasks.caching import evaluation_key
 from tasks.decompose import decompose_layer_task, laser_task
 from tasks.evaluate import evaluate_task, paired_comparison_task, paired_pooled_task
 from tasks.export import export_task
@@ -183,7 +183,7 @@ def run_sweep(config: SweepConfig) -> dict:
     settings = {"datasets": config.datasets, "val_limit": config.val_limit, "selection_metric": metric,
                 "generate": config.generate, "model_identity": identity}
     # the registry key is content: the base identity, the artifacts' digests, the evaluation behind the metrics
-    evaluation = evaluation_settings(config, data_digests, evaluation_code())
+    evaluation = evaluation_settings(config, data_digests)
     for v in [baseline, *everything]:
         v.key = registry_key(v, identity, evaluation)
         record = variant_record(v, config.model, config.datasets, config.val_limit, common, metric, config.generate)

@@ -135,13 +135,15 @@ def paired_metrics(paired: dict[str, dict], split: str = "test") -> dict[str, fl
     return out
 
 
-def evaluation_settings(config, data_digests: dict[str, str], code: dict) -> dict:
+def evaluation_settings(config, data_digests: dict[str, str]) -> dict:
     """What a sweep's registered metrics depend on besides the weights (part of every variant's registry key):
     the datasets and their files' digests, validation and test sizes, generation, the selection metric (it
-    decides which evaluations run), the batch size (padding moves the numbers), the evaluation code."""
+    decides which evaluations run) and the batch size (padding moves the numbers). The evaluation code and
+    library versions are in the evaluation's cache key (tasks.caching), not in the variant's identity: the
+    same weights measured again by newer code stay one version."""
     return {"datasets": list(config.datasets), "data": {d: data_digests[d] for d in config.datasets},
             "val_limit": config.val_limit, "test_limit": config.test_limit, "generate": config.generate,
-            "selection_metric": config.selection_metric, "batch_size": config.batch_size, "code": code}
+            "selection_metric": config.selection_metric, "batch_size": config.batch_size}
 
 
 def registry_key(v: Variant, model_identity: str, evaluation: dict) -> str:

@@ -8,9 +8,9 @@ settings). The key is
   writes (:func:`artifact_digest`: its tensors' sha256, the base layer it was made from and the fields that
   say where and how it is applied), so anything that changes the weights gives a new key and a rerun, or any
   edit that leaves the weights alone, gives the same one;
-* the **evaluation** its metrics come from (datasets and their digests, limits, batch size, the evaluation
-  code and library versions) and the kind of record (a single-layer edit and a composition report different
-  compression ratios), so two versions never share metrics measured differently.
+* the **evaluation settings** of its metrics (datasets and their digests, limits, generation, batch size) and
+  the kind of record (a single-layer edit and a composition report different compression ratios), so a
+  version never receives metrics of other weights, or of other data, sizes or settings.
 
 Usage::
 
