@@ -33,6 +33,7 @@ from prefect.futures import wait
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
+from tasks.caching import evaluation_key
 from tasks.decompose import decompose_layer_task, laser_task
 from tasks.evaluate import evaluate_task, paired_comparison_task, paired_pooled_task
 from tasks.export import export_task
@@ -48,13 +49,14 @@ from tensorllm.models import resolve_model
 
 from .compose import ComposedPlan, LayerEdit, greedy_name, greedy_order, uniform_plans
 from .config import (DEFAULT_GROUPING, DEFAULT_RANKS, ComposeStrategy, DatasetName, Grouping, LaserSpec, LayoutName,
-                     Objective, SelectionMetric, SweepConfig, code_version, stable_key)
+                     Objective, SelectionMetric, SweepConfig, code_version)
 from .holdout import half_mean, paired_half
 from .noninferiority import single_test
 from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, higher_is_better,
                      next_generation_check, shortlist)
-from .records import (Variant, baseline_variant, composed_variant, flat_metrics, layer_variants, markdown_table, mean_metric,
-                      paired_columns, paired_metrics, summary_row, variant_record)
+from .records import (Variant, baseline_variant, composed_variant, evaluation_settings, flat_metrics, layer_variants,
+                      markdown_table, mean_metric, paired_columns, paired_metrics, registry_key, summary_row,
+                      variant_record)
 from .validate import validate_sweep
 
 log = logging.getLogger(__name__)
@@ -136,24 +138,31 @@ def run_sweep(config: SweepConfig) -> dict:
     logger.info("Sweep %s -> %s: layers %s x %d rank configs, datasets %s, objective %s, %s GPU per task, code %s",
                 config.model, name, layers, len(rank_specs), config.datasets, config.objective, gpus, version)
 
+    submitted: dict[str, object] = {}  # evaluation key -> its future: the same evaluation never runs twice at once
+
     def evaluate(v: Variant, dataset: str, split: str, **extra):
-        return evaluate_task.submit(
+        wait_for = extra.pop("wait_for", None)
+        params = dict(
             model=config.model, artifacts=v.artifacts, dataset=dataset, split=split,
             limit=config.val_limit if split == "val" else config.test_limit, first_changed_layer=v.first_layer,
             generate=extra.pop("generate", config.generate_for(split)), batch_size=config.batch_size, out_root=str(evals_dir),
-            model_identity=identity, code_version=version, data_digest=data_digests[dataset], variant=v.name,
+            model_identity=identity, data_digest=data_digests[dataset], variant=v.name,
             **extra)
+        key = evaluation_key(**params)  # content: two names for the same weights are one evaluation
+        if key not in submitted:
+            submitted[key] = evaluate_task.submit(**params, wait_for=wait_for)
+        return submitted[key]
 
     baseline = baseline_variant()
     with remote_options(num_cpus=1, num_gpus=gpus):
         # the baseline's full pass also caches the inputs of every sweep layer for the variants
         baseline_val = {d: evaluate(baseline, d, "val", fill_layers=layers) for d in config.datasets}
         decompositions = {layer: decompose_layer_task.submit(config.model, layer, rank_specs, config.grouping,
-                                                             str(artifacts_dir), identity, version, layout=config.layout,
+                                                             str(artifacts_dir), identity, layout=config.layout,
                                                              **config.fit_options(data_digests))
                           for layer in layers}
         lasers = {(layer, spec.matrix, spec.rho): laser_task.submit(config.model, layer, spec.matrix, spec.rho,
-                                                                    str(artifacts_dir), identity, version)
+                                                                    str(artifacts_dir), identity)
                   for layer in layers for spec in config.laser}
         variants = layer_variants(config.grouping, config.laser, layers,
                                   {k: f.result() for k, f in decompositions.items()},
@@ -177,8 +186,10 @@ def run_sweep(config: SweepConfig) -> dict:
               "model_identity": identity}
     settings = {"datasets": config.datasets, "val_limit": config.val_limit, "selection_metric": metric,
                 "generate": config.generate, "model_identity": identity}
+    # the registry key is content: the base identity, the artifacts' digests, the evaluation behind the metrics
+    evaluation = evaluation_settings(config, data_digests)
     for v in [baseline, *everything]:
-        v.key = stable_key(identity, version, v.name, settings)
+        v.key = registry_key(v, identity, evaluation)
         record = variant_record(v, config.model, config.datasets, config.val_limit, common, metric, config.generate)
         v.version = register_variant_task(uri, name, record)
 

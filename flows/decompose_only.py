@@ -37,8 +37,8 @@ from tensorllm.evaluation.data import dataset_digest
 from tensorllm.models import resolve_model
 
 from .compose import ComposedPlan, LayerEdit, uniform_plans
-from .config import SweepConfig, code_version, stable_key
-from .records import composed_variant
+from .config import SweepConfig, code_version
+from .records import composed_variant, registry_key
 
 NOT_EVALUATED = ("Decompose-only run (evaluate=none): factor artifacts and decomposition metrics only, no "
                  "accuracy was measured, so this version was not considered for promotion (champion unchanged).")
@@ -51,7 +51,7 @@ def submit_decompositions(config: SweepConfig) -> tuple[list[int], dict]:
     model after this finds the tasks in Prefect's cache and the artifacts on disk.
     """
     ckpt = Checkpoint(resolve_model(config.model))
-    identity, version = ckpt.identity(), code_version()
+    identity = ckpt.identity()
     layers = config.resolve_layers(ckpt.n_layers)
     rank_specs = [list(r) for r in config.rank_specs()]
     artifacts_dir = Path(config.artifacts_root).resolve()
@@ -59,7 +59,7 @@ def submit_decompositions(config: SweepConfig) -> tuple[list[int], dict]:
     digests = {d: dataset_digest(d) for d in config.datasets} if config.fit == "activations" else {}
     with remote_options(num_cpus=1, num_gpus=ray_gpus_per_task()):
         futures = {layer: decompose_layer_task.submit(config.model, layer, rank_specs, config.grouping,
-                                                      str(artifacts_dir), identity, version, layout=config.layout,
+                                                      str(artifacts_dir), identity, layout=config.layout,
                                                       **config.fit_options(digests))
                    for layer in layers}
     return layers, futures
@@ -99,7 +99,7 @@ def register_decomposed(config: SweepConfig, layers: list[int], records: dict[in
                         "decompose_seconds": sum(r["seconds"] for r in layer_records),
                         "converged": float(all(r["converged"] is not False for r in layer_records)),
                         "hooi_iterations": float(max(r["hooi_iterations"] or 0 for r in layer_records))})
-        record = {"key": stable_key(identity, version, v.name, {"evaluate": "none"}), "name": v.name,
+        record = {"key": registry_key(v, identity, {"evaluate": "none"}), "name": v.name,
                   "base_model": config.model, "artifacts": v.artifacts,
                   "params": {"model": config.model, "evaluate": "none", "grouping": config.grouping, **v.params},
                   "metrics": metrics, "files": {},

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tensorllm.artifact import read_meta
 from tensorllm.composed import WholeModelSize
+from tensorllm.identity import variant_key
 
 from .compose import ComposedPlan
 
@@ -35,7 +37,7 @@ class Variant:
     paired_val: dict | None = None  # PairedComparison dict vs the baseline, validation, datasets pooled
     guard_val: dict | None = None  # the same for validation generation accuracy (the policy's generation guard)
     size: WholeModelSize | None = None
-    key: str | None = None
+    key: str | None = None  # the registry key: content, see registry_key (the name is a label)
     version: int | None = None
     test: dict[str, dict] | None = None
     paired_test: dict[str, dict] | None = None  # dataset -> correctness column -> PairedComparison dict
@@ -131,6 +133,24 @@ def paired_metrics(paired: dict[str, dict], split: str = "test") -> dict[str, fl
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     out[f"{dataset}.{split}_vs_baseline.{column}.{key}"] = value
     return out
+
+
+def evaluation_settings(config, data_digests: dict[str, str]) -> dict:
+    """What a sweep's registered metrics depend on besides the weights (part of every variant's registry key):
+    the datasets and their files' digests, validation and test sizes, generation, the selection metric (it
+    decides which evaluations run) and the batch size (padding moves the numbers). The evaluation code and
+    library versions are in the evaluation's cache key (tasks.caching), not in the variant's identity: the
+    same weights measured again by newer code stay one version."""
+    return {"datasets": list(config.datasets), "data": {d: data_digests[d] for d in config.datasets},
+            "val_limit": config.val_limit, "test_limit": config.test_limit, "generate": config.generate,
+            "selection_metric": config.selection_metric, "batch_size": config.batch_size}
+
+
+def registry_key(v: Variant, model_identity: str, evaluation: dict) -> str:
+    """The variant's registry key: the base model's identity plus its artifacts' content digests, the
+    evaluation settings of its metrics and its kind (a single-layer edit and a composition of the same
+    weights report different compression ratios); see :mod:`tensorllm.identity`. Not its name."""
+    return variant_key(model_identity, [read_meta(a) for a in v.artifacts], {**evaluation, "kind": v.kind})
 
 
 def variant_record(v: Variant, model: str, datasets: list[str], val_limit: int | None, common_tags: dict,

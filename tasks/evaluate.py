@@ -6,11 +6,17 @@ the variant's artifacts to that model, evaluates, and restores the original weig
 With ``first_changed_layer=L`` the hidden states entering layer L come from the evaluation cache
 (on disk under ``<out_root>/hidden-cache``, shared by the workers), so a variant runs only layers L.. for
 its teacher-forced pass. Results (metrics + the per-example jsonl path) are small dicts.
+
+An evaluation's output folder is ``<out_root>/<model>/<key>`` where ``key`` is its Prefect cache key
+(:func:`tasks.caching.evaluation_key`): only a run with the same key writes there, so a cached result and the
+``examples.jsonl`` it points at (re-read by the paired statistics) always come from one computation.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 
 from prefect import task
@@ -20,29 +26,29 @@ from tensorllm.artifact import apply_artifacts, load_artifact
 from tensorllm.decompose import model_slug
 from tensorllm.evaluation import EvalConfig, compare_paired, evaluate, read_examples
 from tensorllm.models import resolve_model
-from tensorllm.naming import variant_label
 
+from .caching import CACHE_EXPIRATION, evaluation_cache_key, evaluation_key
 from .model_cache import base_model
-from .caching import CACHE_EXPIRATION, PIPELINE_CACHE
 from .resources import best_device
 
-@task(name="evaluate", cache_policy=PIPELINE_CACHE - "variant", cache_expiration=CACHE_EXPIRATION, retries=1,
+
+@task(name="evaluate", cache_key_fn=evaluation_cache_key, cache_expiration=CACHE_EXPIRATION, retries=1,
       retry_delay_seconds=5, task_run_name="evaluate-{variant}-{dataset}-{split}")
 def evaluate_task(model: str, artifacts: list[str], dataset: str, split: str, limit: int | None,
                   first_changed_layer: int | None, generate: bool, batch_size: int, out_root: str,
-                  model_identity: str, code_version: str, data_digest: str, fill_layers: list[int] | None = None,
+                  model_identity: str, data_digest: str, fill_layers: list[int] | None = None,
                   variant: str = "baseline") -> dict:
     """Evaluate the base model with ``artifacts`` applied; returns EvalResult.to_dict() plus ``examples``.
 
     ``fill_layers`` (baseline only): its full pass also caches the inputs of these layers, so the variants
     of a sweep never pay a fill of their own. ``variant`` names the variant in the task run's name (not part
-    of the cache key: the same artifacts evaluated under two names are one computation). ``model_identity``,
-    ``code_version`` and ``data_digest`` (the dataset files' sha256) are inputs only for the cache key.
+    of the cache key: the same artifacts evaluated under two names are one computation). ``model_identity``
+    and ``data_digest`` (the dataset files' sha256) are inputs only for the cache key.
     """
     folder = resolve_model(model)
-    # validation with and without generation are two evaluations (the generation guard adds the former)
-    suffix = "-generate" if generate and split == "val" else ""
-    out_dir = Path(out_root) / model_slug(model) / variant_label(artifacts) / f"{dataset}-{split}-limit{limit}{suffix}"
+    key = evaluation_key(model, artifacts, dataset, split, limit, first_changed_layer, generate, batch_size, out_root,
+                         model_identity, data_digest, fill_layers, variant)
+    out_dir = Path(out_root) / model_slug(model) / key  # the cache key is the folder: see the module docstring
     out_dir.mkdir(parents=True, exist_ok=True)
     examples = out_dir / "examples.jsonl"
     config = EvalConfig(dataset=dataset, split=split, limit=limit, batch_size=batch_size, generate=generate,
@@ -51,9 +57,12 @@ def evaluate_task(model: str, artifacts: list[str], dataset: str, split: str, li
                         model_id=model_identity)
     with base_model(folder, best_device()) as (base, tokenizer):
         with apply_artifacts(base, [load_artifact(p) for p in artifacts]):
-            result = evaluate(base, tokenizer, config, examples_out=examples)
-    payload = {**result.to_dict(), "examples": str(examples), "artifacts": artifacts}
-    (out_dir / "result.json").write_text(json.dumps(payload, indent=2, sort_keys=True))
+            result = evaluate(base, tokenizer, config, examples_out=examples)  # written atomically
+    payload = {**result.to_dict(), "examples": str(examples), "artifacts": artifacts, "key": key}
+    # two tasks of one key (two names for the same weights) may run at once: each renames its own whole file
+    partial = out_dir / f"result.json.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    partial.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    partial.replace(out_dir / "result.json")
     return payload
 
 

@@ -220,10 +220,10 @@ def layer_covariances(model: str, layers: Sequence[int], calib: CalibrationSet, 
     (fp32, CPU or the default device) and each layer is written to ``cache_dir/<key>.safetensors``."""
     from .checkpoint import Checkpoint
     from .models import load_model, resolve_model
-    from .provenance import library_code_version
+    from .provenance import artifact_code_version
 
     folder = resolve_model(model)
-    identity, code = Checkpoint(folder).identity(), library_code_version()
+    identity, code = Checkpoint(folder).identity(), artifact_code_version("tucker_mha", "activations")
     cache_dir = Path(cache_dir)
     paths = {x: cache_dir / f"L{x:03d}-{covariance_key(identity, x, calib, code)}.safetensors" for x in layers}
     out: dict[int, InputCovariance] = {}

@@ -4,7 +4,8 @@ The CLI (``tensorllm decompose``) and the Prefect task call :func:`decompose_lay
 layer's tensors from the checkpoint (memory-mapped safetensors), tensorises them (Eqs. 7-8), runs the
 shared-factor Tucker decomposition for every rank configuration (reusing work across ranks) and writes
 one artifact per configuration. An artifact that already exists with the same base-layer digest,
-ranks, grouping, solver settings and library code version is reused, so a re-run does no work; each
+ranks, grouping, solver settings and code version (the modules that compute it, and torch's version:
+:func:`tensorllm.provenance.artifact_code_version`) is reused, so a re-run does no work; each
 configuration's result is the same whether it is computed alone or with others (see
 :func:`tensorllm.tucker.tucker_sweep`).
 
@@ -31,7 +32,7 @@ from .balance import apply_scales, balance_scales, check_balance, fold_unbalance
 from .checkpoint import Checkpoint
 from .laser import laser_rank, low_rank
 from .models import resolve_model
-from .provenance import library_code_version
+from .provenance import artifact_code_version
 from .tensorise import (DEFAULT_GROUPING, Grouping, check_grouping, slice_labels, tensor_shape, tensorise,
                         written_rel_error)
 from .tucker import (DECOMPOSED_MODES, DEFAULT_N_ITER_MAX, DEFAULT_TOL, RankSpec, mode_dot, resolve_ranks,
@@ -139,7 +140,7 @@ def decompose_layer(
     resolved = [resolve_ranks(r, dims) for r in rank_list]
     digest = ckpt.layer_digest(layer)
     solver = solver_settings(tol, n_iter_max)  # every setting that changes the factors is part of the reuse key
-    code = library_code_version()
+    code = artifact_code_version("tucker_mha", fit)  # the modules that compute it, and torch's version
     calib = calibration_set(calibration) if fit == "activations" else None
     key = fit_key(balance, fit, calib.describe() if calib is not None else None)
     dirs = [tucker_artifact_dir(Path(out_root), model, layer, grouping, r, _mode_suffix(key)) for r in resolved]
@@ -284,7 +285,7 @@ def laser_layer(model: str, layer: int, matrix: str, rho: float, *, out_root: st
     try:
         meta = read_meta(path)
         if (meta.get("base_model", {}).get("layer_sha256") == digest and meta.get("rho") == rho
-                and meta.get("code_version") == library_code_version()):
+                and meta.get("code_version") == artifact_code_version("laser_ffn")):
             try:
                 verify_tensors(path, meta)
                 return _record(path, meta, reused=True)
@@ -299,7 +300,7 @@ def laser_layer(model: str, layer: int, matrix: str, rho: float, *, out_root: st
         "rho": rho, "rank": factors.rank, "dtype": str(weight.dtype).removeprefix("torch."),
         "rel_error": factors.rel_error, "original_params": weight.numel(), "compressed_params": factors.n_params,
         "compression_ratio": weight.numel() / factors.n_params, "seconds": time.perf_counter() - start,
-        "code_version": library_code_version(),
+        "code_version": artifact_code_version("laser_ffn"),
         "base_model": {"name": str(model), "folder": str(folder), "layer_sha256": digest},
     }
     save_artifact(path, meta, {"left": factors.left.float(), "right": factors.right.float()})

@@ -13,7 +13,9 @@ the folder above under ``variant/``), logs in that run an MLflow-native pyfunc m
 text out; its artifacts are the same small folder, see :mod:`tensorllm.pyfunc_model`) and creates one
 version of a registered model from it: the version's ``source`` is ``models:/<model_id>``, so
 ``mlflow.pyfunc.load_model("models:/NAME@champion")`` and ``mlflow models serve`` work on it. It is
-idempotent on ``VariantRecord.key`` (version tag ``variant_key``), and all versions of a registered model
+idempotent on ``VariantRecord.key`` (version tag ``variant_key``; the sweep keys variants by content, see
+:mod:`tensorllm.identity`), a key never names two sets of weights (tag ``weights_sha256``: another record with
+other artifacts under a known key is refused), and all versions of a registered model
 must share one base-model identity (tag ``model_identity``). :meth:`Registry.show` reads the lineage from
 the run's ``variant/variant.json``; :meth:`Registry.load` downloads that folder and rebuilds a normal
 Hugging Face folder with :func:`tensorllm.artifact.materialise`.
@@ -67,6 +69,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 
 from . import __version__  # noqa: E402
 from .artifact import META_FILE, TENSORS_FILE, VARIANT_FILE, materialise, read_meta  # noqa: E402
+from .identity import weights_digest  # noqa: E402
 from .mlflow_store import default_tracking_uri, store_creation_lock  # noqa: E402
 from .pyfunc_model import CHAT_TEMPLATE, VARIANT_JSON, parse_chat_template, save_pyfunc  # noqa: E402
 
@@ -78,6 +81,7 @@ KEY_TAG = "variant_key"
 KEY_SHA_TAG = "variant_key_sha256"   # hex digest of the key: safe to use inside MLflow filter strings
 METRIC_TAG_PREFIX = "metric."
 IDENTITY_TAG = "model_identity"      # base-model identity: one per registered model
+WEIGHTS_TAG = "weights_sha256"       # the variant's weights: base identity + artifact digests (tensorllm.identity)
 PYFUNC_NAME = "model"                # name of the logged pyfunc model in each variant run
 NOTE_TAG = "mlflow.note.content"     # where MLflow keeps a run's description
 
@@ -199,6 +203,18 @@ def _decision_tags(decision: Mapping | None) -> dict[str, str]:
             raise ValueError(f"decision key {k!r} is empty once the 'promotion.' prefix is removed")
         out[key] = "" if v is None else str(v)
     return out
+
+
+def _check_same_weights(existing, weights: str | None, registered_model: str, record: VariantRecord) -> None:
+    """A key names one set of weights: refuse to hand a version (whose metrics the caller will then update) to
+    a record with other weights under the same key (a key that is not content-addressed, e.g. a name)."""
+    recorded = existing.tags.get(WEIGHTS_TAG)
+    if weights and recorded and recorded != weights:
+        raise ValueError(
+            f"registry key {record.key!r} already names {registered_model}/{existing.version} "
+            f"({existing.tags.get('variant_name', '?')}), whose weights differ from {record.name!r}'s "
+            f"({recorded[:12]} vs {weights[:12]}); the key must cover the artifacts' content "
+            "(tensorllm.identity.variant_key)")
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
@@ -401,14 +417,16 @@ class Registry:
             raise ValueError(f"VariantRecord.key is {len(record.key)} characters; keep it under 5000 (hash it)")
         if not record.name:
             raise ValueError("VariantRecord.name must be a non-empty string")
+        metas = [read_meta(p) for p in record.artifacts]  # clear error if a path is not an artifact
+        identity = (record.tags or {}).get(IDENTITY_TAG)
+        weights = weights_digest(str(identity), metas) if identity else None
         existing = self._find_by_key(registered_model, record.key)
         if existing is not None:
+            _check_same_weights(existing, weights, registered_model, record)
             return int(existing.version)
-        identity = (record.tags or {}).get(IDENTITY_TAG)
         if identity:
             self._check_identity(registered_model, str(identity))
 
-        metas = [read_meta(p) for p in record.artifacts]  # clear error if a path is not an artifact
         files = {_safe_relpath(n, "VariantRecord.files name"): Path(p) for n, p in (record.files or {}).items()}
         for rel, path in files.items():
             if rel.split("/")[0] == VARIANT_DIR:
@@ -425,7 +443,7 @@ class Registry:
         tags = {"kind": kind, "base_model": str(record.base_model), "variant_name": record.name,
                 "registered_model": registered_model, "tensorllm_version": __version__,
                 **{str(k): str(v) for k, v in (record.tags or {}).items()},
-                KEY_TAG: record.key, KEY_SHA_TAG: sha}
+                KEY_TAG: record.key, KEY_SHA_TAG: sha, **({WEIGHTS_TAG: weights} if weights else {})}
 
         self._ensure_registered_model(registered_model)
         run_id = self._reusable_run(registered_model, record.key, sha)

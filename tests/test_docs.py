@@ -15,8 +15,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 300  # a README that fits on a few screens; everything else lives in docs/
 CODE_FOLDERS = ("tensorllm", "flows", "tasks", "bench", "deployments")
-#: pages that other branches add (export, registry, promotion, serving): allowed as link targets until they land
-PENDING = {"docs/registry.md", "docs/promotion.md"}
 
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _MD_PATH = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.md)\b")
@@ -44,7 +42,7 @@ def anchors(page: Path) -> set[str]:
     return out
 
 
-def broken_links(page: Path, root: Path, pending: set[str] = frozenset()) -> list[str]:
+def broken_links(page: Path, root: Path) -> list[str]:
     """Relative links (and images) of a markdown page whose file, or heading anchor, does not exist."""
     bad = []
     text = _FENCE.sub("", page.read_text())
@@ -53,9 +51,6 @@ def broken_links(page: Path, root: Path, pending: set[str] = frozenset()) -> lis
             continue
         path, _, anchor = target.partition("#")
         dest = page if not path else (page.parent / path).resolve()
-        rel = dest.relative_to(root).as_posix() if dest.is_relative_to(root) else str(dest)
-        if rel in pending:
-            continue
         if not dest.exists():
             bad.append(f"{page.relative_to(root)}: {target} (no such file)")
         elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
@@ -99,16 +94,8 @@ def test_readme_fits_on_a_few_screens():
 
 
 def test_every_relative_link_resolves():
-    bad = [problem for page in _pages() for problem in broken_links(page, ROOT, PENDING)]
+    bad = [problem for page in _pages() for problem in broken_links(page, ROOT)]
     assert not bad, "broken links:\n" + "\n".join(bad)
-
-
-def test_pending_pages_are_only_the_ones_other_branches_write():
-    # once a pending page exists, its allowance is no longer needed: the link check then covers it fully
-    landed = sorted(p for p in PENDING if (ROOT / p).exists())
-    assert all(p.startswith("docs/") and p.endswith(".md") for p in PENDING)
-    if landed:
-        pytest.skip(f"landed, remove from PENDING: {landed}")
 
 
 def test_no_code_cites_a_missing_markdown_file():
@@ -125,8 +112,8 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
                     "```\n[in code](nowhere.md)\n```\n")
     assert broken_links(page, tmp_path) == []
     page.write_text("[gone](docs/b.md) [bad anchor](docs/a.md#nope) ![img](docs/fig.png)\n")
-    assert len(broken_links(page, tmp_path)) == 3
-    assert broken_links(page, tmp_path, {"docs/b.md"})[0].endswith("(no heading with that anchor)")
+    problems = broken_links(page, tmp_path)
+    assert len(problems) == 3 and problems[1].endswith("(no heading with that anchor)")
 
     code = tmp_path / "tensorllm"
     code.mkdir()
