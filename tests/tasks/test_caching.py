@@ -46,7 +46,7 @@ def _keys() -> tuple[str, str, str]:
 def test_cli_flow_and_registry_edits_keep_the_artifact_keys(code_copy):
     library, task_dir = code_copy
     before = _keys()
-    for path in (library / "cli.py", library / "registry.py", library / "pyfunc_model.py", task_dir / "export.py",
+    for path in (library / "cli.py", library / "registry" / "registration.py", library / "pyfunc_model.py", task_dir / "export.py",
                  task_dir / "register.py"):
         _edit(path)
     assert _keys() == before

@@ -92,7 +92,7 @@ def test_a_cli_edit_keeps_every_key_and_a_solver_edit_changes_the_tucker_keys(li
               "eval": evaluation_code_version(library_copy)}
     assert before["tucker"] == artifact_code_version("tucker_mha")  # the copy hashes like the original
     _edit(library_copy / "cli.py")  # a CLI message
-    _edit(library_copy / "registry.py")
+    _edit(library_copy / "registry" / "registration.py")
     assert artifact_code_version("tucker_mha", root=library_copy) == before["tucker"]
     assert evaluation_code_version(library_copy) == before["eval"]
     _edit(library_copy / "tucker.py")  # the solver: Tucker artifacts and evaluations (mode products) change

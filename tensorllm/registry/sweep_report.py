@@ -1,0 +1,69 @@
+"""A sweep's own MLflow run: its summary, plots and report files."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+
+from .. import __version__
+from .names import NOTE_TAG, _check_name
+from .values import _chunks, _now_ms, _param_value
+
+
+class SweepReportMixin:
+    """A sweep's own MLflow run: its summary, plots and report files."""
+
+    def log_sweep(self, registered_model: str, summary: dict, files: list[Path],
+                  description: str | None = None, params: dict | None = None) -> str:
+        """One run named "sweep": scalar entries of ``summary`` as params (text) / metrics (numbers),
+        the whole summary as ``summary.json``, and ``files`` (plots, tables) as artifacts; returns the run id.
+
+        ``description`` becomes the run's description (MLflow's tag ``mlflow.note.content``, shown on its page);
+        ``params`` (the sweep's parameters) are logged as MLflow params, lists and dicts as JSON.
+        """
+        _check_name(registered_model)
+        if description is not None and not isinstance(description, str):
+            raise TypeError(f"log_sweep: description must be a string; got {type(description).__name__}")
+        paths = [Path(f) for f in files or []]
+        for p in paths:
+            if not p.is_file():
+                raise FileNotFoundError(f"log_sweep: {str(p)!r} is not a file")
+        tags = {"kind": "sweep", "registered_model": registered_model, "tensorllm_version": __version__}
+        if description:
+            tags[NOTE_TAG] = description
+        run = self.client.create_run(self.experiment_id, run_name="sweep", tags=tags)
+        run_id = run.info.run_id
+        try:
+            texts, metrics = {}, []
+            now = _now_ms()
+            for k, v in (summary or {}).items():
+                if isinstance(v, bool) or isinstance(v, str):
+                    texts[str(k)] = str(v)[:6000]
+                elif isinstance(v, (int, float)):
+                    metrics.append(Metric(str(k), float(v), now, 0))
+            texts.update({str(k): _param_value(v)[:6000] for k, v in (params or {}).items()})
+            params = [Param(k, v) for k, v in texts.items()]
+            for chunk in _chunks(params, 100):
+                self.client.log_batch(run_id, params=chunk)
+            for chunk in _chunks(metrics, 1000):
+                self.client.log_batch(run_id, metrics=chunk)
+            with tempfile.TemporaryDirectory(prefix="tensorllm-sweep-") as tmp:
+                summary_file = Path(tmp) / "summary.json"
+                summary_file.write_text(json.dumps(summary or {}, indent=2, sort_keys=True, default=str))
+                self.client.log_artifact(run_id, str(summary_file))
+            for p in paths:
+                self.client.log_artifact(run_id, str(p))
+        except BaseException:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+        try:
+            self.client.set_registered_model_tag(registered_model, "last_sweep.run_id", run_id)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        return run_id
