@@ -8,7 +8,7 @@ versions and its own champion):
   ``decompose-layer`` tasks on the cluster, as many at a time as it has CPUs -- and as each model's
   tasks finish its whole-model variants are registered (:mod:`flows.decompose_only`; nothing is promoted).
 * ``evaluate="full"``: the same wave of decompositions for every model first, then each model's full
-  sweep (:func:`flows.compress_sweep.run_sweep`) as a sub-flow on the same Ray, one model after the other;
+  sweep (:func:`flows.sweep.run_sweep`) as a sub-flow on the same Ray, one model after the other;
   their decomposition tasks are cache hits (same inputs) and their evaluations fan out as in a single sweep.
 
 The Ray runner is the caller's (``compress_sweep`` wraps this flow in ``ray_runner(config.ray_address)``);
@@ -21,6 +21,8 @@ from prefect import flow, get_run_logger
 
 from .config import SweepConfig
 from .decompose_only import register_decomposed, submit_decompositions
+from .runtime.ray_runner import ray_runner
+from .sweep import run_sweep
 
 
 @flow(name="compress-batch-on-ray")
@@ -37,9 +39,6 @@ def run_batch(config: SweepConfig) -> dict:
         if config.evaluate == "none":
             summaries[c.model] = register_decomposed(c, layers, records)
         else:
-            # lazy: flows.compress_sweep imports this module inside its flow
-            from .compress_sweep import ray_runner, run_sweep
-
             summaries[c.model] = run_sweep.with_options(task_runner=ray_runner(c.ray_address))(c)
     if not config.models:
         return summaries[config.model]

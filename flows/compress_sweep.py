@@ -1,18 +1,11 @@
-"""The sweep flow: decompose layers x ranks on Ray, evaluate, register every variant, promote the best.
+"""The sweep's entry flow: typed parameters (the Prefect UI renders them as a form), every check first, then
+the work as a sub-flow on Ray.
 
-DAG (one run)::
-
-    baseline eval (val) ─┐                                        ┌─> compose: uniform ranks (parallel),
-    decompose layer L1 ──┼─> eval variants (val, cached prefix) ──┤   greedy by validation gain (sequential)
-    decompose layer L2 ──┤                                        └─> paired val stats, register all
-    laser (optional) ────┘
-        ─> decide (objective: compress | denoise) ─> test evals (baseline, shortlist, best composed)
-        ─> paired test stats ─> promote `champion` with one sentence ─> export the best composed model
-        ─> sweep report (MLflow run + plots, Prefect markdown artifacts)
-
-``compress_sweep`` holds the typed parameters (the Prefect UI renders them as a form) and starts
-``run_sweep`` as a sub-flow on a ``RayTaskRunner`` built from ``ray_address`` (a private local Ray by
-default). Tasks exchange paths and small records only.
+``compress_sweep`` validates its parameters (:func:`flows.validate.validate_sweep`: a bad value fails the run
+with one line before anything starts) and runs :func:`flows.sweep.run_sweep` (one model: decompose, evaluate,
+register, promote, export) or :func:`flows.batch.run_batch` (several models, or decomposition only) on a
+``RayTaskRunner`` (:func:`flows.runtime.ray_runner.ray_runner`: ``ray_address``, else ``RAY_ADDRESS``, else a
+private local Ray).
 
 Usage::
 
@@ -21,55 +14,16 @@ Usage::
 
 from __future__ import annotations
 
-import logging
-import os
-from dataclasses import asdict
-from pathlib import Path
 from typing import Literal
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
-from prefect.futures import wait
-from prefect_ray import RayTaskRunner
-from prefect_ray.context import remote_options
+from prefect import flow
 
-from tasks.caching import evaluation_key
-from tasks.decompose import decompose_layer_task, laser_task
-from tasks.evaluate import evaluate_task, paired_comparison_task, paired_pooled_task
-from tasks.export import export_task
-from tasks.register import (apply_promotion_task, champion_task, describe_task, log_sweep_task,
-                            register_variant_task, update_metrics_task)
-from tasks.resources import ray_gpus_per_task
-from tensorllm.artifact import read_meta
-from tensorllm.checkpoint import Checkpoint
-from tensorllm.composed import whole_model_size
-from tensorllm.evaluation.data import dataset_digest
-from tensorllm.mlflow_store import promotion_lock
-from tensorllm.models import resolve_model
-
-from .compose import ComposedPlan, LayerEdit, greedy_name, greedy_order, uniform_plans
+from .batch import run_batch
 from .config import (DEFAULT_GROUPING, DEFAULT_RANKS, ComposeStrategy, DatasetName, Grouping, LaserSpec, LayoutName,
-                     Objective, SelectionMetric, SweepConfig, code_version)
-from .holdout import half_mean, paired_half
-from .noninferiority import single_test
-from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, higher_is_better,
-                     next_generation_check, shortlist)
-from .records import (Variant, baseline_variant, composed_variant, evaluation_settings, flat_metrics, layer_variants,
-                      markdown_table, mean_metric, paired_columns, paired_metrics, registry_key, summary_row,
-                      variant_record)
+                     Objective, SelectionMetric)
+from .runtime.ray_runner import ray_runner
+from .sweep import run_sweep
 from .validate import validate_sweep
-
-log = logging.getLogger(__name__)
-
-
-def ray_runner(address: str | None) -> RayTaskRunner:
-    """A private local Ray (``address=None``) sized to this machine, or an existing cluster's address."""
-    if address in (None, "", "local"):
-        return RayTaskRunner(address="local", init_kwargs={
-            "num_cpus": os.cpu_count() or 2, "include_dashboard": False,
-            "runtime_env": {"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}})
-    return RayTaskRunner(address=address)
-
 
 
 @flow(name="compress-sweep")
@@ -113,274 +67,8 @@ def compress_sweep(
     """
     config = validate_sweep(locals())  # every check first: a bad parameter fails the run with one line
     if config.models or config.evaluate == "none":  # a batch of models, or decomposition only: flows.batch
-        from .batch import run_batch
-
         return run_batch.with_options(task_runner=ray_runner(config.ray_address))(config)
     return run_sweep.with_options(task_runner=ray_runner(config.ray_address))(config)
-
-
-@flow(name="compress-sweep-on-ray")
-def run_sweep(config: SweepConfig) -> dict:
-    logger = get_run_logger()
-    folder = resolve_model(config.model)
-    ckpt = Checkpoint(folder)
-    identity, version = ckpt.identity(), code_version()
-    layers = config.resolve_layers(ckpt.n_layers)
-    name = config.registered_name()
-    uri = config.mlflow_tracking_uri
-    metric = config.selection_metric
-    root = Path(config.artifacts_root).resolve()
-    artifacts_dir, evals_dir, reports_dir = root, root.parent / "evaluations", root.parent / "reports"
-    gpus = ray_gpus_per_task()
-    rank_specs = [list(r) for r in config.rank_specs()]
-    transfer = config.transfer_dataset if config.transfer_dataset not in (None, *config.datasets) else None
-    data_digests = {d: dataset_digest(d) for d in [*config.datasets, *([transfer] if transfer else [])]}
-    logger.info("Sweep %s -> %s: layers %s x %d rank configs, datasets %s, objective %s, %s GPU per task, code %s",
-                config.model, name, layers, len(rank_specs), config.datasets, config.objective, gpus, version)
-
-    submitted: dict[str, object] = {}  # evaluation key -> its future: the same evaluation never runs twice at once
-
-    def evaluate(v: Variant, dataset: str, split: str, **extra):
-        wait_for = extra.pop("wait_for", None)
-        params = dict(
-            model=config.model, artifacts=v.artifacts, dataset=dataset, split=split,
-            limit=config.val_limit if split == "val" else config.test_limit, first_changed_layer=v.first_layer,
-            generate=extra.pop("generate", config.generate_for(split)), batch_size=config.batch_size, out_root=str(evals_dir),
-            model_identity=identity, data_digest=data_digests[dataset], variant=v.name,
-            **extra)
-        key = evaluation_key(**params)  # content: two names for the same weights are one evaluation
-        if key not in submitted:
-            submitted[key] = evaluate_task.submit(**params, wait_for=wait_for)
-        return submitted[key]
-
-    baseline = baseline_variant()
-    with remote_options(num_cpus=1, num_gpus=gpus):
-        # the baseline's full pass also caches the inputs of every sweep layer for the variants
-        baseline_val = {d: evaluate(baseline, d, "val", fill_layers=layers) for d in config.datasets}
-        decompositions = {layer: decompose_layer_task.submit(config.model, layer, rank_specs, config.grouping,
-                                                             str(artifacts_dir), identity, layout=config.layout,
-                                                             **config.fit_options(data_digests))
-                          for layer in layers}
-        lasers = {(layer, spec.matrix, spec.rho): laser_task.submit(config.model, layer, spec.matrix, spec.rho,
-                                                                    str(artifacts_dir), identity)
-                  for layer in layers for spec in config.laser}
-        variants = layer_variants(config.grouping, config.laser, layers,
-                                  {k: f.result() for k, f in decompositions.items()},
-                                  {k: f.result() for k, f in lasers.items()})
-        val_futures = {(v.name, d): evaluate(v, d, "val", wait_for=[baseline_val[d]])
-                       for v in variants for d in config.datasets}
-        wait(list(val_futures.values()))
-        baseline.val = {d: f.result() for d, f in baseline_val.items()}
-        for v in variants:
-            v.val = {d: val_futures[(v.name, d)].result() for d in config.datasets}
-        composed = _compose(config, variants, baseline, evaluate, metric)
-
-    # ---- paired validation statistics, whole-model sizes, registration (flow process: one sqlite writer) --
-    everything = [*variants, *composed]
-    column = PAIRED_COLUMN.get(metric, "top1_correct")
-    for v in everything:
-        v.paired_val = _paired(v, baseline.val, v.val, column, v.name)
-        v.guard_val = _generation_guard(baseline, v)
-        v.size = whole_model_size(config.model, [read_meta(a) for a in v.artifacts])
-    common = {"base_model": config.model, "datasets": ",".join(config.datasets), "code_version": version,
-              "model_identity": identity}
-    settings = {"datasets": config.datasets, "val_limit": config.val_limit, "selection_metric": metric,
-                "generate": config.generate, "model_identity": identity}
-    # the registry key is content: the base identity, the artifacts' digests, the evaluation behind the metrics
-    evaluation = evaluation_settings(config, data_digests)
-    for v in [baseline, *everything]:
-        v.key = registry_key(v, identity, evaluation)
-        record = variant_record(v, config.model, config.datasets, config.val_limit, common, metric, config.generate)
-        v.version = register_variant_task(uri, name, record)
-
-    # ---- the decision (validation evidence only) ----------------------------------------------------
-    candidates = {v.version: _candidate(v, metric) for v in everything}
-    baseline_candidate = Candidate(baseline.version, "baseline", mean_metric(baseline.val, metric),
-                                   mean_metric(baseline.val, "loss"))
-
-    rule = {"objective": config.objective, "metric": metric, "alpha": config.alpha, "margin": config.margins()}
-
-    def decide_against(current):
-        return decide(list(candidates.values()), baseline_candidate, current, require_generation=config.generate,
-                      **rule)
-
-    current = comparable_champion(champion_task(uri, name), settings, metric)
-    # ---- the generation guard: validation generation of the variants the rule would take (the champion's and
-    # the exported composition's), until no measurement can change either decision (flows.policy) ----------
-    if config.generate and not config.generate_for("val"):  # (selecting on accuracy: every variant has it)
-        by_version, base_generation = {v.version: v for v in everything}, None
-        with remote_options(num_cpus=1, num_gpus=gpus):
-            while (pick := next_generation_check(list(candidates.values()), baseline_candidate, current, **rule)
-                   or next_generation_check(list(candidates.values()), baseline_candidate, None, kinds=("composed",),
-                                            **rule)) is not None:
-                if base_generation is None:  # its pass stores the drafts the variants check (tensorllm.evaluation.drafts)
-                    base_generation = {d: evaluate(baseline, d, "val", generate=True, fill_layers=layers).result()
-                                       for d in config.datasets}
-                    update_metrics_task(uri, name, baseline.version, flat_metrics(base_generation, "val_generation"))
-                v = by_version[pick.version]
-                generation = {d: evaluate(v, d, "val", generate=True).result() for d in config.datasets}
-                v.guard_val = pick.guard_val = _paired(v, base_generation, generation, "correct", f"{v.name}-generation")
-                update_metrics_task(uri, name, v.version, {**flat_metrics(generation, "val_generation"),
-                                                           **{f"guard.{k}": x for k, x in v.guard_val.items()
-                                                              if isinstance(x, (int, float)) and not isinstance(x, bool)}})
-    decision = decide_against(current)
-    # the exported composition obeys the champion's rule (its family is every variant; no champion bar)
-    composed_decision = decide(list(candidates.values()), baseline_candidate, None, require_generation=config.generate,
-                               kinds=("composed",), **rule) if composed else None
-    best_composed = [candidates[composed_decision.version]] if composed_decision and composed_decision.promote else []
-    # the test split's shortlist: unmeasured generation does not count against a variant here (it is a report)
-    chosen = {c.version for c in shortlist(list(candidates.values()), config.objective, metric, config.margins(),
-                                           config.test_top_k, alpha=config.alpha)}
-    chosen |= {c.version for c in best_composed} | ({decision.version} if decision.promote else set())
-
-    # ---- test split: the report ---------------------------------------------------------------------
-    tested = [baseline] + [v for v in everything if v.version in chosen]
-    with remote_options(num_cpus=1, num_gpus=gpus):
-        test_futures = {(v.name, d): evaluate(v, d, "test") for v in tested for d in config.datasets}
-        # transfer: the promoted variant and the base on a dataset it was not selected on (issue 14)
-        promoted = [v for v in everything if decision.promote and v.version == decision.version]
-        transfer_futures = {v.name: evaluate(v, transfer, "test") for v in [baseline, *promoted]} if transfer and promoted else {}
-        wait(list(test_futures.values()) + list(transfer_futures.values()))
-    for v in tested:
-        v.test = {d: test_futures[(v.name, d)].result() for d in config.datasets}
-        update_metrics_task(uri, name, v.version, flat_metrics(v.test, "test"))
-    for v in tested[1:]:
-        v.paired_test = {d: {col: paired_comparison_task(baseline.test[d]["examples"], v.test[d]["examples"], col)
-                             for col in paired_columns(v.test[d], metric)}
-                         for d in config.datasets}
-        update_metrics_task(uri, name, v.version, paired_metrics(v.paired_test))
-
-    # ---- promotion, export, report ------------------------------------------------------------------
-    with promotion_lock(uri, name):  # concurrent sweeps of one model: the later one decides against the other's pick
-        latest = comparable_champion(champion_task(uri, name), settings, metric)
-        if (latest and latest.version) != (current and current.version):
-            logger.info("The champion changed during this sweep (v%s -> v%s): deciding again against it",
-                        current and current.version, latest and latest.version)
-            current, decision = latest, decide_against(latest)
-        paired = next((v.paired_test for v in tested[1:] if v.version == decision.version), None)
-        champion_version = apply_promotion_task(uri, name, decision.promote, decision.version,
-                                                decision_tags(decision, paired))
-    if decision.promote:
-        describe_task(uri, name, decision.version, decision.sentence)
-    best = next((v for v in composed if best_composed and v.version == best_composed[0].version), None)
-    exported = None
-    if best is not None and config.export_best:
-        out_dir = root.parent / "exports" / name / f"v{best.version}-{best.kind}"
-        with remote_options(num_cpus=1, num_gpus=gpus):
-            exported = export_task.submit(config.model, best.artifacts, str(out_dir), identity, version,
-                                          best.test or best.val).result()
-    summary = _summary(config, name, baseline, everything, decision, champion_version, current, best, exported, metric)
-    summary["best_composed_decision"] = (composed_decision.sentence if composed_decision else
-                                         "No composed variant: compose is off or the sweep has fewer than 2 layers.")
-    summary["transfer"] = _transfer(uri, name, config, transfer, baseline, promoted, transfer_futures, metric)
-    summary["sweep_run_id"] = log_sweep_task(uri, name, summary, str(reports_dir), metric, decision.sentence,
-                                             config.model_dump(mode="json"))
-    create_markdown_artifact(markdown=f"**Decision** ({config.objective}): {decision.sentence}\n\n"
-                             + markdown_table(summary["variants"], metric), key="sweep-variants",
-                             description=f"Variants of {name} and the promotion decision")
-    logger.info("Decision: %s", decision.sentence)
-    return summary
-
-
-def _generation_guard(baseline: Variant, v: Variant) -> dict | None:
-    """Validation generation accuracy of ``v`` vs the base, datasets pooled (the policy's generation guard);
-    None when generation was not measured on validation (``generate`` off)."""
-    if any(r["accuracy"] is None for r in [*baseline.val.values(), *v.val.values()]):
-        return None
-    return _paired(v, baseline.val, v.val, "correct", f"{v.name}-generation")
-
-
-def _paired(v: Variant, base_results: dict, results: dict, column: str, label: str) -> dict:
-    """The paired validation comparison the policy reads, datasets pooled; a greedy composition's on the
-    confirmation half only (it was built on the other half: flows.holdout)."""
-    if v.kind == "greedy":
-        return paired_half(_examples(base_results), _examples(results), column, "confirm")
-    return paired_pooled_task(_examples(base_results), _examples(results), column, label)
-
-
-def _transfer(uri, name: str, config: SweepConfig, dataset: str | None, baseline: Variant, promoted: list[Variant],
-              futures: dict, metric: str) -> dict:
-    """The promoted variant vs the base on the transfer dataset's test split, recorded on both versions as
-    ``transfer.*`` metrics (the paired comparison on the champion's); what the summary says about it."""
-    if not futures:
-        why = ("no transfer_dataset" if config.transfer_dataset is None else
-               f"{config.transfer_dataset} is a selection dataset" if dataset is None else "nothing was promoted")
-        return {"dataset": config.transfer_dataset, "skipped": why}
-    base, champion = futures[baseline.name].result(), futures[promoted[0].name].result()
-    paired = {dataset: {col: paired_comparison_task(base["examples"], champion["examples"], col)
-                        for col in paired_columns(champion, metric)}}
-    update_metrics_task(uri, name, baseline.version, {f"transfer.{k}": v for k, v in flat_metrics({dataset: base}, "test").items()})
-    update_metrics_task(uri, name, promoted[0].version,
-                        {f"transfer.{k}": v for k, v in {**flat_metrics({dataset: champion}, "test"),
-                                                         **paired_metrics(paired)}.items()})
-    return {"dataset": dataset, "version": promoted[0].version, "n": champion["n"],
-            "base_accuracy": base["accuracy"], "champion_accuracy": champion["accuracy"], "paired": paired[dataset]}
-
-
-def _examples(results: dict[str, dict]) -> dict[str, str]:
-    """dataset -> the per-example jsonl of an evaluation."""
-    return {d: r["examples"] for d, r in results.items()}
-
-
-def _candidate(v: Variant, metric: str) -> Candidate:
-    """The policy's view of a variant: validation numbers, compression (the layer's for single-layer
-    variants, the whole model's attention for composed ones: see flows.policy), paired validation comparison."""
-    compression = v.size.attention_compression_ratio if v.composed else (v.decomposition.get("compression_ratio") or 1.0)
-    return Candidate(v.version, v.name, mean_metric(v.val, metric), mean_metric(v.val, "loss"),
-                     compression=compression, kind="composed" if v.composed else "layer", paired_val=v.paired_val,
-                     guard_val=v.guard_val)
-
-
-def _compose(config: SweepConfig, variants: list[Variant], baseline: Variant, evaluate, metric: str) -> list[Variant]:
-    """Whole-model variants from the per-layer Tucker edits (see :mod:`flows.compose`): the uniform plans are
-    evaluated in parallel; the greedy plan grows one layer at a time, on the build half of the validation
-    items, and keeps a layer only while the composed model stays non-inferior to the base there (every
-    endpoint of :mod:`flows.noninferiority`, unadjusted: construction, not the claim)."""
-    edits = [LayerEdit(v.layer, tuple(v.ranks), v.artifacts[0], mean_metric(v.val, metric), mean_metric(v.val, "loss"))
-             for v in variants if v.params["kind"] == "tensorllm"]
-    out: list[Variant] = []
-    if "uniform" in config.compose:
-        plans = [composed_variant(p) for p in uniform_plans(edits)]
-        futures = {(p.name, d): evaluate(p, d, "val") for p in plans for d in config.datasets}
-        for p in plans:
-            p.val = {d: futures[(p.name, d)].result() for d in config.datasets}
-        out += plans
-    if "greedy" in config.compose and len({e.layer for e in edits}) >= 2:
-        # built on the build half of the validation items only; the rule tests it on the other half (flows.holdout)
-        column = PAIRED_COLUMN.get(metric, "top1_correct")
-        by_artifact = {v.artifacts[0]: v for v in variants if v.params["kind"] == "tensorllm"}
-        value_column = column if higher_is_better(metric) else "loss"
-        build = [LayerEdit(e.layer, e.ranks, e.artifact, half_mean(_examples(by_artifact[e.artifact].val), value_column, "build"),
-                           half_mean(_examples(by_artifact[e.artifact].val), "loss", "build")) for e in edits]
-        kept, kept_val = [], None
-        for edit in greedy_order(build, half_mean(_examples(baseline.val), value_column, "build"), higher_is_better(metric)):
-            trial = composed_variant(ComposedPlan(greedy_name(kept + [edit]), "greedy", kept + [edit]))
-            val = {d: evaluate(trial, d, "val").result() for d in config.datasets}
-            probe = Candidate(0, trial.name, mean_metric(val, metric), mean_metric(val, "loss"),
-                              paired_val=paired_half(_examples(baseline.val), _examples(val), column, "build"))
-            if all(r["accuracy"] is not None for r in [*baseline.val.values(), *val.values()]):
-                probe.guard_val = paired_half(_examples(baseline.val), _examples(val), "correct", "build")
-            if single_test(probe, metric, config.margins(), config.alpha):
-                kept, kept_val = kept + [edit], val
-        if len(kept) >= 2:
-            final = composed_variant(ComposedPlan(greedy_name(kept), "greedy", kept))
-            final.val = kept_val
-            out.append(final)
-    return out
-
-
-def _summary(config: SweepConfig, name: str, baseline: Variant, variants: list[Variant], decision, champion_version,
-             current, best: Variant | None, exported: dict | None, metric: str) -> dict:
-    best_row = None
-    if best is not None:
-        best_row = {**summary_row(best, metric), "export": exported, "bytes_base": best.size.bytes_before,
-                    "attention_params_before": best.size.attention_params_before,
-                    "attention_params_after": best.size.attention_params_after}
-    return {"registered_model": name, "champion_version": champion_version, "objective": config.objective,
-            "decision": {**asdict(decision), "champion_version": champion_version,
-                         "compared_with_champion": current.version if current else None},
-            "baseline": summary_row(baseline, metric), "variants": [summary_row(v, metric) for v in variants],
-            "best_composed": best_row, "selection_metric": metric, "datasets": config.datasets}
 
 
 if __name__ == "__main__":

@@ -125,7 +125,8 @@ class SweepConfig(BaseModel):
     registered_model: str | None = Field(None, description="MLflow registered model name; None: derived from the "
                                                            "model (tensorllm-<model>, see default_registered_name)")
     ray_address: str | None = Field(None, description="an existing Ray cluster (host:port or ray://host:10001); "
-                                                      "None: a private local Ray")
+                                                     "None: $RAY_ADDRESS if set, else a private local Ray; 'local': "
+                                                     "a private local Ray")
     mlflow_tracking_uri: str | None = Field(None, description="None: $MLFLOW_TRACKING_URI, else a sqlite store "
                                                               "under ./runs/mlflow")
     artifacts_root: str = Field("runs/artifacts", description="factor artifacts; evaluations, reports and "
@@ -225,7 +226,7 @@ class SweepConfig(BaseModel):
         """Greedy generation (the paper's accuracy on generative sets) for *every* variant where it is needed: on
         the test split when ``generate`` is on (the report), on validation when selection uses ``accuracy``.
         (With ``generate`` on, the flow's generation guard also evaluates, on validation, the variants the
-        promotion rule picks, one at a time: flows.compress_sweep.)"""
+        promotion rule picks, one at a time: flows.sweep.)"""
         return self.generate if split == "test" else self.selection_metric == "accuracy"
 
     def resolve_layers(self, n_layers: int) -> list[int]:

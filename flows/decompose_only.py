@@ -47,7 +47,7 @@ NOT_EVALUATED = ("Decompose-only run (evaluate=none): factor artifacts and decom
 def submit_decompositions(config: SweepConfig) -> tuple[list[int], dict]:
     """Submit one ``decompose-layer`` task per chosen layer of ``config.model``; (layers, {layer: future}).
 
-    The same call, with the same inputs, as :func:`flows.compress_sweep.run_sweep` makes: a full sweep of the
+    The same call, with the same inputs, as :func:`flows.sweep.run_sweep` makes: a full sweep of the
     model after this finds the tasks in Prefect's cache and the artifacts on disk.
     """
     ckpt = Checkpoint(resolve_model(config.model))

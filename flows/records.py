@@ -3,7 +3,7 @@
 :class:`Variant` is the typed record of one variant (baseline, single-layer edit or composed model): what
 it is, then what the flow learns about it stage by stage (validation results, paired statistics, whole-model
 size, registry key and version, test results). The functions turn it into the registry record, flat
-metrics and the summary; they are kept out of :mod:`flows.compress_sweep` so that the DAG reads on its own.
+metrics and the summary; they are kept out of :mod:`flows.sweep` so that the DAG reads on its own.
 """
 
 from __future__ import annotations

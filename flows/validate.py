@@ -313,7 +313,11 @@ def check_mlflow_uri(uri: str | None) -> None:
 
 
 def check_ray_address(address: str | None) -> None:
-    if address in (None, "", "local", "auto"):
+    """The cluster the sweep will use (``ray_address``, else ``$RAY_ADDRESS``) is a reachable address."""
+    from .runtime.ray_runner import ray_address
+
+    address = ray_address(address)
+    if address in (None, "auto"):
         return
     text = address.strip()
     match = re.fullmatch(r"(?:ray://)?\[?([^\[\]/:]+|[0-9a-fA-F:]+)\]?:(\d+)", text)

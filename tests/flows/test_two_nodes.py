@@ -1,5 +1,6 @@
-"""Two Ray nodes on this machine (issue 10, part 4): the sweep runs through ``ray_address`` on a head plus a
-second ``ray start --address`` node, both nodes run tasks, and both are stopped by PID.
+"""Two Ray nodes on this machine: the sweep runs on a head plus a second ``ray start --address`` node named by
+``RAY_ADDRESS`` (Ray's own convention; no ``ray_address`` parameter given), both nodes run tasks, and both are
+stopped by PID.
 
 The cluster is :class:`flows.runtime.local_cluster.LocalRayCluster` (token auth of its own, own ports, each node in
 its own session): what ``bench/scale.py --nodes 2`` uses on the 7B-shaped model. Here two tiny models, in
@@ -16,7 +17,7 @@ RANKS = [(16, 8, 2), (8, 4, 2)]  # two rank configurations of the tiny (64, 16, 
 
 
 def test_sweep_on_a_two_node_cluster_uses_both_nodes_and_stops_them_by_pid(prefect_api, tiny_llm, other_tiny_llm,
-                                                                           tmp_path):
+                                                                           tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
     from flows.compress_sweep import compress_sweep
@@ -29,8 +30,8 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes_and_stops_them_by_pid(prefe
         sessions = [node.sid for node in cluster.started]
         pids = cluster.pids()
         assert all(pids[n] for n in ("node_0", "node_1"))  # each node has its own processes (raylet, agents)
+        monkeypatch.setenv("RAY_ADDRESS", cluster.address)  # the cluster, as Ray's users name it
         summary = compress_sweep(models=models, evaluate="none", layers="all", ranks=RANKS, grouping="kv",
-                                 ray_address=cluster.address,
                                  mlflow_tracking_uri=uri, artifacts_root=str(tmp_path / "artifacts"))
         per_node = cluster.tasks_per_node("decompose-layer")
     assert sum(per_node.values()) == 2 * 4  # one decompose task per layer of each model, none retried

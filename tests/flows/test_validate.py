@@ -210,3 +210,16 @@ def test_cli_bad_option_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("tensorllm sweep: error: argument --grouping")
+
+
+def test_ray_address_falls_back_to_the_ray_address_variable(tiny, tmp_path, monkeypatch):
+    """No ``ray_address``: ``$RAY_ADDRESS`` names the cluster (checked like the parameter); "local" overrides it."""
+    from flows.runtime.ray_runner import ray_address
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
+    assert ray_address(None) == "127.0.0.1:9" and ray_address("local") is None and ray_address("h:1") == "h:1"
+    with pytest.raises(SweepInputError, match=r"^ray_address: 127\.0\.0\.1:9 is not reachable \(connection refused\)"):
+        validate_sweep({"model": str(tiny), **GOOD})
+    validate_sweep({"model": str(tiny), **GOOD, "ray_address": "local"})  # a private local Ray: nothing to reach
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert ray_address(None) is None
