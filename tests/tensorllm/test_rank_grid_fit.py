@@ -12,7 +12,7 @@ import pytest
 
 from flows.config import DEFAULT_RANKS
 from tensorllm.attention_shape import AttentionShape
-from tensorllm.compress.grid import DEFAULT_GRID
+from tensorllm.compression.grid import DEFAULT_GRID
 from tensorllm.layouts import layout_for
 from tensorllm.tensorise import GROUPINGS, tensor_shape
 from tensorllm.tiny_models import TINY_CONFIGS, tiny_config

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tensorllm.compress.allocate import allocate
+from tensorllm.compression.allocate import allocate
 
 
 def brute_force(params, damage, budget):
