@@ -24,7 +24,7 @@ from ..export import export_variant
 from ..models import resolve_model
 from ..tensorise import DEFAULT_GROUPING, Grouping
 from ..tucker import RankSpec
-from .plan import DEFAULT_N_ITER_MAX, Plan, check_ratio, measure, plan
+from .plan import DEFAULT_N_ITER_MAX, DEFAULT_PROMPTS, Plan, check_ratio, measure, plan
 from .report import CompressReport
 from .verify import DEFAULT_MARGIN, verify_paths
 
@@ -56,7 +56,7 @@ def _load() -> dict | None:
 
 
 def compress(model: str, target_ratio: float, out: str | Path, *, grid: Sequence[RankSpec] | None = None,
-             grouping: Grouping = DEFAULT_GROUPING, dataset: str = "qa_wikidata", n_prompts: int = 32,
+             grouping: Grouping = DEFAULT_GROUPING, dataset: str = "qa_wikidata", n_prompts: int = DEFAULT_PROMPTS,
              layers: Sequence[int] | None = None, verify: bool = True, val_limit: int = 200, generate: bool = False,
              margin: float = DEFAULT_MARGIN, artifacts: str | Path | None = None,
              n_iter_max: int = DEFAULT_N_ITER_MAX, batch_size: int = 16) -> CompressReport:
