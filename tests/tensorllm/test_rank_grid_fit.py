@@ -84,3 +84,15 @@ def test_default_sweep_grid_decomposes_a_tiny_mqa_model_with_a_large_head_dim(tm
     assert len(records) == len(DEFAULT_RANKS)
     assert all(feasible(r.ranks, dims) for r in records)
     assert (1, 4, 1) in [tuple(r.ranks) for r in records]  # (0.01, 0.1, 0.25): R2 6 clipped to 4 x 1 x 1
+
+
+def test_sweep_validation_accepts_the_default_grid_on_mqa_with_a_large_head_dim_and_says_so(caplog):
+    import logging
+
+    from flows.config import SweepConfig
+    from flows.validate import check_ranks
+
+    shape = AttentionShape(n_heads=4, n_kv_heads=1, d_head=256, d_model=640)  # the MQA model that used to stop
+    with caplog.at_level(logging.WARNING, logger="flows.validate"):
+        check_ranks(SweepConfig(), shape)  # the default grid: no error
+    assert any("clipped to 24" in r.getMessage() for r in caplog.records)
