@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -232,8 +233,11 @@ def check_ranks(config: SweepConfig, shape) -> None:
 
     dims = tensor_shape(shape, config.grouping)
     for i, spec in enumerate(config.rank_specs()):
+        notes: list[str] = []
         try:
-            resolve_ranks(spec, dims)
+            resolve_ranks(spec, dims, notes)
+            for note in notes:  # a fraction too large for this model is clipped to the largest feasible rank
+                logging.getLogger(__name__).warning("ranks[%d]: %s (tensor %s)", i, note, tuple(dims))
         except ValueError as exc:
             given = ", ".join(f"{r:g}" for r in spec)
             raise SweepInputError(f"ranks[{i}] ({given}): {exc} (tensor {tuple(dims)} with grouping "

@@ -9,7 +9,12 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """``tensorllm.load_compressed``: imported on first use, so ``import tensorllm`` stays light."""
+    """``tensorllm.load_compressed`` and ``tensorllm.compress``: imported on first use, so ``import tensorllm``
+    stays light."""
+    if name == "compress":
+        from .compression import compress
+
+        return compress
     if name == "load_compressed":
         from .export import load_compressed
 

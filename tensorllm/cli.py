@@ -5,6 +5,7 @@ Usage::
     tensorllm inspect smollm2-135m
     tensorllm decompose smollm2-135m --layer 15 --ranks 64,32,4 --json
     tensorllm evaluate smollm2-135m --dataset fever --split val --limit 200 --variant runs/artifacts/... --json
+    tensorllm compress smollm2-135m --target-ratio 2 --out runs/smollm2-2x
     tensorllm sweep --json
     tensorllm models list | show NAME[@ALIAS|/VERSION] | load NAME@champion --out DIR
     tensorllm export NAME@champion --out DIR [--format factorised|dense] [--json]
@@ -412,6 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with a registry spec: default $MLFLOW_TRACKING_URI or sqlite under runs/mlflow")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
+
+    from .compression.command import add_compress_command
+
+    add_compress_command(sub)  # tensorllm/compression/command.py
     return parser
 
 

@@ -26,6 +26,7 @@ Usage::
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ from dataclasses import dataclass
 import torch
 
 from . import progress
+
+log = logging.getLogger(__name__)
 
 RankSpec = Sequence[int | float]
 DECOMPOSED_MODES = (0, 1, 2)  # d_model, d_head, slices; mode 3 (heads / KV groups) keeps its identity
@@ -87,12 +90,17 @@ def unfold(tensor: torch.Tensor, mode: int) -> torch.Tensor:
     return tensor.movedim(mode, 0).reshape(tensor.shape[mode], -1)
 
 
-def resolve_ranks(ranks: RankSpec, dims: Sequence[int]) -> tuple[int, int, int]:
+def resolve_ranks(ranks: RankSpec, dims: Sequence[int], notes: list[str] | None = None) -> tuple[int, int, int]:
     """Integer ranks (R1, R2, R3) from integers or fractions of each dimension, validated.
 
     ``dims`` is the tensor shape (d_model, d_head, slices, groups). An integer is a rank; a float in
     (0, 1] is a fraction of that dimension (rounded, at least 1). Ranks must satisfy 1 <= R_n <= I_n and
     R_n <= product of the other ranks and the group count (the largest rank a mode can have).
+
+    A rank given as a fraction that exceeds that largest feasible rank is clipped to it (a grid of fractions,
+    the default one included, then fits every architecture: e.g. MQA with a large head_dim, where
+    ``0.1 * d_head`` can exceed ``groups * R1 * R3``); each clip is logged and appended to ``notes``. A rank
+    given as an integer is the user's exact choice and still raises.
     """
     if isinstance(ranks, str) or len(ranks) != 3:
         raise ValueError(f"ranks must be three values (R1, R2, R3) for (d_model, d_head, slices); got {ranks!r}")
@@ -112,13 +120,25 @@ def resolve_ranks(ranks: RankSpec, dims: Sequence[int]) -> tuple[int, int, int]:
             raise ValueError(f"{name}={value} is out of range: allowed 1..{dim} (the dimension's size)")
         out.append(value)
     groups = dims[3]
-    for n in range(3):
-        bound = groups * math.prod(out[m] for m in range(3) if m != n)
-        if out[n] > bound:
-            raise ValueError(
-                f"{names[n]}={out[n]} exceeds {bound} = groups x the other two ranks, the largest rank that mode "
-                f"can have with ranks {tuple(out)}; lower it or raise the other ranks."
-            )
+    fraction = [isinstance(v, float) and not (v.is_integer() and v != 1.0) for v in ranks]
+    changed = True
+    while changed:  # a clip lowers the other modes' bounds, so check again until nothing moves (ranks only fall)
+        changed = False
+        for n in range(3):
+            bound = groups * math.prod(out[m] for m in range(3) if m != n)
+            if out[n] <= bound:
+                continue
+            if not fraction[n]:
+                raise ValueError(
+                    f"{names[n]}={out[n]} exceeds {bound} = groups x the other two ranks, the largest rank that mode "
+                    f"can have with ranks {tuple(out)}; lower it or raise the other ranks."
+                )
+            note = (f"{names[n]}: fraction {ranks[n]:g} of {dims[n]} gives {out[n]}, above the largest feasible "
+                    f"rank {bound} = groups x the other two ranks; clipped to {bound}")
+            log.info("%s (tensor %s)", note, tuple(dims))
+            if notes is not None:
+                notes.append(note)
+            out[n], changed = bound, True
     return tuple(out)
 
 

@@ -1,0 +1,104 @@
+"""``compress(model, target_ratio=R, out=DIR)``: attention R times smaller, ranks allocated by measured sensitivity.
+
+One process, no Prefect, Ray or MLflow: measure every (layer, configuration) edit's damage (:mod:`.plan`,
+:mod:`.sensitivity`), choose the least-damage configuration per layer under the size budget (:mod:`.allocate`),
+write the factorised model folder in the base's dtype (:func:`tensorllm.export.export_variant`), compare it with
+the base on validation items the calibration did not use (:mod:`.verify`) and report (:mod:`.report`).
+
+Usage::
+
+    import tensorllm
+    report = tensorllm.compress("smollm2-135m", target_ratio=2, out="runs/smollm2-2x")
+    print("\\n".join(report.lines()))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..export import export_variant
+from ..models import resolve_model
+from ..tensorise import DEFAULT_GROUPING, Grouping
+from ..tucker import RankSpec
+from .plan import DEFAULT_N_ITER_MAX, DEFAULT_PROMPTS, Plan, check_ratio, measure, plan
+from .report import CompressReport
+from .verify import DEFAULT_MARGIN, verify_paths
+
+log = logging.getLogger(__name__)
+
+
+def report_for(table, chosen: Plan, out: Path, export: dict | None, verification, seconds: dict) -> CompressReport:
+    """The :class:`CompressReport` of a plan (shared by ``compress`` and the benchmark)."""
+    size = chosen.size
+    return CompressReport(
+        model=table.model, out=str(out), target_ratio=chosen.target_ratio,
+        attention_ratio=size.attention_compression_ratio, total_ratio=size.total_compression_ratio,
+        base_bytes=size.bytes_before, predicted_bytes=size.bytes_after,
+        export_bytes=export["bytes"] if export else None, export_dtype=export.get("dtype") if export else None,
+        layers=[{"layer": c.layer, "ranks": list(c.ranks), "params": c.params, "damage": c.damage,
+                 "rel_error": c.rel_error, "artifact": c.artifact} for c in chosen.chosen],
+        predicted_damage=chosen.allocation.damage, optimality_gap_params=chosen.allocation.gap_params,
+        calibration=table.calibration, verification=verification.to_dict() if verification else None,
+        notes=list(table.notes), seconds=seconds, load=_load(),
+    )  # fmt: skip
+
+
+def _load() -> dict | None:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return None
+    return {"load_1m": one, "load_5m": five, "load_15m": fifteen, "cpus": os.cpu_count()}
+
+
+def compress(model: str, target_ratio: float, out: str | Path, *, grid: Sequence[RankSpec] | None = None,
+             grouping: Grouping = DEFAULT_GROUPING, dataset: str = "qa_wikidata", n_prompts: int = DEFAULT_PROMPTS,
+             layers: Sequence[int] | None = None, verify: bool = True, val_limit: int = 200, generate: bool = False,
+             margin: float = DEFAULT_MARGIN, artifacts: str | Path | None = None,
+             n_iter_max: int = DEFAULT_N_ITER_MAX, batch_size: int = 16) -> CompressReport:
+    """Make the whole model's attention at least ``target_ratio`` times smaller where it hurts least; write ``out``.
+
+    * ``grid``: rank configurations per layer (integers or fractions of (d_model, d_head, slices); default
+      :data:`~.grid.DEFAULT_GRID`); fractions that do not fit the model are clipped and said so in ``notes``.
+    * ``dataset``/``n_prompts``: the calibration prompts, validation items after the first ``val_limit``.
+    * ``layers``: the layers that may change (default all).
+    * ``verify``: evaluate base and result on the first ``val_limit`` validation items of ``dataset`` and compare
+      them paired (``generate=False``: first-token top-1 and answer loss, fast; True: greedy-generation accuracy);
+      ``margin`` is the non-inferiority margin on accuracy.
+    * ``artifacts``: where the per-layer artifacts go (default ``<out>/../.tensorllm-artifacts``); reused on re-runs.
+
+    The export folder ``out`` holds the factorised model in the base's dtype and ``compress_report.json``.
+    """
+    ratio = check_ratio(target_ratio)
+    start = time.perf_counter()
+    out = Path(out).expanduser()
+    folder = resolve_model(model)  # a bad model name fails here, before any compute
+    artifacts = Path(artifacts) if artifacts is not None else out.resolve().parent / ".tensorllm-artifacts"
+    table = measure(model, grid, grouping=grouping, dataset=dataset, n_prompts=n_prompts,
+                    skip=val_limit if verify else 0, layers=layers, artifacts=artifacts, n_iter_max=n_iter_max,
+                    batch_size=batch_size)
+    chosen = plan(table, ratio)
+    seconds = {"sensitivity": table.seconds["total"]}
+    log.info("plan for %.2fx: %d layers, attention %.2fx", ratio, len(chosen.chosen),
+             chosen.size.attention_compression_ratio)
+    t0 = time.perf_counter()
+    metrics = {"attention_compression_ratio": chosen.size.attention_compression_ratio,
+               "target_ratio": ratio, "calibration_kl": chosen.allocation.damage}
+    export = export_variant(model, chosen.artifacts, out, metrics=metrics)
+    seconds["export"] = time.perf_counter() - t0
+    verification = None
+    if verify:
+        t0 = time.perf_counter()
+        verification, _ = verify_paths(model, chosen.artifacts,
+                                       dataset, "val", val_limit, generate, out / "verification", margin, batch_size)
+        seconds["verify"] = time.perf_counter() - t0
+        if not verification.non_inferior:
+            log.warning("compressed model is not shown non-inferior: %s", verification.sentence())
+    seconds["total"] = time.perf_counter() - start
+    report = report_for(table, chosen, out, export, verification, seconds)
+    report.write(out)
+    return report
