@@ -25,8 +25,8 @@ LIBRARY_ROOT = Path(__file__).resolve().parent
 #: loading a model folder: models.load_model builds a factorised export on the meta device and runs it on its factors
 MODEL_LOADING = ("load_export.py", "factorised.py", "hf_remote.py")
 #: Tucker artifacts (paper Eqs. 7-14): read one layer, tensorise, balance, fit, fold back, write
-TUCKER_MODULES = ("decompose.py", "tensorise.py", "tucker.py", "balance.py", "activation_fit.py", "layouts.py",
-                  "attention_shape.py", "layout_detection.py", "checkpoint.py", "models.py", "artifact.py") + MODEL_LOADING
+TUCKER_MODULES = ("decompose.py", "tensorise.py", "tucker.py", "subspace.py", "balance.py", "activation_fit.py",
+                  "layouts.py", "attention_shape.py", "layout_detection.py", "checkpoint.py", "models.py", "artifact.py") + MODEL_LOADING
 #: the activation-aware fit also reads calibration prompts (tokenised, batched) through the evaluation package
 CALIBRATION_MODULES = ("evaluation",)
 #: LASER artifacts: one FFN matrix's truncated SVD
@@ -34,7 +34,7 @@ LASER_MODULES = ("decompose.py", "laser.py", "layouts.py", "attention_shape.py",
                  "models.py", "artifact.py") + MODEL_LOADING
 #: an evaluation: load the model, apply the artifacts (dense reconstruction), run and score the dataset
 EVALUATION_MODULES = ("evaluation", "artifact.py", "models.py", "checkpoint.py", "layouts.py", "attention_shape.py",
-                      "layout_detection.py", "tensorise.py", "tucker.py") + MODEL_LOADING
+                      "layout_detection.py", "tensorise.py", "tucker.py", "subspace.py") + MODEL_LOADING
 #: imported by the modules above, but nothing they compute depends on their code
 NOT_COMPUTING = {"progress.py": "progress bars", "provenance.py": "these keys"}
 

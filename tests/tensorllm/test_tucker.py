@@ -23,9 +23,9 @@ import time
 import pytest
 import torch
 
+from tensorllm.subspace import leading_left_singular_vectors
 from tensorllm.tucker import (
     TuckerResult,
-    leading_left_singular_vectors,
     mode_dot,
     resolve_ranks,
     tucker_decompose,
@@ -504,6 +504,7 @@ def test_real_layer_sweep_matches_independent(smollm2_tensors):
 
 
 # ---- the big-mode path: exact start, then warm-started subspace iteration (issue 10) -----------------------
+import tensorllm.subspace as subspace_module  # noqa: E402
 import tensorllm.tucker as tucker_module  # noqa: E402
 
 # (shape, ranks) whose mode-1 unfolding is large compared with a lowered DENSE_MAX = 16: short side 96 > 16 and
@@ -513,7 +514,8 @@ BIG_MODE_CASES = [((96, 8, 4, 6), (8, 4, 4)), ((96, 8, 4, 6), (20, 6, 3)), ((80,
 
 @pytest.fixture
 def small_dense_max(monkeypatch):
-    monkeypatch.setattr(tucker_module, "DENSE_MAX", 16)
+    monkeypatch.setattr(tucker_module, "DENSE_MAX", 16)  # the solver's route choice ...
+    monkeypatch.setattr(subspace_module, "DENSE_MAX", 16)  # ... and the predicate that names it
     steps = []
     original = tucker_module.subspace_step
 
