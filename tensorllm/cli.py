@@ -17,6 +17,7 @@ With ``--json`` the last line printed is one JSON object (for scripts); everythi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -304,13 +305,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the sweep re-runs itself as its driver
-    # Configure our own logger only: a root handler would print Prefect's and Ray's records a second time.
+    with command_logging(args.verbose):
+        return run_command(args)
+
+
+@contextlib.contextmanager
+def command_logging(verbose: bool):
+    """Our own loggers (tensorllm, flows, tasks) print to stderr at INFO (``-v``) or WARNING while one command
+    runs, and are restored after: ``main`` called in-process (tests, notebooks) leaves no handler or level behind.
+    A root handler would print Prefect's and Ray's records a second time, so only ours are configured."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("tensorllm", "flows", "tasks"):
-        logger = logging.getLogger(name)
+    loggers = [logging.getLogger(name) for name in ("tensorllm", "flows", "tasks")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
+        logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+def run_command(args) -> int:
+    """``args.func(args)``, with every bad input as one line on stderr and exit code 2 (``--debug``: the traceback)."""
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, KeyError, ModuleNotFoundError,  # flows.validate.SweepInputError too

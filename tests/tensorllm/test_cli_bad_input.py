@@ -59,3 +59,14 @@ def test_an_output_folder_under_a_regular_file_is_one_line(argv, tmp_path, monke
     capsys.readouterr()  # the saving's progress bars
     code, err = run([str(tiny) if a == "{tiny}" else a for a in argv], capsys)
     assert code == 2 and "\n" not in err and "afile" in err, err
+
+
+def test_a_command_run_in_process_leaves_the_loggers_as_it_found_them(capsys):
+    """``main`` configures our loggers for one command only: no handler piles up and INFO records still reach
+    other code's log capture afterwards (a leftover WARNING level once hid them from a later test)."""
+    import logging
+
+    logger = logging.getLogger("tensorllm")
+    before = (list(logger.handlers), logger.level)
+    assert main(["models", "--mlflow-tracking-uri", "ftp://h/x", "list"]) == 2
+    assert (list(logger.handlers), logger.level) == before
