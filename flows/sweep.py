@@ -41,6 +41,7 @@ from tensorllm.models import resolve_model
 
 from .compose import ComposedPlan, LayerEdit, greedy_name, greedy_order, uniform_plans
 from .config import SweepConfig, code_version
+from .config_file import config_yaml
 from .holdout import half_mean, paired_half
 from .noninferiority import single_test
 from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, higher_is_better,
@@ -206,8 +207,11 @@ def run_sweep(config: SweepConfig) -> dict:
     summary["best_composed_decision"] = (composed_decision.sentence if composed_decision else
                                          "No composed variant: compose is off or the sweep has fewer than 2 layers.")
     summary["transfer"] = _transfer(uri, name, config, transfer, baseline, promoted, transfer_futures, metric)
+    effective = config_yaml(config)  # the run as a file: `tensorllm sweep --config sweep_config.yaml` repeats it
     summary["sweep_run_id"] = log_sweep_task(uri, name, summary, str(reports_dir), metric, decision.sentence,
-                                             config.model_dump(mode="json"))
+                                             config.model_dump(mode="json"), effective)
+    create_markdown_artifact(markdown=f"Repeat this sweep with `tensorllm sweep --config FILE`:\n\n```yaml\n{effective}```",
+                             key="sweep-config", description=f"Effective configuration of the sweep of {name}")
     create_markdown_artifact(markdown=f"**Decision** ({config.objective}): {decision.sentence}\n\n"
                              + markdown_table(summary["variants"], metric), key="sweep-variants",
                              description=f"Variants of {name} and the promotion decision")

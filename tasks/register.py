@@ -53,9 +53,10 @@ def describe_task(tracking_uri: str | None, registered_model: str, version: int,
 
 @task(name="log-sweep", cache_policy=NO_CACHE)
 def log_sweep_task(tracking_uri: str | None, registered_model: str, summary: dict, reports_dir: str, metric: str,
-                   description: str | None = None, params: dict | None = None) -> str:
+                   description: str | None = None, params: dict | None = None, config_file: str | None = None) -> str:
     """Draw the sweep's figures and log them with the summary as one MLflow run (``description``: the decision,
-    ``params``: the sweep's parameters)."""
+    ``params``: the sweep's parameters, ``config_file``: the effective configuration as a file that
+    ``tensorllm sweep --config`` repeats, logged as ``sweep_config.yaml``)."""
     out = Path(reports_dir)
     out.mkdir(parents=True, exist_ok=True)
     key = f"val_{metric}"
@@ -68,4 +69,7 @@ def log_sweep_task(tracking_uri: str | None, registered_model: str, summary: dic
     whole = [r for r in summary["variants"] if r.get("whole_model_attention_cr")]
     if whole:
         files.append(compression_front(whole, baseline, key, out / "whole_model_front.png"))
+    if config_file is not None:
+        (out / "sweep_config.yaml").write_text(config_file)
+        files.append(out / "sweep_config.yaml")
     return Registry(tracking_uri).log_sweep(registered_model, summary, files, description=description, params=params)

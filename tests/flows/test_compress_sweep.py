@@ -110,6 +110,17 @@ def test_decision_is_one_sentence_on_the_version_page_and_the_sweep_run(first_ru
     sweep_run = client.get_run(summary["sweep_run_id"])
     assert sweep_run.data.tags["mlflow.note.content"] == sentence
     assert sweep_run.data.params["objective"] == "compress"
+    # the effective configuration is logged as a file that repeats the run (tensorllm sweep --config FILE)
+    import mlflow.artifacts
+
+    from flows.config import SweepConfig
+    from flows.config_file import read_config_file
+    from flows.validate import validate_sweep
+
+    logged = mlflow.artifacts.download_artifacts(run_id=summary["sweep_run_id"], artifact_path="sweep_config.yaml",
+                                                 tracking_uri=params["mlflow_tracking_uri"])
+    assert validate_sweep(read_config_file(logged)) == validate_sweep(params)
+    assert isinstance(validate_sweep(read_config_file(logged)), SweepConfig)
     aliases = client.get_registered_model(REGISTERED).aliases
     if decision["promote"]:
         assert int(aliases["champion"]) == decision["version"] == summary["champion_version"]
