@@ -358,11 +358,9 @@ def _check_reachable(field: str, value: str, host: str | None, port: int, allowe
 
 def _check_writable_folder(field: str, value: str, folder: Path, allowed: str = MLFLOW_SCHEMES) -> None:
     """``folder`` exists and is writable, or its nearest existing parent is (then it can be created)."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise SweepInputError(f"{field}: {existing} is a file, not a folder (got {value!r}); allowed: {allowed}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SweepInputError(f"{field}: folder {existing} is not writable (got {value!r}); allowed: a folder "
-                              "this user can write")
+    from tensorllm.paths import unwritable_reason
+
+    reason = unwritable_reason(folder)
+    if reason is not None:
+        allowed_here = "a folder this user can write" if "not writable" in reason else allowed
+        raise SweepInputError(f"{field}: {reason} (got {value!r}); allowed: {allowed_here}")

@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 
@@ -41,16 +40,12 @@ def emit_json(payload: dict) -> None:
 def check_writable_folder(path: str, option: str) -> None:
     """``path`` is a folder this user can write, or can be created: checked before any compute, so a bad ``--out``
     is one line at once instead of a traceback after the work."""
-    from pathlib import Path
+    from .paths import unwritable_reason
 
-    existing = Path(path).expanduser().resolve()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"{option} {path}: {existing} is a file, not a folder; allowed: a folder this user can "
-                         "create and write")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {path}: folder {existing} is not writable; allowed: a folder this user can write")
+    reason = unwritable_reason(path)
+    if reason is not None:
+        allowed = "a folder this user can " + ("write" if "not writable" in reason else "create and write")
+        raise ValueError(f"{option} {path}: {reason}; allowed: {allowed}")
 
 
 def parse_ranks(text: str) -> tuple[float | int, ...]:
