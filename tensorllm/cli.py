@@ -5,6 +5,7 @@ Usage::
     tensorllm inspect smollm2-135m
     tensorllm decompose smollm2-135m --layer 15 --ranks 64,32,4 --json
     tensorllm evaluate smollm2-135m --dataset fever --split val --limit 200 --variant runs/artifacts/... --json
+    tensorllm evaluate runs/smollm2-2x --lm-eval hellaswag,arc_easy --limit 200
     tensorllm compress smollm2-135m --target-ratio 2 --out runs/smollm2-2x
     tensorllm sweep --json
     tensorllm models list | show NAME[@ALIAS|/VERSION] | load NAME@champion --out DIR
@@ -132,6 +133,12 @@ def cmd_decompose(args) -> int:
 
 # ---- evaluate ------------------------------------------------------------------------------------
 def cmd_evaluate(args) -> int:
+    if args.lm_eval is not None:  # lm-evaluation-harness tasks (the [eval] extra)
+        from .evaluation.lm_eval_command import cmd_lm_eval
+
+        return cmd_lm_eval(args)
+    if args.dataset is None:
+        raise ValueError("give --dataset NAME (or --lm-eval TASKS for lm-evaluation-harness tasks)")
     from pathlib import Path
 
     from .artifact import apply_artifacts, load_artifact
@@ -237,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate the base model, or with artifacts applied, on a dataset split")
     p.add_argument("model")
-    p.add_argument("--dataset", required=True, choices=["qa_wikidata", "hotpotqa", "fever", "bios_profession", "counterfact"])
+    p.add_argument("--dataset", choices=["qa_wikidata", "hotpotqa", "fever", "bios_profession", "counterfact"])
     p.add_argument("--split", choices=["val", "test", "all"], default="val")
     p.add_argument("--limit", type=int, help="the first N items of the split")
     p.add_argument("--variant", action="append", help="artifact folder to apply (repeat to combine)")
@@ -250,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/evaluations/cli", help="folder for the per-example jsonl files")
     _add_layout_option(p)
     p.add_argument("--json", action="store_true")
+    from .evaluation.lm_eval_command import add_lm_eval_options
+
+    add_lm_eval_options(p)  # --lm-eval TASKS (tensorllm/evaluation/lm_eval_command.py)
     p.set_defaults(func=cmd_evaluate)
 
     add_plugin_commands(sub)  # `sweep`, from the pipeline side
