@@ -64,7 +64,10 @@ def cmd_lm_eval(args) -> int:
         print_scores(f"{args.model} {label}", result, path)
         return result
 
-    base = run("base") if (not artifacts or args.compare_base) else None
+    from ..load_export import is_factorised_export
+
+    # the model as given: "base", or "export" for a factorised export (a dense export reads as a base model)
+    base = run("export" if is_factorised_export(folder) else "base") if (not artifacts or args.compare_base) else None
     result = base
     if artifacts:
         with apply_artifacts(model, artifacts):
@@ -82,6 +85,6 @@ def print_scores(title: str, result: LmEvalResult, path: Path) -> None:
     print(f"{title}: lm-eval {result.lm_eval_version}, {result.seconds:.1f} s; scores in {path}")
     for s in result.scores:
         stderr = "" if s.stderr is None else f" ± {s.stderr:.4f}"
-        filt = "" if s.filter == "none" else f" ({s.filter})"
-        print(f"  {s.task:<24} {s.metric}{filt:<12} {s.value:.4f}{stderr}  n={result.n_samples.get(s.task, '?')}")
+        name = s.metric + ("" if s.filter == "none" else f" ({s.filter})")
+        print(f"  {s.task:<24} {name:<24} {s.value:.4f}{stderr}  n={result.n_samples.get(s.task, '?')}")
     sys.stdout.flush()

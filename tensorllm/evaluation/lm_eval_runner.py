@@ -61,12 +61,29 @@ class LmEvalResult:
         out.pop("samples")
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LmEvalResult:
+        """The inverse of :meth:`to_dict` (a result that travelled as a dict, e.g. out of a Prefect task)."""
+        fields = {k: v for k, v in data.items() if k != "scores"}
+        return cls(**fields, scores=[LmEvalScore(**s) for s in data["scores"]])
+
     def score(self, task: str, metric: str, filter: str = "none") -> LmEvalScore:
         """The score of ``task``/``metric`` (KeyError naming the ones there are)."""
         for s in self.scores:
             if (s.task, s.metric, s.filter) == (task, metric, filter):
                 return s
         raise KeyError(f"no score {task}/{metric},{filter}; have {[f'{s.task}/{s.metric},{s.filter}' for s in self.scores]}")
+
+    def metrics(self, prefix: str = "lm_eval") -> dict[str, float]:
+        """Flat metric names for a registry: ``lm_eval.<task>.<metric>`` (``.<filter>`` when not ``none``) and
+        ``..._stderr`` beside each value lm-eval gave a standard error for."""
+        out: dict[str, float] = {}
+        for s in self.scores:
+            name = f"{prefix}.{s.task}.{s.metric}" + ("" if s.filter == "none" else f".{s.filter}")
+            out[name] = s.value
+            if s.stderr is not None:
+                out[name + "_stderr"] = s.stderr
+        return out
 
     def write(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as JSON (the scores and settings; not the per-example samples)."""

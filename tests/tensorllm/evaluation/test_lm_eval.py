@@ -146,7 +146,7 @@ def test_cli_on_the_export_writes_and_prints_the_scores(variant, include_dir, ba
     [acc] = [s for s in payload["lm_eval"]["scores"] if s["metric"] == "acc"]
     _, _, var, _ = base_and_variant_runs
     assert acc["value"] == pytest.approx(var.score(TASK, "acc").value)  # the export is the variant
-    written = json.loads((tmp_path / "out" / "lm-eval-base.json").read_text())
+    written = json.loads((tmp_path / "out" / "lm-eval-export.json").read_text())  # named for what it evaluated
     assert written["n_samples"] == {TASK: N_DOCS}
 
 
@@ -192,3 +192,22 @@ def test_bad_options_are_one_line(argv, match, tmp_path, capsys):
     code = main(["evaluate", str(tmp_path), *argv])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and match in err
+
+
+def test_scores_metrics_and_round_trip_of_a_results_block():
+    """lm-eval's results block -> scores (stderr read beside its metric, "N/A" as None, name/alias skipped) ->
+    registry metric names (the filter appended unless it is "none") -> dict and back unchanged."""
+    from tensorllm.evaluation.lm_eval_runner import LmEvalResult, scores_of
+
+    block = {"gsm8k": {"alias": "gsm8k", "exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": 0.05},
+             "arc_easy": {"name": "arc_easy", "acc,none": 0.5, "acc_stderr,none": 0.1, "acc_norm,none": 0.75,
+                          "acc_norm_stderr,none": "N/A", "sample_len": 4}}
+    result = LmEvalResult(tasks=["arc_easy", "gsm8k"], scores=scores_of(block), n_samples={"arc_easy": 4, "gsm8k": 4},
+                          limit=4, num_fewshot=None, lm_eval_version="0.4.13", seconds=1.0)
+    assert result.metrics() == {"lm_eval.arc_easy.acc": 0.5, "lm_eval.arc_easy.acc_stderr": 0.1,
+                                "lm_eval.arc_easy.acc_norm": 0.75,
+                                "lm_eval.gsm8k.exact_match.strict-match": 0.25,
+                                "lm_eval.gsm8k.exact_match.strict-match_stderr": 0.05}
+    assert LmEvalResult.from_dict(result.to_dict()) == result
+    with pytest.raises(KeyError, match="no score arc_easy/f1,none; have"):
+        result.score("arc_easy", "f1")
