@@ -51,6 +51,9 @@ def compress_sweep(
     loss_margin: float = 0.05,
     compose: list[ComposeStrategy] = ["uniform", "greedy"],  # noqa: B006
     export_best: bool = True,
+    lm_eval_tasks: list[str] | None = None,
+    lm_eval_include: str | None = None,
+    lm_eval_limit: int | None = None,
     registered_model: str | None = None,
     ray_address: str | None = None,
     mlflow_tracking_uri: str | None = None,

@@ -122,6 +122,14 @@ class SweepConfig(BaseModel):
                     "every sweep layer), 'greedy' (layers by validation gain, each kept while still non-inferior); "
                     "[] for single-layer variants only")
     export_best: bool = Field(True, description="write the best composed variant as a factorised model folder")
+    lm_eval_tasks: list[str] | None = Field(
+        None, description="lm-evaluation-harness tasks (e.g. hellaswag arc_easy) run on the champion this sweep "
+                          "promotes, logged as lm_eval.<task>.<metric> metrics on its version; needs the [eval] "
+                          "extra; None: none (docs/evaluation.md)")
+    lm_eval_include: str | None = Field(None, description="lm_eval_tasks: a folder of your own lm-eval task YAML "
+                                                          "files; None: lm-eval's standard tasks only")
+    lm_eval_limit: int | None = Field(None, ge=1, description="lm_eval_tasks: first N documents of each task; "
+                                                              "None: all")
     registered_model: str | None = Field(None, description="MLflow registered model name; None: derived from the "
                                                            "model (tensorllm-<model>, see default_registered_name)")
     ray_address: str | None = Field(None, description="an existing Ray cluster (host:port or ray://host:10001); "

@@ -43,6 +43,7 @@ from .compose import ComposedPlan, LayerEdit, greedy_name, greedy_order, uniform
 from .config import SweepConfig, code_version
 from .config_file import config_yaml
 from .holdout import half_mean, paired_half
+from .lm_eval import champion_lm_eval
 from .noninferiority import single_test
 from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, higher_is_better,
                      next_generation_check, shortlist)
@@ -207,6 +208,8 @@ def run_sweep(config: SweepConfig) -> dict:
     summary["best_composed_decision"] = (composed_decision.sentence if composed_decision else
                                          "No composed variant: compose is off or the sweep has fewer than 2 layers.")
     summary["transfer"] = _transfer(uri, name, config, transfer, baseline, promoted, transfer_futures, metric)
+    champion = next((v for v in everything if decision.promote and v.version == decision.version), None)
+    summary["lm_eval"] = champion_lm_eval(uri, name, config, champion, gpus)  # lm-eval scores on its version
     effective = config_yaml(config)  # the run as a file: `tensorllm sweep --config sweep_config.yaml` repeats it
     summary["sweep_run_id"] = log_sweep_task(uri, name, summary, str(reports_dir), metric, decision.sentence,
                                              config.model_dump(mode="json"), effective)

@@ -70,6 +70,9 @@ def validate_sweep(params: dict) -> SweepConfig:
     check_artifacts_root(config.artifacts_root)
     check_mlflow_uri(config.mlflow_tracking_uri)
     check_ray_address(config.ray_address)
+    from .lm_eval import check_lm_eval  # (flows.lm_eval imports this module's SweepInputError)
+
+    check_lm_eval(config)
     return config
 
 

@@ -36,13 +36,19 @@ def _one_thread():
         yield
 
 
+def task_folder(folder: Path, yaml_name: str, data_name: str = "tiny_choice.jsonl", task: str | None = None) -> Path:
+    """``folder`` holding tests/data/lm_eval/``yaml_name`` with its data file's absolute path filled in (lm-eval
+    reads data_files relative to the cwd), renamed to ``task`` when given; the folder for ``include_path``."""
+    text = (DATA / yaml_name).read_text().replace("DATA_FILE", str(DATA / data_name))
+    if task is not None:
+        text = text.replace(f"task: {Path(yaml_name).stem}", f"task: {task}")
+    (folder / f"{task or Path(yaml_name).stem}.yaml").write_text(text)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def include_dir(tmp_path_factory) -> Path:
-    """The task YAML, with its data file's absolute path filled in (lm-eval reads data_files from the cwd)."""
-    folder = tmp_path_factory.mktemp("lm_eval_tasks")
-    text = (DATA / "tiny_choice.yaml").read_text().replace("DATA_FILE", str(DATA / "tiny_choice.jsonl"))
-    (folder / "tiny_choice.yaml").write_text(text)
-    return folder
+    return task_folder(tmp_path_factory.mktemp("lm_eval_tasks"), "tiny_choice.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +78,10 @@ def own_loglikelihood(model, tokenizer, context: str, continuation: str) -> floa
     return float(sum(logp[i - 1, whole[i]] for i in range(n_context, len(whole))))
 
 
-def choice_loglikelihoods(result) -> dict[tuple[int, str], float]:
-    """(doc id, continuation) -> lm-eval's log-likelihood, from its per-example samples."""
+def choice_loglikelihoods(result, task: str = TASK) -> dict[tuple[int, str, str], float]:
+    """(doc id, context, continuation) -> lm-eval's log-likelihood, from its per-example samples."""
     out = {}
-    for sample in result.samples[TASK]:
+    for sample in result.samples[task]:
         for (context, continuation), resp in zip(sample["arguments"], sample["resps"]):
             out[(sample["doc_id"], context, continuation)] = float(resp[0][0])
     return out
