@@ -38,7 +38,10 @@ DEFAULT_RANKS: list[tuple[float, float, float]] = [
 ]
 Objective = Literal["denoise", "compress"]
 Evaluate = Literal["full", "none"]
-ComposeStrategy = Literal["uniform", "greedy"]
+ComposeStrategy = Literal["uniform", "allocate", "greedy"]
+#: default targets of the `allocate` composition, whole-model attention ratios: the default sweep (4 of SmolLM2's 30
+#: layers) reaches at most 1.15x, so 1.05x and 1.1x; 1.25x and up need more layers (docs/pipeline.md)
+DEFAULT_TARGETS: list[float] = [1.05, 1.1, 1.25, 1.5, 2.0, 3.0]
 Grouping = Literal[tuple(GROUPINGS)]  # type: ignore[valid-type]
 LayoutName = Literal[tuple(LAYOUT_NAMES)]  # type: ignore[valid-type]
 REGISTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -117,10 +120,16 @@ class SweepConfig(BaseModel):
                                                              "nats (0.05: at most ~5% more perplexity); "
                                                              "docs/promotion.md argues the default")
     compose: list[ComposeStrategy] = Field(
-        default_factory=lambda: ["uniform", "greedy"],
+        default_factory=lambda: ["uniform", "allocate"],
         description="whole-model variants built from the per-layer edits: 'uniform' (each rank configuration on "
-                    "every sweep layer), 'greedy' (layers by validation gain, each kept while still non-inferior); "
-                    "[] for single-layer variants only")
+                    "every sweep layer), 'allocate' (for each of `targets`, the least-damage edit per layer -- or "
+                    "dense -- by the knapsack solver of tensorllm compress, damage = each edit's validation loss "
+                    "increase), 'greedy' (layers by validation gain, each kept while still non-inferior); [] for "
+                    "single-layer variants only")
+    targets: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_TARGETS), min_length=1,
+        description="compose 'allocate': the ratios the whole model's attention parameters shrink by, at least, one "
+                    "composed variant each; a target the swept layers cannot reach is a line in the summary")
     export_best: bool = Field(True, description="write the best composed variant as a factorised model folder")
     registered_model: str | None = Field(None, description="MLflow registered model name; None: derived from the "
                                                            "model (tensorllm-<model>, see default_registered_name)")
@@ -156,6 +165,14 @@ class SweepConfig(BaseModel):
             if any(r <= 0 for r in ranks):
                 raise ValueError(f"ranks must be positive integers or fractions in (0, 1]; got {ranks}")
         return value
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_above_one(cls, value):
+        bad = [t for t in value if not (t > 1 and t < float("inf"))]
+        if bad:
+            raise ValueError(f"targets must be finite ratios > 1 (2 = half the attention parameters); got {bad}")
+        return sorted(set(value))
 
     @field_validator("registered_model")
     @classmethod

@@ -120,6 +120,8 @@ def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
                 print(f"  test {dataset} {column}: {_paired_line(stats)}")
     elif summary.get("best_composed_decision"):  # nothing exported: the composed variants failed the rule
         print(f"\nNo composed model exported: {summary['best_composed_decision']}")
+    if summary.get("allocation"):  # what `allocate` made and the targets the swept layers cannot reach
+        print(f"\n{summary['allocation']}")
     print(f"\nDecision: {summary['decision']['sentence']}")
     champion = summary["champion_version"]
     name = summary["registered_model"]

@@ -143,10 +143,20 @@ def test_default_ranks_are_valid_on_other_shapes(shape):
 
 
 def test_composition_parameters():
-    assert SweepConfig().compose == ["uniform", "greedy"] and SweepConfig().export_best  # both by default
+    # uniform ranks and the allocation at target ratios by default; greedy on request
+    assert SweepConfig().compose == ["uniform", "allocate"] and SweepConfig().export_best
+    assert SweepConfig(compose=["greedy"]).compose == ["greedy"]
     assert SweepConfig(compose=[]).compose == []  # single-layer variants only
-    with pytest.raises(ValidationError, match="'uniform' or 'greedy'"):
+    with pytest.raises(ValidationError, match="'uniform', 'allocate' or 'greedy'"):
         SweepConfig(compose=["random"])
+    # the default targets: 1.05x and 1.1x are within the default sweep's reach (4 of 30 layers), the rest need more
+    assert SweepConfig().targets == [1.05, 1.1, 1.25, 1.5, 2.0, 3.0]
+    assert SweepConfig(targets=[3, 1.5, 3]).targets == [1.5, 3.0]  # sorted, once each
+    for bad in ([1.0], [0.5, 2], [float("inf")]):  # 1x compresses nothing
+        with pytest.raises(ValidationError, match="targets must be finite ratios > 1"):
+            SweepConfig(targets=bad)
+    with pytest.raises(ValidationError, match="at least 1 item"):
+        SweepConfig(targets=[])
 
 
 def test_flow_parameters_are_the_config_fields():
