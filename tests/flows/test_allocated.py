@@ -135,3 +135,34 @@ def test_the_registered_variant_carries_its_target_and_achieved_ratio():
     assert v.extra_tags["allocation.targets"] == "1.25x"
     v.val = {"qa_wikidata": {"top1_accuracy": 0.4, "loss": 2.0}}
     assert summary_row(v, "top1_accuracy")["target_ratio"] == 1.25  # the front plot labels the point with it
+
+
+def test_the_default_sweep_reaches_its_first_two_default_targets_on_smollm2():
+    """The default sweep (the last 4 of SmolLM2-135M's 30 layers, the default rank grid) makes allocate variants:
+    its smallest edit leaves 4,704 of a layer's 884,736 attention parameters (188x, as exported), so the 4 layers
+    give at most 30 / (26 + 4/188) = 1.153x of the whole model's attention: 1.05x and 1.1x, not 1.25x and up."""
+    from flows.config import DEFAULT_RANKS, SweepConfig
+    from tensorllm.attention_shape import AttentionShape
+    from tensorllm.factorised import factorised_cost
+    from tensorllm.tensorise import tensor_shape
+    from tensorllm.tucker import resolve_ranks
+
+    shape = AttentionShape(9, 3, 64, 576)  # SmolLM2-135M: 9 query heads, 3 KV heads, head_dim 64, d_model 576
+    config = SweepConfig()
+    dims = tensor_shape(shape, config.grouping)
+    layers = config.resolve_layers(30)
+    edits = []
+    for layer in layers:
+        for k, spec in enumerate(DEFAULT_RANKS):
+            ranks = resolve_ranks(spec, dims, [])
+            cost = factorised_cost(shape, ranks[0], ranks[1])
+            edit = LayerEdit(layer, ranks, f"a/l{layer}-{k}", 0.0, 0.0)
+            # damages grow with compression, fragile layer 27 ten times more (as measured: docs/promotion.md)
+            edits.append(CostedEdit(edit, shape.n_params - cost.factorised_params, 0.01 * (k + 1) ** 2 * (10 if layer == 27 else 1)))
+    result = allocate_plans(edits, 30 * shape.n_params, config.targets)
+    assert layers == [26, 27, 28, 29] and result.reachable == pytest.approx(1.1529, abs=1e-4)
+    assert [p.metrics["allocation.target_ratio"] for p in result.plans] == [1.05, 1.1]
+    assert result.unreachable == [1.25, 1.5, 2.0, 3.0]
+    # the fragile layer is spared at 1.05x (the other 3 at their mildest edit, 0.03, beat any plan with it) and
+    # taken mildly at 1.1x, where the other 3 alone need their strongest edits (0.75 against 0.22 with it)
+    assert 27 not in chosen(result.plans[0]) and 27 in chosen(result.plans[1])
