@@ -105,8 +105,8 @@ class SweepConfig(BaseModel):
                     "in docs/promotion.md). 'denoise': the best variant by the "
                     "validation metric, only if its paired gain over the base is significant at `alpha` after a Holm "
                     "correction over all variants, with the same loss and generation evidence (the paper's "
-                    "accuracy-raising use). The greedy composition is built on half of the validation items and "
-                    "tested on the other half; the test split is the report (docs/promotion.md).")
+                    "accuracy-raising use). The allocate and greedy compositions are built on half of the validation "
+                    "items and tested on the other half; the test split is the report (docs/promotion.md).")
     alpha: float = Field(0.05, description="significance level: family-wise for 'denoise'; 'compress' controls the "
                                            "one-sided family-wise error at alpha/2; 0 < alpha < 1")
     margin: float = Field(0.02, description="non-inferiority margin on accuracy (selection metric and generation "

@@ -230,8 +230,8 @@ def _generation_guard(baseline: Variant, v: Variant) -> dict | None:
 
 
 def _paired(v: Variant, base_results: dict, results: dict, column: str, label: str) -> dict:
-    """The paired validation comparison the policy reads, datasets pooled; a greedy composition's on the
-    confirmation half only (it was built on the other half: flows.holdout)."""
+    """The paired validation comparison the policy reads, datasets pooled; an allocated or greedy composition's
+    on the confirmation half only (it was built on the other half: flows.holdout)."""
     if v.kind in BUILT_ON_VALIDATION:
         return paired_half(_examples(base_results), _examples(results), column, "confirm")
     return paired_pooled_task(_examples(base_results), _examples(results), column, label)
