@@ -54,9 +54,11 @@ class Allocated:
     @property
     def note(self) -> str:
         """One line for the sweep's summary."""
-        made = (f"{len(self.plans)} composed variant{'s' if len(self.plans) != 1 else ''} for target"
-                f"{'s' if len(self.plans) != 1 else ''} "
-                + ", ".join(p.tags["allocation.targets"] for p in self.plans) if self.plans else "no composed variant")
+        served = [t for p in self.plans for t in p.tags["allocation.targets"].split(",")]
+        made = "no composed variant"
+        if self.plans:
+            made = (f"{len(self.plans)} composed variant{'s' if len(self.plans) > 1 else ''} for "
+                    f"target{'s' if len(served) > 1 else ''} {', '.join(served)}")
         if not self.unreachable:
             return f"allocate: {made}."
         where = f"layers {layers_label(self.layers)}" if self.layers else "no layer"

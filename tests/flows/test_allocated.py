@@ -166,3 +166,10 @@ def test_the_default_sweep_reaches_its_first_two_default_targets_on_smollm2():
     # the fragile layer is spared at 1.05x (the other 3 at their mildest edit, 0.03, beat any plan with it) and
     # taken mildly at 1.1x, where the other 3 alone need their strongest edits (0.75 against 0.22 with it)
     assert 27 not in chosen(result.plans[0]) and 27 in chosen(result.plans[1])
+
+
+def test_the_note_counts_variants_and_targets():
+    merged = allocate_plans(EDITS, 1000, [1.04, 1.05])  # one plan serves both
+    assert merged.note == "allocate: 1 composed variant for targets 1.04x, 1.05x."
+    two = allocate_plans(EDITS, 1000, [1.1, 1.25])
+    assert two.note == "allocate: 2 composed variants for targets 1.1x, 1.25x."
