@@ -63,11 +63,14 @@ def check_dataset_name(name: str) -> DatasetSpec:
         raise ValueError(f"Unknown dataset {name!r}; allowed: {dataset_names()}") from None
 
 
-def check_dataset(ref: str) -> None:
+def check_dataset(ref: str, *, read: bool = False) -> None:
     """Raise (one line) unless ``ref`` is a built-in name or a usable user dataset reference
-    (:mod:`.user_spec`: a data file, a save_to_disk folder or a spec file)."""
+    (:mod:`.user_spec`: a data file, a save_to_disk folder or a spec file). ``read=True`` also reads a user
+    dataset whole, strictly (a malformed record fails now, named by file and line, not after a model loads)."""
     if isinstance(ref, str) and is_user_reference(ref):
         parse_reference(ref)
+        if read:
+            load_user_task(ref)
     else:
         check_dataset_name(ref)
 

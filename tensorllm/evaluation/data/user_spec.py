@@ -178,5 +178,14 @@ def canonical_reference(ref: str) -> str:
 
 
 def dataset_label(ref: str) -> str:
-    """What metrics, files and cache folders call a dataset: the built-in name, or the user dataset's name."""
-    return ref if not is_user_reference(ref) else parse_reference(ref).name
+    """What metrics, files and cache folders call a dataset: the built-in name, or the user dataset's name.
+
+    A string that is neither (a record keyed by some other label) comes back with anything but letters,
+    digits, ``_``, ``.`` and ``-`` replaced by ``_``: a label is a file name, never a path.
+    """
+    if not is_user_reference(ref):
+        return ref
+    try:
+        return parse_reference(ref).name
+    except UserDatasetError:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", ref)
