@@ -44,8 +44,7 @@ def _records(spec: UserDatasetSpec, policy: MalformedPolicy) -> Iterator[tuple[s
     """``(file, location, record)`` for each record with the spec's fields (bad ones go to ``policy``)."""
     fields = _fields(spec)
     if spec.hub is not None:
-        rows = datasets.load_dataset(spec.hub, spec.hub_config, split=spec.hub_split)
-        yield from _dataset_rows(rows, f"hub:{spec.hub}", fields, policy)
+        yield from _dataset_rows(load_hub(spec), f"hub:{spec.hub}", fields, policy)
         return
     path = Path(spec.path)
     if path.is_dir():
@@ -72,6 +71,16 @@ def _records(spec: UserDatasetSpec, policy: MalformedPolicy) -> Iterator[tuple[s
                                "or a save_to_disk folder")
     for location, record in rows:
         yield str(path), location, record
+
+
+def load_hub(spec: UserDatasetSpec) -> datasets.Dataset:
+    """``datasets.load_dataset(hub, hub_config, split=hub_split)``; a failure is one line naming the field."""
+    try:
+        return datasets.load_dataset(spec.hub, spec.hub_config, split=spec.hub_split)
+    except (ConnectionError, FileNotFoundError, ValueError) as exc:  # offline and not cached, no such id/split
+        raise UserDatasetError(f"field 'hub': {spec.hub!r} (config {spec.hub_config!r}, split {spec.hub_split!r}) "
+                               f"cannot be loaded: {' '.join(str(exc).split())}; allowed: a dataset id in the local "
+                               "Hugging Face cache when offline (HF_DATASETS_OFFLINE=1), any id online") from None
 
 
 def _dataset_rows(rows: datasets.Dataset, where: str, fields, policy: MalformedPolicy):
@@ -177,7 +186,7 @@ def user_dataset_digest(ref: str) -> str:
     spec = parse_reference(ref)
     digest = hashlib.sha256(json.dumps(spec.model_dump(exclude={"path"}), sort_keys=True).encode())
     if spec.hub is not None:
-        for row in datasets.load_dataset(spec.hub, spec.hub_config, split=spec.hub_split):
+        for row in load_hub(spec):
             digest.update(json.dumps(row, sort_keys=True, default=str).encode())
         return digest.hexdigest()
     path = Path(spec.path)

@@ -11,7 +11,7 @@ import pytest
 
 from tensorllm.evaluation import EvalConfig, evaluate, load_task
 from tensorllm.evaluation.data import dataset_digest
-from tensorllm.evaluation.data.user_spec import canonical_reference, dataset_label, parse_reference
+from tensorllm.evaluation.data.user_spec import canonical_reference, dataset_label
 from tensorllm.evaluation.splits import select_split
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -92,6 +92,15 @@ def test_save_to_disk_folder_and_a_dataset_id_read_by_load_dataset(tmp_path):
     task = load_task(str(hub))
     assert task.name == "hubbed" and task.source.startswith("hub:") and len(task) == 5
     assert len(dataset_digest(str(hub))) == 64
+
+
+def test_a_hub_id_offline_and_not_cached_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    spec = spec_file(tmp_path, "hub: someone/not-in-the-cache\n")
+    with pytest.raises(ValueError, match=r"field 'hub': 'someone/not-in-the-cache' .* cannot be loaded: .*; allowed: "
+                                         r"a dataset id in the local Hugging Face cache when offline"):
+        load_task(str(spec))
 
 
 def test_the_digest_follows_the_content_and_the_spec(tmp_path):
