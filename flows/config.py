@@ -162,7 +162,9 @@ class SweepConfig(BaseModel):
     @field_validator("transfer_dataset")
     @classmethod
     def _transfer_known(cls, value: str | None) -> str | None:
-        return None if value is None else canonical_reference(value)
+        if value is None or value.strip().lower() == "none":  # --transfer-dataset none on the command line
+            return None
+        return canonical_reference(value)
 
     @field_validator("layers")
     @classmethod

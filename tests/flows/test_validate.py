@@ -257,5 +257,6 @@ def test_your_own_data_as_transfer_dataset_is_checked_and_made_absolute(tiny, tm
     monkeypatch.chdir(tmp_path)
     config = validate_sweep({"model": str(tiny), **GOOD, "transfer_dataset": "mine.jsonl"})
     assert config.transfer_dataset == str(tmp_path / "mine.jsonl")  # Ray workers resolve paths elsewhere
+    assert SweepConfig(transfer_dataset="none").transfer_dataset is None  # how the command line says None
     with pytest.raises(SweepInputError, match=r"^transfer_dataset: dataset 'gone\.csv': no such file or folder"):
         validate_sweep({"model": str(tiny), **GOOD, "transfer_dataset": "gone.csv"})
