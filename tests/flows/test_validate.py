@@ -260,3 +260,16 @@ def test_your_own_data_as_transfer_dataset_is_checked_and_made_absolute(tiny, tm
     assert SweepConfig(transfer_dataset="none").transfer_dataset is None  # how the command line says None
     with pytest.raises(SweepInputError, match=r"^transfer_dataset: dataset 'gone\.csv': no such file or folder"):
         validate_sweep({"model": str(tiny), **GOOD, "transfer_dataset": "gone.csv"})
+
+
+def test_cli_sweep_with_a_bad_dataset_file_is_one_line_exit_2(tiny, tmp_path, capsys, monkeypatch):
+    from tensorllm.cli import main
+
+    (tmp_path / "mine.jsonl").write_text('{"prompt": "The sky is"}\n')
+    monkeypatch.chdir(tmp_path)
+    code = main(["sweep", "--model", str(tiny), "--layers", "last 2", "--ranks", "4,2,1", "--datasets", "mine.jsonl"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"tensorllm sweep: error: datasets: '{tmp_path / 'mine.jsonl'}' cannot be read: "
+                          f"{tmp_path / 'mine.jsonl'}:1: missing field(s) ['answer']")
+    assert not (tmp_path / "runs").exists()  # nothing started
