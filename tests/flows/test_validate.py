@@ -273,3 +273,17 @@ def test_cli_sweep_with_a_bad_dataset_file_is_one_line_exit_2(tiny, tmp_path, ca
     assert err.startswith(f"tensorllm sweep: error: datasets: '{tmp_path / 'mine.jsonl'}' cannot be read: "
                           f"{tmp_path / 'mine.jsonl'}:1: missing field(s) ['answer']")
     assert not (tmp_path / "runs").exists()  # nothing started
+
+
+def test_a_config_file_names_your_own_data_and_print_config_writes_it_absolute(tiny, tmp_path, capsys, monkeypatch):
+    import yaml
+
+    from tensorllm.cli import main
+
+    (tmp_path / "mine.jsonl").write_text('{"prompt": "The sky is", "answer": "blue"}\n')
+    (tmp_path / "sweep.yaml").write_text(f"model: {tiny}\nlayers: last 2\nranks: [[4, 2, 1]]\n"
+                                         "datasets: [fever, mine.jsonl]\ntransfer_dataset: none\n")
+    monkeypatch.chdir(tmp_path)  # a relative path is read from the folder the command runs in
+    assert main(["sweep", "--config", "sweep.yaml", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["datasets"] == ["fever", str(tmp_path / "mine.jsonl")] and printed["transfer_dataset"] is None
