@@ -79,7 +79,8 @@ def test_multiple_choice_with_per_record_options_is_lettered(tmp_path):
     assert task.dataset["prompt"][0] == "Which is a colour?\nA. red\nB. dog\nC. tree\nAnswer:"
 
 
-def test_save_to_disk_folder_and_a_dataset_id_read_by_load_dataset(tmp_path):
+def test_save_to_disk_folder_and_a_dataset_id_read_by_load_dataset(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")  # load_dataset writes arrow files
     rows = {"question": [r["question"] for r in qa(8)], "gold": [r["gold"] for r in qa(8)]}
     datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "saved"))
     saved = load_task(str(spec_file(tmp_path, "path: saved\nprompt_field: question\nanswer_field: gold\n")))
