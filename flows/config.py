@@ -16,11 +16,15 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from tensorllm.evaluation.data import dataset_names
+from tensorllm.evaluation.data.user_spec import canonical_reference, dataset_label
 from tensorllm.layouts import LAYOUT_NAMES
 from tensorllm.tensorise import DEFAULT_GROUPING, GROUPINGS
 
-#: the dataset registry's names (tensorllm.evaluation.data.DATASETS): one list, for the flow, the UI form and the CLI
-DatasetName = Literal[tuple(dataset_names())]  # type: ignore[valid-type]
+#: a dataset: a name of the registry (tensorllm.evaluation.data.DATASETS) or your own data (a data file, a
+#: save_to_disk folder or a .yaml spec: tensorllm.evaluation.data.user_spec), checked by SweepConfig's validator
+DatasetName = str
+DATASET_HELP = (f"built-in names ({', '.join(dataset_names())}) or your own data: a .jsonl/.json/.csv file with "
+                "fields prompt and answer, or a .yaml spec (docs/evaluation.md#your-own-data)")
 SelectionMetric = Literal["accuracy", "top1_accuracy", "loss"]
 LaserMatrix = Literal["fc_in", "fc_up", "fc_out"]
 
@@ -59,7 +63,8 @@ class SweepConfig(BaseModel):
 
     model: str = Field("smollm2-135m", description="smollm2-135m, a local Hugging Face folder, or a hub id")
     datasets: list[DatasetName] = Field(default_factory=lambda: ["qa_wikidata"], min_length=1,
-                                        description="evaluation datasets; selection uses the mean over them")
+                                        description="evaluation datasets, " + DATASET_HELP + "; selection uses the "
+                                                    "mean over them")
     layers: str | list[int] = Field("last 4", description="the layers to decompose: a list of indices, 'last N' "
                                                           "or 'all'")
     ranks: list[tuple[float, float, float]] = Field(
@@ -94,7 +99,8 @@ class SweepConfig(BaseModel):
     transfer_dataset: DatasetName | None = Field(
         "counterfact", description="a second dataset the champion was not selected on: its test split (test_limit "
                                    "items) evaluated for the champion and the base, the paired comparison recorded as "
-                                   "transfer.* metrics on the champion's version; None (or one of `datasets`): skipped")
+                                   "transfer.* metrics on the champion's version; None (or one of `datasets`): skipped; "
+                                   "a built-in name or your own data, as `datasets`")
     objective: Objective = Field(
         "compress",
         description="promotion rule. 'compress' (default): the most compressed variant shown non-inferior to the "
@@ -150,6 +156,24 @@ class SweepConfig(BaseModel):
                               description="a batch: several models (names, folders or hub ids) compressed in one run "
                                           "as one DAG on one Ray cluster, each under its own derived registered name "
                                           "with its own champion; replaces `model` when given; [] for `model` alone")
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets_known(cls, value: list[str]) -> list[str]:
+        refs = [canonical_reference(ref) for ref in value]  # one line naming the reference; paths made absolute
+        labels = [dataset_label(ref) for ref in refs]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ValueError(f"{twice} named more than once (got {value}); allowed: distinct datasets with "
+                             "distinct names (name: in a spec file)")
+        return refs
+
+    @field_validator("transfer_dataset")
+    @classmethod
+    def _transfer_known(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() == "none":  # --transfer-dataset none on the command line
+            return None
+        return canonical_reference(value)
 
     @field_validator("layers")
     @classmethod

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from tensorllm.artifact import read_meta
 from tensorllm.composed import WholeModelSize
+from tensorllm.evaluation.data.user_spec import dataset_label
 from tensorllm.identity import variant_key
 
 from .compose import COMPOSED_KINDS, ComposedPlan
@@ -106,7 +107,7 @@ def flat_metrics(per_dataset: dict[str, dict], split: str) -> dict[str, float]:
         if value is not None:
             out[f"{split}_{name}"] = value
     for dataset, r in per_dataset.items():
-        prefix = f"{dataset}.{split}"
+        prefix = f"{dataset_label(dataset)}.{split}"  # your own data: its name, never its path
         if r["accuracy"] is not None:
             out[f"{prefix}_accuracy"] = r["accuracy"]
             out[f"{prefix}_accuracy_ci_low"], out[f"{prefix}_accuracy_ci_high"] = r["accuracy_ci"]
@@ -133,7 +134,7 @@ def paired_metrics(paired: dict[str, dict], split: str = "test") -> dict[str, fl
         for column, stats in by_column.items():
             for key, value in stats.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    out[f"{dataset}.{split}_vs_baseline.{column}.{key}"] = value
+                    out[f"{dataset_label(dataset)}.{split}_vs_baseline.{column}.{key}"] = value
     return out
 
 
@@ -177,7 +178,7 @@ def variant_record(v: Variant, model: str, datasets: list[str], val_limit: int |
     tags = {**common_tags, **v.extra_tags, "kind": "baseline" if not v.artifacts else "variant", "variant_name": v.name,
             "variant_kind": v.kind, "val_limit": str(val_limit), "generate": str(generate),
             "selection_metric": selection_metric}
-    files = {f"{dataset}_val_examples.jsonl": r["examples"] for dataset, r in v.val.items()}
+    files = {f"{dataset_label(dataset)}_val_examples.jsonl": r["examples"] for dataset, r in v.val.items()}
     params = {"model": model, "datasets": ",".join(datasets), "val_limit": val_limit, **v.params}
     return {"key": v.key, "name": v.name, "base_model": model, "artifacts": v.artifacts,
             "params": params, "metrics": metrics, "tags": tags, "files": files}

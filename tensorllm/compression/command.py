@@ -41,7 +41,9 @@ def add_compress_command(sub) -> None:
                         "grid, docs/compress.md)")
     p.add_argument("--grouping", choices=GROUPINGS, default=DEFAULT_GROUPING)
     p.add_argument("--layers", type=_layers, help="only these layers may change (default all)")
-    p.add_argument("--dataset", default="qa_wikidata", help="validation prompts for calibration and verification")
+    p.add_argument("--dataset", default="qa_wikidata", help="validation prompts for calibration and verification: a "
+                                                             "built-in name or your own data (a .jsonl/.json/.csv file "
+                                                             "or a .yaml spec; docs/evaluation.md#your-own-data)")
     p.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS, help=f"calibration prompts (default {DEFAULT_PROMPTS})")
     p.add_argument("--val-limit", type=int, default=200, help="validation items for the verification (default 200)")
     p.add_argument("--generate", action="store_true", help="verify with greedy-generation accuracy (slower) "
@@ -57,9 +59,11 @@ def add_compress_command(sub) -> None:
 def cmd_compress(args) -> int:
     from .. import progress
     from ..cli import check_writable_folder, emit_json
+    from ..evaluation.data.registry import check_dataset
     from .api import compress
 
     check_writable_folder(args.out, "--out")
+    check_dataset(args.dataset, read=True)  # one line, before any model is loaded
     listener = progress.tqdm_listener(not args.json and sys.stderr.isatty(), unit="edits")
     with progress.listening(listener):
         report = compress(args.model, args.target_ratio, args.out, grid=args.ranks, grouping=args.grouping,

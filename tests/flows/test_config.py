@@ -187,13 +187,14 @@ def test_every_config_field_has_a_description_and_a_cli_option():
         assert name in dests, name
 
 
-def test_dataset_choices_come_from_the_dataset_registry():
-    import typing
-
-    from flows.config import DatasetName
+def test_dataset_help_names_the_registry_and_your_own_data():
+    """The datasets field accepts the registry's names (its help lists them, from the registry) and your own data."""
+    from flows.config import SweepConfig
     from tensorllm.evaluation.data import dataset_names
 
-    assert list(typing.get_args(DatasetName)) == dataset_names()
+    description = SweepConfig.model_fields["datasets"].description
+    assert ", ".join(dataset_names()) in description and ".jsonl" in description
+    assert SweepConfig(datasets=dataset_names()).datasets == dataset_names()  # built-in names stay as they are
 
 
 def test_docs_parameter_table_lists_every_config_field():
