@@ -1,9 +1,12 @@
-"""Whole-model composition: from the per-layer edits of a sweep to composed variants (issue 8, item 2).
+"""Whole-model composition: from the per-layer edits of a sweep to composed variants.
 
-Two strategies, both built only from artifacts the sweep already decomposed:
+Three strategies, all built only from artifacts the sweep already decomposed:
 
 * **uniform**: one rank configuration applied to every layer of the sweep (or its last N) — one composed
   variant per rank configuration;
+* **allocate**: for each target ratio of the whole model's attention, the least-damage edit per layer (or
+  dense) under that budget, chosen by the knapsack solver of ``tensorllm compress``; the damage of an edit is
+  its measured validation loss increase on the *build* half (:mod:`flows.allocated`);
 * **greedy**: the layers in order of their validation gain (the best single-layer edit of each layer
   against the baseline, on the selection metric), each edit kept only if the composed model stays
   non-inferior to the base (paired, every endpoint within its margin: :func:`flows.noninferiority.single_test`);
@@ -18,6 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: every composition strategy's variant kind (the ``variant_kind`` tag is the strategy that built the variant)
+COMPOSED_KINDS: tuple[str, ...] = ("uniform", "allocate", "greedy")
+#: strategies that look at validation outcomes: built on the build half, tested on the confirm half (flows.holdout)
+BUILT_ON_VALIDATION: tuple[str, ...] = ("allocate", "greedy")
 
 @dataclass
 class LayerEdit:
@@ -35,8 +42,10 @@ class ComposedPlan:
     """A composed variant to evaluate: a name, its kind and the artifacts it applies (one per layer)."""
 
     name: str
-    kind: str  # "uniform" | "greedy"
+    kind: str  # one of COMPOSED_KINDS
     edits: list[LayerEdit] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)  # registered with the variant (allocate: its target)
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def layers(self) -> list[int]:
@@ -51,11 +60,11 @@ class ComposedPlan:
         return min(self.layers)
 
 
-def _ranks_label(ranks) -> str:
+def ranks_label(ranks) -> str:
     return "x".join(str(r) for r in ranks)
 
 
-def _layers_label(layers: list[int]) -> str:
+def layers_label(layers: list[int]) -> str:
     contiguous = layers == list(range(layers[0], layers[-1] + 1))
     return f"{layers[0]}-{layers[-1]}" if contiguous and len(layers) > 1 else ",".join(map(str, layers))
 
@@ -75,7 +84,7 @@ def uniform_plans(edits: list[LayerEdit], last_n: int | None = None) -> list[Com
     plans = []
     for ranks, per_layer in by_ranks.items():
         if sorted(per_layer) == layers:
-            plans.append(ComposedPlan(name=f"uniform-r{_ranks_label(ranks)}-layers{_layers_label(layers)}",
+            plans.append(ComposedPlan(name=f"uniform-r{ranks_label(ranks)}-layers{layers_label(layers)}",
                                       kind="uniform", edits=[per_layer[layer] for layer in layers]))
     return plans
 
@@ -92,6 +101,10 @@ def greedy_order(edits: list[LayerEdit], baseline_metric: float, higher_is_bette
     return sorted(best.values(), key=lambda e: (-(sign * (e.val_metric - baseline_metric)), e.val_loss, e.layer))
 
 
+def edits_name(prefix: str, edits: list[LayerEdit]) -> str:
+    """``prefix`` then each edit as ``layer:R1xR2xR3``, by layer: ``greedy-26:8x4x2+27:8x4x2``."""
+    return prefix + "+".join(f"{e.layer}:{ranks_label(e.ranks)}" for e in sorted(edits, key=lambda e: e.layer))
+
+
 def greedy_name(edits: list[LayerEdit]) -> str:
-    parts = [f"{e.layer}:{_ranks_label(e.ranks)}" for e in sorted(edits, key=lambda e: e.layer)]
-    return "greedy-" + "+".join(parts)
+    return edits_name("greedy-", edits)

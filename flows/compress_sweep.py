@@ -19,7 +19,7 @@ from typing import Literal
 from prefect import flow
 
 from .batch import run_batch
-from .config import (DEFAULT_GROUPING, DEFAULT_RANKS, ComposeStrategy, DatasetName, Grouping, LaserSpec, LayoutName,
+from .config import (DEFAULT_GROUPING, DEFAULT_RANKS, DEFAULT_TARGETS, ComposeStrategy, DatasetName, Grouping, LaserSpec, LayoutName,
                      Objective, SelectionMetric)
 from .runtime.ray_runner import ray_runner
 from .sweep import run_sweep
@@ -49,7 +49,8 @@ def compress_sweep(
     margin: float = 0.02,
     relative_margin: float | None = None,
     loss_margin: float = 0.05,
-    compose: list[ComposeStrategy] = ["uniform", "greedy"],  # noqa: B006
+    compose: list[ComposeStrategy] = ["uniform", "allocate"],  # noqa: B006
+    targets: list[float] = DEFAULT_TARGETS,  # noqa: B006
     export_best: bool = True,
     lm_eval_tasks: list[str] | None = None,
     lm_eval_include: str | None = None,

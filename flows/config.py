@@ -16,11 +16,15 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from tensorllm.evaluation.data import dataset_names
+from tensorllm.evaluation.data.user_spec import canonical_reference, dataset_label
 from tensorllm.layouts import LAYOUT_NAMES
 from tensorllm.tensorise import DEFAULT_GROUPING, GROUPINGS
 
-#: the dataset registry's names (tensorllm.evaluation.data.DATASETS): one list, for the flow, the UI form and the CLI
-DatasetName = Literal[tuple(dataset_names())]  # type: ignore[valid-type]
+#: a dataset: a name of the registry (tensorllm.evaluation.data.DATASETS) or your own data (a data file, a
+#: save_to_disk folder or a .yaml spec: tensorllm.evaluation.data.user_spec), checked by SweepConfig's validator
+DatasetName = str
+DATASET_HELP = (f"built-in names ({', '.join(dataset_names())}) or your own data: a .jsonl/.json/.csv file with "
+                "fields prompt and answer, or a .yaml spec (docs/evaluation.md#your-own-data)")
 SelectionMetric = Literal["accuracy", "top1_accuracy", "loss"]
 LaserMatrix = Literal["fc_in", "fc_up", "fc_out"]
 
@@ -38,7 +42,10 @@ DEFAULT_RANKS: list[tuple[float, float, float]] = [
 ]
 Objective = Literal["denoise", "compress"]
 Evaluate = Literal["full", "none"]
-ComposeStrategy = Literal["uniform", "greedy"]
+ComposeStrategy = Literal["uniform", "allocate", "greedy"]
+#: default targets of the `allocate` composition, whole-model attention ratios: the default sweep (4 of SmolLM2's 30
+#: layers) reaches at most 1.15x, so 1.05x and 1.1x; 1.25x and up need more layers (docs/pipeline.md)
+DEFAULT_TARGETS: list[float] = [1.05, 1.1, 1.25, 1.5, 2.0, 3.0]
 Grouping = Literal[tuple(GROUPINGS)]  # type: ignore[valid-type]
 LayoutName = Literal[tuple(LAYOUT_NAMES)]  # type: ignore[valid-type]
 REGISTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -56,7 +63,8 @@ class SweepConfig(BaseModel):
 
     model: str = Field("smollm2-135m", description="smollm2-135m, a local Hugging Face folder, or a hub id")
     datasets: list[DatasetName] = Field(default_factory=lambda: ["qa_wikidata"], min_length=1,
-                                        description="evaluation datasets; selection uses the mean over them")
+                                        description="evaluation datasets, " + DATASET_HELP + "; selection uses the "
+                                                    "mean over them")
     layers: str | list[int] = Field("last 4", description="the layers to decompose: a list of indices, 'last N' "
                                                           "or 'all'")
     ranks: list[tuple[float, float, float]] = Field(
@@ -91,7 +99,8 @@ class SweepConfig(BaseModel):
     transfer_dataset: DatasetName | None = Field(
         "counterfact", description="a second dataset the champion was not selected on: its test split (test_limit "
                                    "items) evaluated for the champion and the base, the paired comparison recorded as "
-                                   "transfer.* metrics on the champion's version; None (or one of `datasets`): skipped")
+                                   "transfer.* metrics on the champion's version; None (or one of `datasets`): skipped; "
+                                   "a built-in name or your own data, as `datasets`")
     objective: Objective = Field(
         "compress",
         description="promotion rule. 'compress' (default): the most compressed variant shown non-inferior to the "
@@ -102,8 +111,8 @@ class SweepConfig(BaseModel):
                     "in docs/promotion.md). 'denoise': the best variant by the "
                     "validation metric, only if its paired gain over the base is significant at `alpha` after a Holm "
                     "correction over all variants, with the same loss and generation evidence (the paper's "
-                    "accuracy-raising use). The greedy composition is built on half of the validation items and "
-                    "tested on the other half; the test split is the report (docs/promotion.md).")
+                    "accuracy-raising use). The allocate and greedy compositions are built on half of the validation "
+                    "items and tested on the other half; the test split is the report (docs/promotion.md).")
     alpha: float = Field(0.05, description="significance level: family-wise for 'denoise'; 'compress' controls the "
                                            "one-sided family-wise error at alpha/2; 0 < alpha < 1")
     margin: float = Field(0.02, description="non-inferiority margin on accuracy (selection metric and generation "
@@ -117,10 +126,16 @@ class SweepConfig(BaseModel):
                                                              "nats (0.05: at most ~5% more perplexity); "
                                                              "docs/promotion.md argues the default")
     compose: list[ComposeStrategy] = Field(
-        default_factory=lambda: ["uniform", "greedy"],
+        default_factory=lambda: ["uniform", "allocate"],
         description="whole-model variants built from the per-layer edits: 'uniform' (each rank configuration on "
-                    "every sweep layer), 'greedy' (layers by validation gain, each kept while still non-inferior); "
-                    "[] for single-layer variants only")
+                    "every sweep layer), 'allocate' (for each of `targets`, the least-damage edit per layer -- or "
+                    "dense -- by the knapsack solver of tensorllm compress, damage = each edit's validation loss "
+                    "increase), 'greedy' (layers by validation gain, each kept while still non-inferior); [] for "
+                    "single-layer variants only")
+    targets: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_TARGETS), min_length=1,
+        description="compose 'allocate': the ratios the whole model's attention parameters shrink by, at least, one "
+                    "composed variant each; a target the swept layers cannot reach is a line in the summary")
     export_best: bool = Field(True, description="write the best composed variant as a factorised model folder")
     lm_eval_tasks: list[str] | None = Field(
         None, description="lm-evaluation-harness tasks (e.g. hellaswag arc_easy) run on the champion this sweep "
@@ -150,6 +165,24 @@ class SweepConfig(BaseModel):
                                           "as one DAG on one Ray cluster, each under its own derived registered name "
                                           "with its own champion; replaces `model` when given; [] for `model` alone")
 
+    @field_validator("datasets")
+    @classmethod
+    def _datasets_known(cls, value: list[str]) -> list[str]:
+        refs = [canonical_reference(ref) for ref in value]  # one line naming the reference; paths made absolute
+        labels = [dataset_label(ref) for ref in refs]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ValueError(f"{twice} named more than once (got {value}); allowed: distinct datasets with "
+                             "distinct names (name: in a spec file)")
+        return refs
+
+    @field_validator("transfer_dataset")
+    @classmethod
+    def _transfer_known(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() == "none":  # --transfer-dataset none on the command line
+            return None
+        return canonical_reference(value)
+
     @field_validator("layers")
     @classmethod
     def _layers_syntax(cls, value):
@@ -164,6 +197,14 @@ class SweepConfig(BaseModel):
             if any(r <= 0 for r in ranks):
                 raise ValueError(f"ranks must be positive integers or fractions in (0, 1]; got {ranks}")
         return value
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_above_one(cls, value):
+        bad = [t for t in value if not (t > 1 and t < float("inf"))]
+        if bad:
+            raise ValueError(f"targets must be finite ratios > 1 (2 = half the attention parameters); got {bad}")
+        return sorted(set(value))
 
     @field_validator("registered_model")
     @classmethod

@@ -45,6 +45,7 @@ import functools
 import math
 from typing import get_args
 
+from tensorllm.evaluation.data.user_spec import dataset_label
 from tensorllm.evaluation.stats import holm_adjust, normal_p_from_interval
 
 from .candidates import (KINDS, LABELS, METRICS, PAIRED_COLUMN, Candidate, Decision, eq_p, fmt, fmt_diff,
@@ -283,7 +284,7 @@ def decision_tags(decision: Decision, paired: dict | None) -> dict[str, str]:
     for dataset, by_column in (paired or {}).items():
         for column, stats in by_column.items():
             for key, value in stats.items():
-                tags[f"promotion.test_vs_baseline.{dataset}.{column}.{key}"] = str(value)
+                tags[f"promotion.test_vs_baseline.{dataset_label(dataset)}.{column}.{key}"] = str(value)
     return tags
 
 

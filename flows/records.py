@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 
 from tensorllm.artifact import read_meta
 from tensorllm.composed import WholeModelSize
+from tensorllm.evaluation.data.user_spec import dataset_label
 from tensorllm.identity import variant_key
 
-from .compose import ComposedPlan
+from .compose import COMPOSED_KINDS, ComposedPlan
 
-KINDS = ("baseline", "layer", "uniform", "greedy")
+KINDS = ("baseline", "layer", *COMPOSED_KINDS)
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Variant:
     first_layer: int | None = None  # the first edited layer: evaluation replays the cached inputs from there
     ranks: list[int] | None = None
     decomposition: dict = field(default_factory=dict)  # ArtifactRecord of the single-layer edit
+    extra_metrics: dict[str, float] = field(default_factory=dict)  # registered as they are (allocate: its target)
+    extra_tags: dict[str, str] = field(default_factory=dict)
 
     val: dict[str, dict] = field(default_factory=dict)  # dataset -> EvalResult dict (validation)
     paired_val: dict | None = None  # PairedComparison dict vs the baseline, validation, datasets pooled
@@ -48,7 +51,7 @@ class Variant:
 
     @property
     def composed(self) -> bool:
-        return self.kind in ("uniform", "greedy")
+        return self.kind in COMPOSED_KINDS
 
 
 def baseline_variant() -> Variant:
@@ -85,7 +88,7 @@ def layer_variants(grouping: str, laser_specs: list, layers: list[int], decompos
 
 def composed_variant(plan: ComposedPlan) -> Variant:
     return Variant(name=plan.name, kind=plan.kind, layers=plan.layers, first_layer=plan.first_layer,
-                   artifacts=plan.artifacts,
+                   artifacts=plan.artifacts, extra_metrics=dict(plan.metrics), extra_tags=dict(plan.tags),
                    params={"kind": f"composed-{plan.kind}", "layers": ",".join(map(str, plan.layers)),
                            "ranks": ";".join(f"{e.layer}:{','.join(map(str, e.ranks))}" for e in plan.edits)})
 
@@ -104,7 +107,7 @@ def flat_metrics(per_dataset: dict[str, dict], split: str) -> dict[str, float]:
         if value is not None:
             out[f"{split}_{name}"] = value
     for dataset, r in per_dataset.items():
-        prefix = f"{dataset}.{split}"
+        prefix = f"{dataset_label(dataset)}.{split}"  # your own data: its name, never its path
         if r["accuracy"] is not None:
             out[f"{prefix}_accuracy"] = r["accuracy"]
             out[f"{prefix}_accuracy_ci_low"], out[f"{prefix}_accuracy_ci_high"] = r["accuracy_ci"]
@@ -131,7 +134,7 @@ def paired_metrics(paired: dict[str, dict], split: str = "test") -> dict[str, fl
         for column, stats in by_column.items():
             for key, value in stats.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    out[f"{dataset}.{split}_vs_baseline.{column}.{key}"] = value
+                    out[f"{dataset_label(dataset)}.{split}_vs_baseline.{column}.{key}"] = value
     return out
 
 
@@ -171,10 +174,11 @@ def variant_record(v: Variant, model: str, datasets: list[str], val_limit: int |
         if record.get(name) is not None:
             metrics[name] = float(record[name])
     metrics["eval_seconds"] = sum(r.get("seconds", 0.0) for r in v.val.values())
-    tags = {**common_tags, "kind": "baseline" if not v.artifacts else "variant", "variant_name": v.name,
+    metrics.update(v.extra_metrics)
+    tags = {**common_tags, **v.extra_tags, "kind": "baseline" if not v.artifacts else "variant", "variant_name": v.name,
             "variant_kind": v.kind, "val_limit": str(val_limit), "generate": str(generate),
             "selection_metric": selection_metric}
-    files = {f"{dataset}_val_examples.jsonl": r["examples"] for dataset, r in v.val.items()}
+    files = {f"{dataset_label(dataset)}_val_examples.jsonl": r["examples"] for dataset, r in v.val.items()}
     params = {"model": model, "datasets": ",".join(datasets), "val_limit": val_limit, **v.params}
     return {"key": v.key, "name": v.name, "base_model": model, "artifacts": v.artifacts,
             "params": params, "metrics": metrics, "tags": tags, "files": files}
@@ -189,6 +193,8 @@ def summary_row(v: Variant, metric: str) -> dict:
             "whole_model_attention_cr": size.attention_compression_ratio if size else None,
             "bytes_after": size.bytes_after if size else None,
             f"val_{metric}": mean_metric(v.val, metric), "val_loss": mean_metric(v.val, "loss"),
+            **({"target_ratio": v.extra_metrics["allocation.target_ratio"]}
+               if "allocation.target_ratio" in v.extra_metrics else {}),
             **({f"test_{m}": mean_metric(v.test, m) for m in ("accuracy", "top1_accuracy", "loss")} if v.test else {}),
             **({"paired": v.paired_test} if v.paired_test else {})}
 

@@ -39,7 +39,8 @@ from tensorllm.evaluation.data import dataset_digest
 from tensorllm.mlflow_store import promotion_lock
 from tensorllm.models import resolve_model
 
-from .compose import ComposedPlan, LayerEdit, greedy_name, greedy_order, uniform_plans
+from .allocated import allocate_plans, costed_edits
+from .compose import BUILT_ON_VALIDATION, ComposedPlan, LayerEdit, greedy_name, greedy_order, uniform_plans
 from .config import SweepConfig, code_version
 from .config_file import config_yaml
 from .holdout import half_mean, paired_half
@@ -108,7 +109,7 @@ def run_sweep(config: SweepConfig) -> dict:
         baseline.val = {d: f.result() for d, f in baseline_val.items()}
         for v in variants:
             v.val = {d: val_futures[(v.name, d)].result() for d in config.datasets}
-        composed = _compose(config, variants, baseline, evaluate, metric)
+        composed, allocation_note = _compose(config, variants, baseline, evaluate, metric)
 
     # ---- paired validation statistics, whole-model sizes, registration (flow process: one sqlite writer) --
     everything = [*variants, *composed]
@@ -207,6 +208,7 @@ def run_sweep(config: SweepConfig) -> dict:
     summary = _summary(config, name, baseline, everything, decision, champion_version, current, best, exported, metric)
     summary["best_composed_decision"] = (composed_decision.sentence if composed_decision else
                                          "No composed variant: compose is off or the sweep has fewer than 2 layers.")
+    summary["allocation"] = allocation_note  # what `allocate` made, and the targets it could not reach
     summary["transfer"] = _transfer(uri, name, config, transfer, baseline, promoted, transfer_futures, metric)
     champion = next((v for v in everything if decision.promote and v.version == decision.version), None)
     summary["lm_eval"] = champion_lm_eval(uri, name, config, champion, gpus)  # lm-eval scores on its version
@@ -231,9 +233,9 @@ def _generation_guard(baseline: Variant, v: Variant) -> dict | None:
 
 
 def _paired(v: Variant, base_results: dict, results: dict, column: str, label: str) -> dict:
-    """The paired validation comparison the policy reads, datasets pooled; a greedy composition's on the
-    confirmation half only (it was built on the other half: flows.holdout)."""
-    if v.kind == "greedy":
+    """The paired validation comparison the policy reads, datasets pooled; an allocated or greedy composition's
+    on the confirmation half only (it was built on the other half: flows.holdout)."""
+    if v.kind in BUILT_ON_VALIDATION:
         return paired_half(_examples(base_results), _examples(results), column, "confirm")
     return paired_pooled_task(_examples(base_results), _examples(results), column, label)
 
@@ -271,28 +273,38 @@ def _candidate(v: Variant, metric: str) -> Candidate:
                      guard_val=v.guard_val)
 
 
-def _compose(config: SweepConfig, variants: list[Variant], baseline: Variant, evaluate, metric: str) -> list[Variant]:
-    """Whole-model variants from the per-layer Tucker edits (see :mod:`flows.compose`): the uniform plans are
-    evaluated in parallel; the greedy plan grows one layer at a time, on the build half of the validation
-    items, and keeps a layer only while the composed model stays non-inferior to the base there (every
+def _compose(config: SweepConfig, variants: list[Variant], baseline: Variant, evaluate,
+             metric: str) -> tuple[list[Variant], str | None]:
+    """Whole-model variants from the per-layer Tucker edits (see :mod:`flows.compose`) and the allocation's summary
+    line. The uniform plans and the allocated plans (one per target, :mod:`flows.allocated`: damages from the
+    build half of the validation items) are evaluated in parallel; the greedy plan grows one layer at a time, on
+    the build half, and keeps a layer only while the composed model stays non-inferior to the base there (every
     endpoint of :mod:`flows.noninferiority`, unadjusted: construction, not the claim)."""
+    tucker = [v for v in variants if v.params["kind"] == "tensorllm"]
     edits = [LayerEdit(v.layer, tuple(v.ranks), v.artifacts[0], mean_metric(v.val, metric), mean_metric(v.val, "loss"))
-             for v in variants if v.params["kind"] == "tensorllm"]
+             for v in tucker]
+    several_layers = len({e.layer for e in edits}) >= 2
     out: list[Variant] = []
     if "uniform" in config.compose:
-        plans = [composed_variant(p) for p in uniform_plans(edits)]
-        futures = {(p.name, d): evaluate(p, d, "val") for p in plans for d in config.datasets}
-        for p in plans:
-            p.val = {d: futures[(p.name, d)].result() for d in config.datasets}
-        out += plans
-    if "greedy" in config.compose and len({e.layer for e in edits}) >= 2:
+        out += [composed_variant(p) for p in uniform_plans(edits)]
+    note = None
+    if "allocate" in config.compose and several_layers:
+        costed, attention = costed_edits(config.model, edits, {v.artifacts[0]: _examples(v.val) for v in tucker},
+                                         _examples(baseline.val))
+        allocated = allocate_plans(costed, attention, config.targets)
+        out += [composed_variant(p) for p in allocated.plans]
+        note = allocated.note
+    for v in out:  # submitted now, so that they run beside the greedy steps (gathered by _evaluate_composed)
+        for d in config.datasets:
+            evaluate(v, d, "val")
+    if "greedy" in config.compose and several_layers:
         # built on the build half of the validation items only; the rule tests it on the other half (flows.holdout)
         column = PAIRED_COLUMN.get(metric, "top1_correct")
-        by_artifact = {v.artifacts[0]: v for v in variants if v.params["kind"] == "tensorllm"}
+        by_artifact = {v.artifacts[0]: v for v in tucker}
         value_column = column if higher_is_better(metric) else "loss"
         build = [LayerEdit(e.layer, e.ranks, e.artifact, half_mean(_examples(by_artifact[e.artifact].val), value_column, "build"),
                            half_mean(_examples(by_artifact[e.artifact].val), "loss", "build")) for e in edits]
-        kept, kept_val = [], None
+        kept = []
         for edit in greedy_order(build, half_mean(_examples(baseline.val), value_column, "build"), higher_is_better(metric)):
             trial = composed_variant(ComposedPlan(greedy_name(kept + [edit]), "greedy", kept + [edit]))
             val = {d: evaluate(trial, d, "val").result() for d in config.datasets}
@@ -301,12 +313,21 @@ def _compose(config: SweepConfig, variants: list[Variant], baseline: Variant, ev
             if all(r["accuracy"] is not None for r in [*baseline.val.values(), *val.values()]):
                 probe.guard_val = paired_half(_examples(baseline.val), _examples(val), "correct", "build")
             if single_test(probe, metric, config.margins(), config.alpha):
-                kept, kept_val = kept + [edit], val
+                kept = kept + [edit]
         if len(kept) >= 2:
-            final = composed_variant(ComposedPlan(greedy_name(kept), "greedy", kept))
-            final.val = kept_val
-            out.append(final)
-    return out
+            out.append(composed_variant(ComposedPlan(greedy_name(kept), "greedy", kept)))  # its evaluation is cached
+    _evaluate_composed(config, out, evaluate)
+    return out, note
+
+
+def _evaluate_composed(config: SweepConfig, composed: list[Variant], evaluate) -> None:
+    """The one place where every composed variant's validation metrics are gathered (in parallel; an evaluation
+    already run, such as the greedy's last step, is not run again: ``evaluate`` keys on content). A further
+    whole-model metric of composed variants (perplexity on natural text) is submitted here and recorded in
+    ``v.extra_metrics``, which registration logs as they are."""
+    futures = {(v.name, d): evaluate(v, d, "val") for v in composed for d in config.datasets}
+    for v in composed:
+        v.val = {d: futures[(v.name, d)].result() for d in config.datasets}
 
 
 def _summary(config: SweepConfig, name: str, baseline: Variant, variants: list[Variant], decision, champion_version,

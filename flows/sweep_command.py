@@ -18,6 +18,7 @@ import sys
 import types
 
 from tensorllm.cli import one_line_error, emit_json
+from tensorllm.evaluation.data.user_spec import dataset_label
 
 from .sweep_options import add_sweep_options, sweep_params
 
@@ -117,9 +118,11 @@ def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
                   f"{export.get('dtype', 'the base dtype')}; base {best['bytes_base'] / 1e6:.1f} MB)")
         for dataset, by_column in (best.get("paired") or {}).items():
             for column, stats in by_column.items():
-                print(f"  test {dataset} {column}: {_paired_line(stats)}")
+                print(f"  test {dataset_label(dataset)} {column}: {_paired_line(stats)}")
     elif summary.get("best_composed_decision"):  # nothing exported: the composed variants failed the rule
         print(f"\nNo composed model exported: {summary['best_composed_decision']}")
+    if summary.get("allocation"):  # what `allocate` made and the targets the swept layers cannot reach
+        print(f"\n{summary['allocation']}")
     print(f"\nDecision: {summary['decision']['sentence']}")
     champion = summary["champion_version"]
     name = summary["registered_model"]
@@ -129,7 +132,7 @@ def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
         print(f"No champion for {name}.")
     transfer = summary.get("transfer") or {}
     for column, stats in (transfer.get("paired") or {}).items():
-        print(f"  transfer, {transfer['dataset']} test (not used for selection), v{transfer['version']} vs the base, "
+        print(f"  transfer, {dataset_label(transfer['dataset'])} test (not used for selection), v{transfer['version']} vs the base, "
               f"{column}: {_paired_line(stats)}")
     if transfer.get("skipped"):
         print(f"  transfer: not evaluated ({transfer['skipped']})")

@@ -92,6 +92,9 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=name, choices=args, help=help_text)
         elif origin is list and args == (str,):  # e.g. --models a b c
             parser.add_argument(flag, dest=name, nargs="+", metavar=name.upper().rstrip("S"), help=help_text)
+        elif origin is list and args == (float,):  # e.g. --targets 1.5 2 3
+            parser.add_argument(flag, dest=name, nargs="+", type=float, metavar=name.upper().rstrip("S"),
+                                help=help_text)
         elif annotation in (int, float, str):
             parser.add_argument(flag, dest=name, type=annotation, help=help_text)
         else:

@@ -258,14 +258,19 @@ def check_laser(config: SweepConfig, layout) -> None:
 # ---- data, MLflow, Ray --------------------------------------------------------------------------
 def check_datasets(names: list[str], model_folder: Path, field: str = "datasets") -> None:
     """Every dataset the run reads exists and parses: each file is read whole, strictly, with the model's
-    tokenizer (a few seconds), so a malformed line fails here, named by file and line, not in a Ray task."""
+    tokenizer (a few seconds), so a malformed line fails here, named by file and line, not in a Ray task. Your
+    own data is checked the same way, and a multiple-choice set's choices must be single tokens of this model."""
     from transformers import AutoTokenizer
 
     from tensorllm.evaluation.data import DataFormatError, load_task
     from tensorllm.evaluation.data.registry import DATASETS, default_data_dir
+    from tensorllm.evaluation.data.user_spec import is_user_reference
+    from tensorllm.evaluation.tokens import candidate_token_ids
 
     root = default_data_dir()
     for name in names:
+        if is_user_reference(name):
+            continue  # its file was found when the config was built (SweepConfig's validator)
         folder = root / DATASETS[name].folder
         if not folder.is_dir():
             raise SweepInputError(f"{field}: the data folder of {name!r} does not exist ({folder}); allowed: "
@@ -277,8 +282,10 @@ def check_datasets(names: list[str], model_folder: Path, field: str = "datasets"
                               "with its tokenizer files, or --evaluate none (decomposition only)") from None
     for name in names:
         try:
-            load_task(name, tokenizer, data_dir=root)
-        except (DataFormatError, FileNotFoundError) as exc:
+            task = load_task(name, tokenizer, data_dir=root)
+            if task.kind == "classify" and is_user_reference(name):
+                candidate_token_ids(tokenizer, task.candidates)
+        except (DataFormatError, FileNotFoundError, ValueError) as exc:
             raise SweepInputError(f"{field}: {name!r} cannot be read: {exc}") from None
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from prefect.cache_policies import INPUTS
 
 from tensorllm.artifact import read_meta
+from tensorllm.evaluation.data.user_spec import dataset_label
 from tensorllm.identity import artifact_digest
 from tensorllm.provenance import artifact_code_version, code_digest, evaluation_code_version
 from tensorllm.tucker import DEFAULT_N_ITER_MAX, DEFAULT_TOL, solver_settings
@@ -89,7 +90,7 @@ def evaluation_key(model: str, artifacts: list[str], dataset: str, split: str, l
         "fill_layers": sorted(fill_layers or []), "out_root": str(Path(out_root).resolve()),
         "code": evaluation_code(),
     }
-    return f"{dataset}-{split}-" + stable_digest(payload)
+    return f"{dataset_label(dataset)}-{split}-" + stable_digest(payload)  # a folder name: your own data by name
 
 
 def evaluation_cache_key(_context, parameters: dict) -> str:

@@ -144,11 +144,14 @@ def cmd_evaluate(args) -> int:
     from .artifact import apply_artifacts, load_artifact
     from .checkpoint import Checkpoint
     from .evaluation import EvalConfig, compare_paired, evaluate
+    from .evaluation.data.registry import check_dataset
+    from .evaluation.data.user_spec import dataset_label
     from .evaluation.runtime import default_device, parse_dtype
     from .models import cache_dir, load_model, resolve_model
     from .naming import variant_label
 
     check_writable_folder(args.out, "--out")
+    check_dataset(args.dataset, read=True)  # a bad name or spec fails in one line before the model loads
     folder = resolve_model(args.model)
     device = args.device or str(default_device())
     dtype = parse_dtype(args.dtype) if args.dtype else None  # load_model: the base's dtype on a GPU, fp32 on the CPU
@@ -169,7 +172,7 @@ def cmd_evaluate(args) -> int:
             print(f"evaluating {label} on {args.dataset}/{args.split}", file=sys.stderr)
         with progress.listening(progress.tqdm_listener(bars)):  # bars on a terminal; none with --json
             return evaluate(model, tokenizer, config,
-                            examples_out=out / f"{label}-{args.dataset}-{args.split}-limit{args.limit}.jsonl")
+                            examples_out=out / f"{label}-{dataset_label(args.dataset)}-{args.split}-limit{args.limit}.jsonl")
 
     base = run("base", None) if (not artifacts or args.compare_base) else None
     result = base
@@ -244,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate the base model, or with artifacts applied, on a dataset split")
     p.add_argument("model")
-    p.add_argument("--dataset", choices=["qa_wikidata", "hotpotqa", "fever", "bios_profession", "counterfact"])
+    p.add_argument("--dataset", metavar="DATASET",
+                   help="qa_wikidata, hotpotqa, fever, bios_profession, counterfact, or your own data: a .jsonl/.json/"
+                        ".csv file with fields prompt and answer, or a spec file .yaml (docs/evaluation.md#your-own-data); "
+                        "required unless --lm-eval is given")
     p.add_argument("--split", choices=["val", "test", "all"], default="val")
     p.add_argument("--limit", type=int, help="the first N items of the split")
     p.add_argument("--variant", action="append", help="artifact folder to apply (repeat to combine)")

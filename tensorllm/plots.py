@@ -64,17 +64,22 @@ def layer_rank_heatmap(rows: list[dict], baseline: float, metric: str, out: Path
 
 def compression_front(rows: list[dict], baseline: float, metric: str, out: Path) -> Path:
     """The accuracy-compression front of whole models: the validation metric against the whole model's
-    attention compression ratio (log x); composed variants (uniform, greedy) in colour, single-layer edits
-    in grey, the non-dominated composed points joined by a line."""
+    attention compression ratio (log x); composed variants (uniform, allocated to a target, greedy) in colour,
+    each allocated point labelled with its target, single-layer edits in grey, the non-dominated composed points
+    joined by a line."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     styles = {"layer": ("0.7", "o", "single layer"), "uniform": ("tab:blue", "s", "uniform ranks"),
-              "greedy": ("tab:red", "D", "greedy")}
+              "allocate": ("tab:green", "^", "allocated to a target"), "greedy": ("tab:red", "D", "greedy")}
     for kind, (colour, marker, label) in styles.items():
         pts = [r for r in rows if r.get("kind") == kind]
         if pts:
             ax.scatter([p["whole_model_attention_cr"] for p in pts], [p[metric] for p in pts], color=colour,
                        marker=marker, label=label, zorder=3)
-    composed = sorted((r for r in rows if r.get("kind") in ("uniform", "greedy")),
+    for r in rows:
+        if r.get("kind") == "allocate" and r.get("target_ratio"):
+            ax.annotate(f"{r['target_ratio']:g}x", (r["whole_model_attention_cr"], r[metric]), fontsize=6,
+                        color="tab:green", xytext=(3, 3), textcoords="offset points")
+    composed = sorted((r for r in rows if r.get("kind") in ("uniform", "allocate", "greedy")),
                       key=lambda r: (-r["whole_model_attention_cr"], -r[metric]))
     front, best = [], float("-inf")
     for r in composed:  # scanning from the most compressed: a point is on the front if it is more accurate

@@ -82,6 +82,7 @@ def compress_params(args: argparse.Namespace) -> dict:
 def cmd_compress(args) -> int:
     from .. import progress
     from ..cli import check_writable_folder, emit_json
+    from ..evaluation.data.registry import check_dataset
     from .api import compress
     from .config import build_config, config_yaml, read_compress_config
 
@@ -90,6 +91,7 @@ def cmd_compress(args) -> int:
         print(config_yaml(config), end="")
         return 0
     check_writable_folder(config.out, "--out")
+    check_dataset(config.dataset, read=True)  # one line, before any model is loaded
     listener = progress.tqdm_listener(not args.json and sys.stderr.isatty(), unit="edits")
     with progress.listening(listener):
         report = compress(config.model, config.target_ratio, config.out, grid=config.ranks, grouping=config.grouping,

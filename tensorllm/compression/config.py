@@ -40,7 +40,9 @@ class CompressConfig(BaseModel):
                                   "(default: the built-in grid)")
     grouping: Grouping = Field(default=DEFAULT_GROUPING, description="GQA/MQA grouping of the heads")
     layers: list[int] | None = Field(default=None, description="only these layers may change (default: all)")
-    dataset: str = Field(default="qa_wikidata", description="validation prompts for calibration and verification")
+    dataset: str = Field(default="qa_wikidata", description="validation prompts for calibration and verification: a "
+                                                            "built-in name or your own data (a .jsonl/.json/.csv file "
+                                                            "or a .yaml spec; docs/evaluation.md#your-own-data)")
     prompts: int = Field(default=DEFAULT_PROMPTS, ge=1, description="calibration prompts")
     val_limit: int = Field(default=200, ge=1, description="validation items for the verification")
     generate: bool = Field(default=False, description="verify with greedy-generation accuracy (slower) instead of "
@@ -64,6 +66,15 @@ class CompressConfig(BaseModel):
             if not isinstance(item, (list, tuple)) or len(item) != 3:
                 raise ValueError(f"each rank configuration is [R1, R2, R3] (integers or fractions); got {item!r}")
         return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str) -> str:
+        """A data file or spec as an absolute path (relative to the working folder), so a printed file repeats
+        the run from anywhere; a built-in name unchanged."""
+        from ..evaluation.data.user_spec import canonical_reference
+
+        return canonical_reference(value)
 
     @field_validator("layers")
     @classmethod

@@ -93,6 +93,7 @@ def verify_paths(base_model: str, artifact_paths: Sequence[str | Path], dataset:
                  base_eval: SplitEvaluation | None = None) -> tuple[Verification, SplitEvaluation]:
     """Evaluate the base (unless ``base_eval`` is given) and the factorised variant; compare them paired."""
     from ..checkpoint import stored_dtype
+    from ..evaluation.data.user_spec import dataset_label
     from ..evaluation.runtime import default_dtype
     from ..export import variant_model
     from ..models import load_model, resolve_model
@@ -100,7 +101,7 @@ def verify_paths(base_model: str, artifact_paths: Sequence[str | Path], dataset:
     folder = resolve_model(base_model)
     dtype = default_dtype("cpu", base=stored_dtype(folder))  # float32 on the CPU for both: a fair pair
     out_dir.mkdir(parents=True, exist_ok=True)
-    tag = f"{dataset}-{split}-n{limit}-{'gen' if generate else 'tf'}"
+    tag = f"{dataset_label(dataset)}-{split}-n{limit}-{'gen' if generate else 'tf'}"  # a file name, never a path
     if base_eval is None:
         model, tokenizer = load_model(folder, dtype=dtype)
         base_eval = evaluate_split(model, tokenizer, dataset, split, limit, generate, out_dir / f"base-{tag}.jsonl",

@@ -19,6 +19,8 @@ Public API (what the CLI and the Prefect tasks call)::
   source="local", strict=True, task_options={})``
 * ``load_task(name, tokenizer=None, *, data_dir=None, source="local", strict=True, **options) -> Task``;
   ``dataset_names()`` -> ``["qa_wikidata", "hotpotqa", "fever", "bios_profession", "counterfact"]``
+  ``name`` (and ``EvalConfig.dataset``) may also be your own data: ``"examples/capitals.jsonl"`` (fields prompt,
+  answer) or a ``.yaml`` spec (:mod:`.data.user_spec`)
 * ``compare_paired(base, variant, metric="correct") -> PairedComparison``
 * ``select_split(dataset, split, limit=None, seed=0)``, ``wilson_interval``, ``mcnemar_exact``, ``mean_interval``
 * ``HiddenStateCache(memory_budget_bytes, disk_dir)``; ``default_device()``, ``default_dtype(device)``

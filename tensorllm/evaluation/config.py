@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data.registry import SOURCES, check_dataset_name
+from .data.registry import SOURCES, check_dataset
 from .hidden_cache import DEFAULT_MEMORY_BUDGET
 from .prompt_format import check_chat_template_option
 from .splits import DEFAULT_SEED, check_split_args
@@ -18,7 +18,8 @@ from .splits import DEFAULT_SEED, check_split_args
 class EvalConfig:
     """One evaluation: a dataset split, how to run it, and (optionally) the layer-L cache.
 
-    * ``dataset``: a name from :func:`tensorllm.evaluation.dataset_names`.
+    * ``dataset``: a name from :func:`tensorllm.evaluation.dataset_names`, or your own data: a data file, a
+      save_to_disk folder or a spec file (:mod:`.data.user_spec`).
     * ``split``: ``"val"`` (20%, for selection), ``"test"`` (80%, for reporting) or ``"all"``;
       ``limit``: the first N items of the split (its fixed hash order); ``seed`` changes the split.
     * ``generate``: for generative sets, compute accuracy by greedy generation (slow: full forwards of
@@ -58,7 +59,7 @@ class EvalConfig:
     task_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_dataset_name(self.dataset)
+        check_dataset(self.dataset)
         check_split_args(self.split, self.limit)
         check_chat_template_option(self.chat_template)
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:

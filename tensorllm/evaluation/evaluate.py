@@ -25,6 +25,7 @@ from torch import nn
 from .. import progress
 from .config import EvalConfig, EvalResult
 from .data import Task, load_task
+from .data.user_spec import dataset_label
 from .drafts import continue_from_drafts, draft_key, load_drafts, save_drafts
 from .generation import answer_matches, generate_all, greedy_config, pad_id_for, stop_tokens
 from .layer_skip import skip_unsupported_reason
@@ -77,7 +78,7 @@ def evaluate(
             config.dataset, tokenizer, data_dir=config.data_dir, source=config.source, strict=config.strict,
             **config.task_options,
         )  # fmt: skip
-    elif task.name != config.dataset:
+    elif task.name != dataset_label(config.dataset):
         raise ValueError(f"task {task.name!r} was passed for config.dataset {config.dataset!r}; they must match")
     items = select_split(task.dataset, config.split, config.limit, config.seed)
     n = len(items)
@@ -112,7 +113,7 @@ def evaluate(
     with _eval_mode(model):
         forced = run_teacher_forced(
             model, sequences, answer_ids, batch_size=config.batch_size, pad_id=pad_id, candidate_ids=candidate_ids,
-            layer=layer, cache=cache, label=f"{config.dataset}-{config.split}-n{n}-s{config.seed}",
+            layer=layer, cache=cache, label=f"{task.name}-{config.split}-n{n}-s{config.seed}",
             model_id=config.model_id, fill_layers=config.fill_layers,
         )  # fmt: skip
         forced_seconds = time.perf_counter() - start
@@ -120,7 +121,7 @@ def evaluate(
         if task.kind == "generate" and config.generate:
             progress.expect("generation", None)  # rows whose draft answer holds are never generated
             token_ids, generation = _generate_with_drafts(model, tokenizer, [e.prompt for e in encoded], task, config,
-                                                          pad_id, cache, f"{config.dataset}-{config.split}-n{n}-s{config.seed}")
+                                                          pad_id, cache, f"{task.name}-{config.split}-n{n}-s{config.seed}")
             continuations = [tokenizer.decode(t, skip_special_tokens=True) for t in token_ids]
     seconds = time.perf_counter() - start
     log.info("teacher-forced pass %.2fs (cache %s); total %.2fs", forced_seconds, forced.layer_cache, seconds)

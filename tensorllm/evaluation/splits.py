@@ -6,7 +6,8 @@ always lands in the same split, whatever the file order, the other items, or the
 items are ordered by ``(u, id)``: a pseudo-random but fixed order, so ``limit=N`` is a random-looking
 sample (not "the first N lines of the file", which are often sorted by relation or type), and a
 larger limit always contains a smaller one. Hyper-parameter selection must use ``val`` only (LASER);
-``test`` is for reporting.
+``test`` is for reporting. A dataset with a ``split`` column (your own data with a ``split_field``) keeps
+the split its records name; the order within a split is the same hash order.
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ def select_split(
     """The items of ``split`` (``val``, ``test`` or ``all``) in their fixed order, at most ``limit`` of them."""
     check_split_args(split, limit, val_fraction)
     keyed = []
+    given = dataset["split"] if "split" in dataset.column_names else None  # the records' own split
     for index, (group, item_id) in enumerate(zip(dataset["group"], dataset["id"])):
         u = unit_hash(group, seed)
-        if split == "all" or (split == "val") == (u < val_fraction):
+        in_val = given[index] == "val" if given is not None else u < val_fraction
+        if split == "all" or (split == "val") == in_val:
             keyed.append((u, item_id, index))
     keyed.sort()
     indices = [index for _, _, index in keyed[:limit]]

@@ -143,10 +143,20 @@ def test_default_ranks_are_valid_on_other_shapes(shape):
 
 
 def test_composition_parameters():
-    assert SweepConfig().compose == ["uniform", "greedy"] and SweepConfig().export_best  # both by default
+    # uniform ranks and the allocation at target ratios by default; greedy on request
+    assert SweepConfig().compose == ["uniform", "allocate"] and SweepConfig().export_best
+    assert SweepConfig(compose=["greedy"]).compose == ["greedy"]
     assert SweepConfig(compose=[]).compose == []  # single-layer variants only
-    with pytest.raises(ValidationError, match="'uniform' or 'greedy'"):
+    with pytest.raises(ValidationError, match="'uniform', 'allocate' or 'greedy'"):
         SweepConfig(compose=["random"])
+    # the default targets: 1.05x and 1.1x are within the default sweep's reach (4 of 30 layers), the rest need more
+    assert SweepConfig().targets == [1.05, 1.1, 1.25, 1.5, 2.0, 3.0]
+    assert SweepConfig(targets=[3, 1.5, 3]).targets == [1.5, 3.0]  # sorted, once each
+    for bad in ([1.0], [0.5, 2], [float("inf")]):  # 1x compresses nothing
+        with pytest.raises(ValidationError, match="targets must be finite ratios > 1"):
+            SweepConfig(targets=bad)
+    with pytest.raises(ValidationError, match="at least 1 item"):
+        SweepConfig(targets=[])
 
 
 def test_flow_parameters_are_the_config_fields():
@@ -177,13 +187,14 @@ def test_every_config_field_has_a_description_and_a_cli_option():
         assert name in dests, name
 
 
-def test_dataset_choices_come_from_the_dataset_registry():
-    import typing
-
-    from flows.config import DatasetName
+def test_dataset_help_names_the_registry_and_your_own_data():
+    """The datasets field accepts the registry's names (its help lists them, from the registry) and your own data."""
+    from flows.config import SweepConfig
     from tensorllm.evaluation.data import dataset_names
 
-    assert list(typing.get_args(DatasetName)) == dataset_names()
+    description = SweepConfig.model_fields["datasets"].description
+    assert ", ".join(dataset_names()) in description and ".jsonl" in description
+    assert SweepConfig(datasets=dataset_names()).datasets == dataset_names()  # built-in names stay as they are
 
 
 def test_docs_parameter_table_lists_every_config_field():

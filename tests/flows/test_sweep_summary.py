@@ -41,3 +41,14 @@ def test_the_champions_transfer_comparison_is_printed(capsys):
 def test_a_skipped_transfer_says_why(capsys):
     print_sweep(summary({"dataset": "counterfact", "skipped": "nothing was promoted"}), "sqlite:///x.db", "api")
     assert "transfer: not evaluated (nothing was promoted)" in capsys.readouterr().out
+
+
+def test_the_allocation_line_is_printed_once(capsys):
+    line = ("allocate: 2 composed variants for targets 1.05x, 1.1x; targets 1.25x, 1.5x, 2x, 3x not reachable: the "
+            "swept layers 26-29 at their smallest edits give at most 1.153x of the whole model's attention "
+            "(sweep more layers)")
+    print_sweep({**summary({"dataset": None, "skipped": "no transfer_dataset"}), "allocation": line}, "sqlite:///x.db",
+                "api")
+    assert capsys.readouterr().out.splitlines().count(line) == 1
+    print_sweep(summary({"dataset": None, "skipped": "no transfer_dataset"}), "sqlite:///x.db", "api")
+    assert "allocate:" not in capsys.readouterr().out  # compose without allocate: no line

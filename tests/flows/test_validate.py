@@ -20,6 +20,7 @@ from flows.validate import SweepInputError, validate_sweep
 from tensorllm.tiny_models import save_tiny_with_tokenizer
 
 DATASETS = "qa_wikidata, hotpotqa, fever, bios_profession, counterfact"  # the registry's names, in its order
+DATASET_LIST = str(DATASETS.split(", "))
 GOOD = {"layers": "last 2", "ranks": [(4, 2, 1)], "datasets": ["fever"]}  # valid for the tiny model
 
 
@@ -52,8 +53,10 @@ def model_folder(tmp_path, config: dict | None, tensors: dict | None = None):
 
 #: (id, parameters over GOOD, the start of the one-line message); "{tmp}" is the test's tmp_path
 BAD = [
-    ("unknown dataset", {"datasets": ["nope"]}, f"datasets: unknown dataset 'nope' (got ['nope']); allowed: {DATASETS}"),
-    ("no dataset", {"datasets": []}, f"datasets: must not be empty (got []); allowed: {DATASETS}"),
+    ("unknown dataset", {"datasets": ["nope"]}, f"datasets: Unknown dataset 'nope'; allowed: {DATASET_LIST}, a data "
+                                                "file (.jsonl, .json, .csv) with fields prompt and answer"),
+    ("no dataset", {"datasets": []}, f"datasets: must not be empty (got []); allowed: evaluation datasets, built-in "
+                                     f"names ({DATASETS}) or your own data"),
     ("layer 99", {"layers": [99]}, "layers: [99] out of range: this model has layers 0..1 (got [99]); allowed: "
                                    "indices 0..1, 'last N' with 1 <= N <= 2, or 'all'"),
     ("last 0", {"layers": "last 0"}, "layers: 'last 0' needs 1 <= N <= 2"),
@@ -74,7 +77,8 @@ BAD = [
     ("batch_size 0", {"batch_size": 0}, "batch_size: must be >= 1 (got 0); allowed: an integer >= 1"),
     ("test_top_k 0", {"test_top_k": 0}, "test_top_k: must be >= 1 (got 0); allowed: an integer >= 1"),
     ("objective best", {"objective": "best"}, "objective: unknown value 'best' (got 'best'); allowed: denoise, compress"),
-    ("compose all", {"compose": ["all"]}, "compose[0]: unknown value 'all' (got ['all']); allowed: uniform, greedy"),
+    ("compose all", {"compose": ["all"]}, "compose[0]: unknown value 'all' (got ['all']); allowed: uniform, allocate, greedy"),
+    ("targets 1", {"targets": [1.0, 2.0]}, "targets: must be finite ratios > 1 (2 = half the attention parameters); got [1.0]"),
     ("selection_metric f1", {"selection_metric": "f1"},
      "selection_metric: unknown value 'f1' (got 'f1'); allowed: accuracy, top1_accuracy, loss"),
     ("laser rho 0", {"laser": [{"matrix": "fc_in", "rho": 0}]},
@@ -223,3 +227,64 @@ def test_ray_address_falls_back_to_the_ray_address_variable(tiny, tmp_path, monk
     validate_sweep({"model": str(tiny), **GOOD, "ray_address": "local"})  # a private local Ray: nothing to reach
     monkeypatch.delenv("RAY_ADDRESS")
     assert ray_address(None) is None
+
+
+#: your own data in the sweep's datasets: (id, records of the file, spec or None, the start of the message)
+USER_BAD = [
+    ("malformed line", ['{"prompt": "a", "answer": "b"}', '{"prompt": "c"}'], None,
+     "datasets: '{path}' cannot be read: {path}:2: missing field(s) ['answer']; required: ['answer', 'prompt']"),
+    ("empty file", [], None, "datasets: '{path}' cannot be read: {path}: no usable record"),
+    ("choices not single tokens", ['{"prompt": "a", "answer": "maybe not"}', '{"prompt": "b", "answer": "surely so"}'],
+     "path: mine.jsonl\nkind: choice\nchoices: ['maybe not', 'surely so']\n",
+     "datasets: '{spec}' cannot be read: candidate 'maybe not' is not a single token for this tokenizer"),
+]
+
+
+@pytest.mark.parametrize("lines, spec, message", [case[1:] for case in USER_BAD], ids=[case[0] for case in USER_BAD])
+def test_your_own_data_is_read_before_the_run(tiny, tmp_path, lines, spec, message):
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+    ref = path
+    if spec is not None:
+        ref = tmp_path / "mine.yaml"
+        ref.write_text(spec)
+    expected = message.replace("{path}", str(path)).replace("{spec}", str(ref))
+    with pytest.raises(SweepInputError, match="^" + re.escape(expected)):
+        validate_sweep({"model": str(tiny), **GOOD, "datasets": ["fever", str(ref)], "transfer_dataset": None})
+
+
+def test_your_own_data_as_transfer_dataset_is_checked_and_made_absolute(tiny, tmp_path, monkeypatch):
+    (tmp_path / "mine.jsonl").write_text('{"prompt": "The sky is", "answer": "blue"}\n')
+    monkeypatch.chdir(tmp_path)
+    config = validate_sweep({"model": str(tiny), **GOOD, "transfer_dataset": "mine.jsonl"})
+    assert config.transfer_dataset == str(tmp_path / "mine.jsonl")  # Ray workers resolve paths elsewhere
+    assert SweepConfig(transfer_dataset="none").transfer_dataset is None  # how the command line says None
+    with pytest.raises(SweepInputError, match=r"^transfer_dataset: dataset 'gone\.csv': no such file or folder"):
+        validate_sweep({"model": str(tiny), **GOOD, "transfer_dataset": "gone.csv"})
+
+
+def test_cli_sweep_with_a_bad_dataset_file_is_one_line_exit_2(tiny, tmp_path, capsys, monkeypatch):
+    from tensorllm.cli import main
+
+    (tmp_path / "mine.jsonl").write_text('{"prompt": "The sky is"}\n')
+    monkeypatch.chdir(tmp_path)
+    code = main(["sweep", "--model", str(tiny), "--layers", "last 2", "--ranks", "4,2,1", "--datasets", "mine.jsonl"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"tensorllm sweep: error: datasets: '{tmp_path / 'mine.jsonl'}' cannot be read: "
+                          f"{tmp_path / 'mine.jsonl'}:1: missing field(s) ['answer']")
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
+def test_a_config_file_names_your_own_data_and_print_config_writes_it_absolute(tiny, tmp_path, capsys, monkeypatch):
+    import yaml
+
+    from tensorllm.cli import main
+
+    (tmp_path / "mine.jsonl").write_text('{"prompt": "The sky is", "answer": "blue"}\n')
+    (tmp_path / "sweep.yaml").write_text(f"model: {tiny}\nlayers: last 2\nranks: [[4, 2, 1]]\n"
+                                         "datasets: [fever, mine.jsonl]\ntransfer_dataset: none\n")
+    monkeypatch.chdir(tmp_path)  # a relative path is read from the folder the command runs in
+    assert main(["sweep", "--config", "sweep.yaml", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["datasets"] == ["fever", str(tmp_path / "mine.jsonl")] and printed["transfer_dataset"] is None

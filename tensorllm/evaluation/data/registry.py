@@ -16,6 +16,8 @@ from pathlib import Path
 
 from . import bios, counterfact, fever, hotpotqa, qa_wikidata
 from .task import Task
+from .user_data import load_user_task, user_dataset_digest
+from .user_spec import is_user_reference, parse_reference
 
 SOURCES = ("local", "hub")
 
@@ -54,11 +56,23 @@ def dataset_names() -> list[str]:
 
 
 def check_dataset_name(name: str) -> DatasetSpec:
-    """The spec of ``name``; an unknown name raises with the list of allowed names."""
+    """The spec of built-in ``name``; an unknown name raises with the list of allowed names."""
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
         raise ValueError(f"Unknown dataset {name!r}; allowed: {dataset_names()}") from None
+
+
+def check_dataset(ref: str, *, read: bool = False) -> None:
+    """Raise (one line) unless ``ref`` is a built-in name or a usable user dataset reference
+    (:mod:`.user_spec`: a data file, a save_to_disk folder or a spec file). ``read=True`` also reads a user
+    dataset whole, strictly (a malformed record fails now, named by file and line, not after a model loads)."""
+    if isinstance(ref, str) and is_user_reference(ref):
+        parse_reference(ref)
+        if read:
+            load_user_task(ref)
+    else:
+        check_dataset_name(ref)
 
 
 def default_data_dir() -> Path:
@@ -72,7 +86,10 @@ def default_data_dir() -> Path:
 
 def dataset_digest(name: str, data_dir: str | os.PathLike | None = None) -> str:
     """sha256 over the names and bytes of every file of dataset ``name`` in the data folder: part of the
-    cache key of every evaluation, so edited data is never answered from a cache."""
+    cache key of every evaluation, so edited data is never answered from a cache. A user dataset's digest
+    also covers its spec (:func:`.user_data.user_dataset_digest`)."""
+    if isinstance(name, str) and is_user_reference(name):
+        return user_dataset_digest(name)
     spec = check_dataset_name(name)
     folder = (Path(data_dir).expanduser() if data_dir is not None else default_data_dir()) / spec.folder
     if not folder.is_dir():
@@ -103,7 +120,14 @@ def load_task(
     (``task.counts["skipped_malformed"]``) instead of raising. ``options`` go to the dataset's loader
     (e.g. ``include_accountant_1000=True`` or ``professions=[...]`` for bios_profession,
     ``paraphrases=False`` for counterfact); an option the loader does not take raises.
+
+    ``name`` may also be your own dataset (a data file, a save_to_disk folder or a spec file:
+    :mod:`.user_spec`); ``data_dir``, ``source`` and ``options`` do not apply to it.
     """
+    if isinstance(name, str) and is_user_reference(name):
+        if options:
+            raise ValueError(f"Dataset {name!r} is your own data; it takes no loader option(s) {sorted(options)}")
+        return load_user_task(name, tokenizer, strict=strict)
     spec = check_dataset_name(name)
     if source not in SOURCES:
         raise ValueError(f"Unknown source {source!r}; allowed: {list(SOURCES)}")

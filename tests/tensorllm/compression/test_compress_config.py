@@ -67,6 +67,16 @@ def test_a_bad_file_is_one_line(tmp_path, capsys, content, suffix, message):
     assert err.startswith("tensorllm compress: error: " + message.format(file=file)) and "\n" not in err, err
 
 
+def test_your_own_data_file_is_printed_as_an_absolute_path(tmp_path, capsys, monkeypatch):
+    """A data file named relative to the working folder is written absolute, so the printed file repeats the
+    run from another folder; a built-in name stays a name."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.jsonl").write_text('{"prompt": "The capital of France is", "answer": "Paris"}\n' * 5)
+    assert printed(["m", "--target-ratio", "2", "--out", "o", "--dataset", "mine.jsonl"], capsys)["dataset"] == \
+        str(tmp_path / "mine.jsonl")
+    assert printed(["m", "--target-ratio", "2", "--out", "o"], capsys)["dataset"] == "qa_wikidata"
+
+
 def test_a_missing_file_and_a_missing_model_are_named(tmp_path, capsys):
     assert main(["compress", "--config", str(tmp_path / "nope.yaml"), "--print-config"]) == 2
     assert f"config: {tmp_path / 'nope.yaml'} is not a file" in capsys.readouterr().err
