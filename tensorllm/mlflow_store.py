@@ -6,6 +6,7 @@ No mlflow import here: these act on the sqlite file itself (MLflow's own client 
 * :func:`existing_store`: the same URI for a read-only command, checked without creating anything;
 * :func:`store_creation_lock`: serialises the first access of a sqlite store across processes;
 * :func:`promotion_lock`: serialises "read the champion, decide, move the alias" of one registered model;
+* :func:`registration_lock`: serialises "look the variant up by key, register it" of one registered model;
 * :func:`relocate_sqlite_store`: rewrites the absolute artifact locations after a ``runs/`` folder moved.
 """
 
@@ -91,6 +92,24 @@ def promotion_lock(tracking_uri: str | None, registered_model: str):
     system's temporary folder (which serialises sweeps on one machine; sweeps on different machines
     sharing one tracking server are not serialised).
     """
+    with _model_lock(tracking_uri, registered_model, "promotion"):
+        yield
+
+
+@contextlib.contextmanager
+def registration_lock(tracking_uri: str | None, registered_model: str):
+    """Hold an exclusive lock per (store, registered model) while a variant is looked up by key and registered.
+
+    Two identical sweeps at once otherwise both find no version of a key, both log a run, and the later one
+    deletes its duplicate version but leaves its run behind (an extra FINISHED run). A file lock like
+    :func:`promotion_lock`'s (a different file).
+    """
+    with _model_lock(tracking_uri, registered_model, "registration"):
+        yield
+
+
+@contextlib.contextmanager
+def _model_lock(tracking_uri: str | None, registered_model: str, purpose: str):
     import fcntl
     import hashlib
     import tempfile
@@ -100,7 +119,7 @@ def promotion_lock(tracking_uri: str | None, registered_model: str):
     folder = db.parent if db is not None else Path(tempfile.gettempdir()) / "tensorllm-locks"
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(f"{uri}\n{registered_model}".encode()).hexdigest()[:16]
-    with open(folder / f"promotion-{digest}.lock", "a") as handle:
+    with open(folder / f"{purpose}-{digest}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -137,6 +156,11 @@ def relocate_sqlite_store(db_path: str | Path, old_root: str | Path, new_root: s
     old, new = str(Path(old_root)).rstrip("/"), str(Path(new_root).resolve()).rstrip("/")
     changed: dict[str, int] = {}
     with sqlite3.connect(db_path) as db:  # commits on success, rolls back on error
+        try:
+            db.execute("SELECT artifact_location FROM experiments LIMIT 1")
+        except sqlite3.DatabaseError as exc:  # not sqlite at all, or sqlite without MLflow's tables
+            raise ValueError(f"{db_path} is not an MLflow sqlite database ({exc}); allowed: the mlflow.db of a "
+                             "moved runs/mlflow folder") from None
         for table, column in _LOCATION_COLUMNS:
             for prefix in (old, f"file://{old}"):
                 replacement = new if prefix == old else f"file://{new}"
