@@ -165,15 +165,10 @@ def _nested_model(annotation):
 
 
 # ---- the model ----------------------------------------------------------------------------------
-def looks_like_path(text: str) -> bool:
-    """Text a user meant as a folder (``/``, ``./``, ``../``, ``~``, more than one ``/``): never a hub id."""
-    return (text.startswith(("/", "./", "../", "~", ".\\")) or "\\" in text or text.count("/") > 1
-            or text in (".", ".."))
-
-
 def check_model(model: str) -> Path:
     """A local folder with a config.json for ``model``; a missing path is never tried on the hub."""
     from tensorllm.models import KNOWN_NAMES, resolve_model  # lazy: imports torch
+    from tensorllm.paths import looks_like_path
 
     allowed = f"{', '.join(sorted(KNOWN_NAMES))}, a local Hugging Face folder (config.json + *.safetensors), or a hub id"
     path = Path(model).expanduser()
