@@ -300,6 +300,12 @@ def check_mlflow_uri(uri: str | None) -> None:
             raise SweepInputError(f"mlflow_tracking_uri: the sqlite path {path!r} is relative, so each process "
                                   f"(Ray workers too) would resolve it against its own folder (got {uri!r}); "
                                   "allowed: sqlite:////ABSOLUTE/PATH.db")
+        from tensorllm.mlflow_store import sqlite_file_problem
+
+        problem = sqlite_file_problem(Path(path))
+        if problem:
+            raise SweepInputError(f"mlflow_tracking_uri: {problem} (got {uri!r}); allowed: sqlite:////ABSOLUTE/PATH.db "
+                                  "naming an MLflow store or a new file")
         return _check_writable_folder("mlflow_tracking_uri", uri, Path(path).parent)
     if scheme in ("http", "https"):
         port = _port(parts, "mlflow_tracking_uri", uri, 443 if scheme == "https" else 80)

@@ -48,6 +48,9 @@ def existing_store(tracking_uri: str | None, root: Path | None = None) -> str:
         db = _sqlite_path(uri)
         if db is not None and not db.is_file():
             raise FileNotFoundError(f"no MLflow store at {db} (tracking URI {uri}); {create_hint}")
+        problem = sqlite_file_problem(db) if db is not None else None
+        if problem:  # MLflow would write its tables into the user's file
+            raise ValueError(f"tracking URI {uri!r}: {problem}; nothing was written; allowed: {READ_FORMS}")
     elif scheme == "file" or (scheme == "" and uri):
         folder = Path(urlsplit(uri).path if scheme == "file" else uri).expanduser()
         if not folder.is_dir():
@@ -55,6 +58,25 @@ def existing_store(tracking_uri: str | None, root: Path | None = None) -> str:
     elif scheme not in ("http", "https"):
         raise ValueError(f"tracking URI {uri!r}: unknown scheme {scheme!r}; allowed: {READ_FORMS}")
     return uri
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def sqlite_file_problem(db: Path) -> str | None:
+    """Why ``db`` cannot be a sqlite store, or None (it does not exist yet, is empty, or is a SQLite database).
+
+    sqlite opens any file, and MLflow then writes its tables into it: a mistyped ``--mlflow-tracking-uri`` naming
+    a text file turned that file into a new store (measured: 1 byte -> 954 KB, "No registered models")."""
+    if db.is_dir():
+        return f"{db} is a folder, not a sqlite database file"
+    if not db.is_file():
+        return None
+    with open(db, "rb") as handle:
+        head = handle.read(len(SQLITE_HEADER))
+    if head and head != SQLITE_HEADER:
+        return f"{db} is not a sqlite database (its first bytes are not the SQLite header)"
+    return None
 
 
 @contextlib.contextmanager
