@@ -146,6 +146,9 @@ SWEEP_CASES = [
            "http(s)://HOST:PORT"),
     _sweep("mlflow sqlite under a file", {"mlflow_tracking_uri": "sqlite:///{tmp}/file/mlflow.db"},
            "mlflow_tracking_uri: {tmp}/file is a file, not a folder"),
+    _sweep("mlflow sqlite is a text file", {"mlflow_tracking_uri": "sqlite:///{tmp}/file"},
+           "mlflow_tracking_uri: {tmp}/file is not a sqlite database (its first bytes are not the SQLite header)",
+           "a regular file that is not a database"),
     _sweep("mlflow sqlite without ///", {"mlflow_tracking_uri": "sqlite:relative.db"},
            "mlflow_tracking_uri: a sqlite URI starts with sqlite:/// (got 'sqlite:relative.db'); allowed: "
            "sqlite:////ABSOLUTE/PATH.db"),
@@ -176,6 +179,8 @@ CLI_CASES = [
          "an empty folder"),
     _cli("inspect config not JSON", "inspect {tmp}/badjson", "{tmp}/badjson/config.json is not a JSON object (",
          "weights, and a config.json that is not JSON"),
+    _cli("inspect empty weights", "inspect {tmp}/emptyweights",
+         "{tmp}/emptyweights/model.safetensors: not a readable safetensors file", "config.json, and weights of 0 bytes"),
     _cli("inspect layout", "inspect {tiny} --layout x", "argument --layout: invalid choice: 'x'"),
     _cli("decompose layer 99", "decompose {tiny} --layer 99 --ranks 4,2,1 --out {tmp}/a",
          "layer=99 is out of range: this model has layers 0..1"),
@@ -192,6 +197,8 @@ CLI_CASES = [
          "R1 (d_model)=0 is out of range: allowed 1..48"),
     _cli("decompose config not JSON", "decompose {tmp}/badjson --layer 0 --ranks 4,2,1 --out {tmp}/a",
          "{tmp}/badjson/config.json is not a JSON object (", "weights, and a config.json that is not JSON"),
+    _cli("decompose empty weights", "decompose {tmp}/emptyweights --layer 0 --ranks 4,2,1 --out {tmp}/a",
+         "{tmp}/emptyweights/model.safetensors: not a readable safetensors file", "config.json, and weights of 0 bytes"),
     _cli("decompose out under a file", "decompose {tiny} --layer 0 --ranks 4,2,1 --out {tmp}/file/sub",
          "--out {tmp}/file/sub: {tmp}/file is a file, not a folder; allowed: a folder this user can create and write"),
     _cli("decompose calibration dataset", "decompose {tiny} --layer 0 --ranks 4,2,1 --fit activations "
@@ -211,6 +218,8 @@ CLI_CASES = [
          "batch_size must be a positive integer, got 0"),
     _cli("evaluate missing variant", "evaluate {tiny} --dataset fever --variant {tmp}/nothing --out {tmp}/e",
          "{tmp}/nothing is not a tensorllm artifact: expected artifact.json and tensors.safetensors in it"),
+    _cli("evaluate damaged variant", "evaluate {tiny} --dataset fever --variant {tmp}/damaged --out {tmp}/e",
+         "{tmp}/damaged/artifact.json: not readable JSON", "an artifact whose files are empty"),
     _cli("evaluate dtype", "evaluate {tiny} --dataset fever --dtype float8 --out {tmp}/e", "Unknown dtype 'float8'; allowed: "),
     _cli("evaluate device", "evaluate {tiny} --dataset fever --device tpu --out {tmp}/e",
          "argument --device: unknown device 'tpu'"),
@@ -224,6 +233,8 @@ CLI_CASES = [
          "artifact folder '{tmp}/nothing' does not exist (give artifact folders, or one registry spec"),
     _cli("export not an artifact", "export {tmp}/empty --out {tmp}/o",
          "{tmp}/empty is not a tensorllm artifact: expected artifact.json and tensors.safetensors in it"),
+    _cli("export damaged artifact", "export {tmp}/damaged --out {tmp}/o", "{tmp}/damaged/artifact.json: not readable JSON",
+         "an artifact whose files are empty"),
     _cli("export out is a file", "export {artifact} --out {tmp}/file", "--out {tmp}/file: {tmp}/file is a file, not a folder"),
     _cli("export format", "export {artifact} --out {tmp}/o --format gguf", "unknown format 'gguf'; allowed: factorised, dense"),
     _cli("export base model missing", "export {artifact} --out {tmp}/o --base-model /no/such/model",
@@ -236,11 +247,15 @@ CLI_CASES = [
          "tracking URI 'sqlite:relative.db': a sqlite URI starts with sqlite:///"),
     _cli("models missing store", "models --mlflow-tracking-uri sqlite:///{tmp}/nothere/mlflow.db list",
          "no MLflow store at {tmp}/nothere/mlflow.db (tracking URI sqlite:///{tmp}/nothere/mlflow.db); nothing was created"),
+    _cli("models sqlite is a text file", "models --mlflow-tracking-uri sqlite:///{tmp}/file list",
+         "tracking URI 'sqlite:///{tmp}/file': {tmp}/file is not a sqlite database (its first bytes are not the SQLite "
+         "header); nothing was written", "a regular file: MLflow would write its tables into it"),
     _cli("models unknown model", "models --mlflow-tracking-uri sqlite:///{tmp}/mlflow.db show nope",
          "no registered model 'nope' in sqlite:///{tmp}/mlflow.db; registered models: (none)", "an empty store",
          store=True),
     _cli("models bad spec", "models --mlflow-tracking-uri sqlite:///{tmp}/mlflow.db show bad@@x", "model spec 'bad@@x' is malformed", "an empty store",
          store=True),
+    _cli("models show without spec", "models show", "the following arguments are required: spec"),
     _cli("models subcommand", "models list-all", "argument models_command: invalid choice: 'list-all'"),
     _cli("models relocate missing db", "models relocate /a /b --db {tmp}/none.db",
          "{tmp}/none.db is not an MLflow sqlite database"),
@@ -265,6 +280,8 @@ CLI_CASES = [
          "limit must be a positive integer or None (all items), got 0"),
     _cli("compress R2 > d_head", "compress {tiny} --target-ratio 2 --out {tmp}/c --ranks 4,9,1",
          "R2 (d_head)=9 is out of range: allowed 1..8"),
+    _cli("compress empty weights", "compress {tmp}/emptyweights --target-ratio 2 --out {tmp}/c",
+         "{tmp}/emptyweights/model.safetensors: not a readable safetensors file", "config.json, and weights of 0 bytes"),
     _cli("compress missing model", "compress /no/such/model --target-ratio 2 --out {tmp}/c",
          "model folder /no/such/model does not exist"),
     _cli("sweep layers 99", "sweep --model {tiny} --datasets fever --layers 99",
@@ -272,6 +289,9 @@ CLI_CASES = [
     _cli("sweep grouping", "sweep --grouping x", "argument --grouping: invalid choice: 'x'"),
     _cli("sweep ranks", "sweep --ranks 1,2", "argument --ranks: --ranks needs three comma-separated values R1,R2,R3"),
     _cli("sweep missing config", "sweep --config {tmp}/none.yaml", "config: {tmp}/none.yaml is not a file; allowed: "),
+    _cli("sweep config not YAML", "sweep --config {tmp}/broken.yaml", "config: {tmp}/broken.yaml is not valid YAML ("),
+    _cli("sweep config a list", "sweep --config {tmp}/list.yaml", "config: {tmp}/list.yaml holds"),
+    _cli("sweep config misspelt key", "sweep --config {tmp}/misspelt.yaml", "unknown parameter(s) ['rank']; allowed: "),
     _cli("sweep config suffix", "sweep --config {tmp}/file", "config: {tmp}/file has suffix ''; allowed: .yaml, .yml, .json"),
 ]
 
@@ -320,6 +340,15 @@ def prepare(case: Case, ws: Workspace) -> None:
     for weights in ws.tiny.glob("*.safetensors"):
         shutil.copy(weights, tmp / "badjson" / weights.name)
     (tmp / "badjson" / "config.json").write_text("not json")
+    (tmp / "emptyweights").mkdir(exist_ok=True)  # a truncated download: the config, and weights of 0 bytes
+    shutil.copy(ws.tiny / "config.json", tmp / "emptyweights" / "config.json")
+    (tmp / "emptyweights" / "model.safetensors").write_bytes(b"")
+    (tmp / "damaged").mkdir(exist_ok=True)  # an artifact whose files are empty
+    for name in ("artifact.json", "tensors.safetensors"):
+        (tmp / "damaged" / name).write_bytes(b"")
+    (tmp / "broken.yaml").write_text("layers: [\n")
+    (tmp / "list.yaml").write_text("- 29\n- 30\n")
+    (tmp / "misspelt.yaml").write_text("rank: [[64, 32, 4]]\n")
     if case.data_only:
         ws.env["TENSORLLM_DATA_DIR"] = str(one_dataset(tmp / "data", case.data_only, case.break_line))
     if case.params is not None and "data_dir" in case.params:

@@ -35,6 +35,7 @@ def test_bad_command_line_is_one_line_exit_2(case, tiny_and_artifact, tmp_path):
     assert code == 2 and err.startswith(prog) and err.count("\n") == 1, err  # one line, and nothing before it
     message = message_of(case, err)
     assert message.startswith(ws.fill(case.message)), message
+    assert (tmp_path / "file").read_text() == "not a folder"  # no case writes into a file it was given
     assert seconds < 30  # before any compute: measured 0.1-2 s, a new MLflow store's tables ~5 s on 2 busy cores
     assert documented().get((case.command, case.input)) == ws.shown(message), f"docs/operations.md is stale: {REGENERATE}"
 
