@@ -291,13 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """Every sub-command's option errors as one line (argparse prints its usage block first otherwise)."""
+    """The command's and every sub-command's option errors as one line (argparse prints its usage block first
+    otherwise)."""
     import types
 
+    parser.error = types.MethodType(one_line_error, parser)
     for action in parser._actions:  # argparse keeps its sub-parsers here and nowhere public
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
-                sub.error = types.MethodType(one_line_error, sub)
                 _one_line_errors(sub)
 
 

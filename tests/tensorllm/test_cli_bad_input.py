@@ -83,3 +83,11 @@ def test_a_command_run_in_process_leaves_the_loggers_as_it_found_them(capsys):
     before = (list(logger.handlers), logger.level)
     assert main(["models", "--mlflow-tracking-uri", "ftp://h/x", "list"]) == 2
     assert (list(logger.handlers), logger.level) == before
+
+
+@pytest.mark.parametrize("argv, message", [(["nope"], "argument command: invalid choice: 'nope'"),
+                                           ([], "the following arguments are required: command")])
+def test_a_bad_sub_command_is_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and capsys.readouterr().err.startswith(f"tensorllm: error: {message}")
