@@ -22,10 +22,13 @@ from cli_sweep import cli_env, sweep_command
 pytestmark = pytest.mark.integration
 
 
-def test_two_sweeps_at_once_on_a_new_store(tiny_llm, tmp_path):
-    # different rank grids, one registered model: each registers its own variants, one champion in the end
+@pytest.mark.parametrize("grids", ["identical", "different"])
+def test_two_sweeps_at_once_on_a_new_store(grids, tiny_llm, tmp_path):
+    # one registered model: identical sweeps register every variant once between them; with different rank grids
+    # each registers its own variants and both the shared ones; one champion in the end
     commands = [sweep_command(tiny_llm, "--json"), sweep_command(tiny_llm, "--json")]
-    commands[1][commands[1].index("16,8,2")] = "8,4,2"
+    if grids == "different":
+        commands[1][commands[1].index("16,8,2")] = "8,4,2"
     assert not (tmp_path / "runs" / "mlflow").exists()  # a new store
     sweeps = [subprocess.Popen(c, cwd=tmp_path, env=cli_env(), text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE) for c in commands]
