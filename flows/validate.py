@@ -168,15 +168,10 @@ def _nested_model(annotation):
 
 
 # ---- the model ----------------------------------------------------------------------------------
-def looks_like_path(text: str) -> bool:
-    """Text a user meant as a folder (``/``, ``./``, ``../``, ``~``, more than one ``/``): never a hub id."""
-    return (text.startswith(("/", "./", "../", "~", ".\\")) or "\\" in text or text.count("/") > 1
-            or text in (".", ".."))
-
-
 def check_model(model: str) -> Path:
     """A local folder with a config.json for ``model``; a missing path is never tried on the hub."""
     from tensorllm.models import KNOWN_NAMES, resolve_model  # lazy: imports torch
+    from tensorllm.paths import looks_like_path
 
     allowed = f"{', '.join(sorted(KNOWN_NAMES))}, a local Hugging Face folder (config.json + *.safetensors), or a hub id"
     path = Path(model).expanduser()
@@ -315,6 +310,12 @@ def check_mlflow_uri(uri: str | None) -> None:
             raise SweepInputError(f"mlflow_tracking_uri: the sqlite path {path!r} is relative, so each process "
                                   f"(Ray workers too) would resolve it against its own folder (got {uri!r}); "
                                   "allowed: sqlite:////ABSOLUTE/PATH.db")
+        from tensorllm.mlflow_store import sqlite_file_problem
+
+        problem = sqlite_file_problem(Path(path))
+        if problem:
+            raise SweepInputError(f"mlflow_tracking_uri: {problem} (got {uri!r}); allowed: sqlite:////ABSOLUTE/PATH.db "
+                                  "naming an MLflow store or a new file")
         return _check_writable_folder("mlflow_tracking_uri", uri, Path(path).parent)
     if scheme in ("http", "https"):
         port = _port(parts, "mlflow_tracking_uri", uri, 443 if scheme == "https" else 80)

@@ -96,7 +96,18 @@ class Checkpoint:
 
         if is_factorised_export(self.folder):  # its model_type is tensorllm's: the base family's config inside
             return export_config(self.folder)
-        return AutoConfig.from_pretrained(self.folder)
+        try:
+            return AutoConfig.from_pretrained(self.folder)
+        except (ValueError, OSError) as exc:  # transformers' message does not name the file when it is not JSON
+            path = self.folder / "config.json"
+            try:
+                parsed = json.loads(path.read_text())
+            except (ValueError, OSError):
+                raise ValueError(f"{path} is not a JSON object ({exc}); allowed: a Hugging Face config.json") from exc
+            if not isinstance(parsed, dict):
+                raise ValueError(f"{path} holds a {type(parsed).__name__}, not a JSON object; allowed: a Hugging Face "
+                                 "config.json") from exc
+            raise
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor's shape, from the safetensors headers (nothing is read but the headers)."""

@@ -66,6 +66,19 @@ def parse_ranks(text: str) -> tuple[float | int, ...]:
     return tuple(out)
 
 
+def parse_device(text: str) -> str:
+    """``--device``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``); clear error otherwise."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; allowed: cpu, cuda, cuda:N, mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA device; allowed: cpu")
+    return text
+
+
 # ---- inspect -------------------------------------------------------------------------------------
 def cmd_inspect(args) -> int:
     from .checkpoint import Checkpoint
@@ -152,11 +165,13 @@ def cmd_evaluate(args) -> int:
 
     check_writable_folder(args.out, "--out")
     check_dataset(args.dataset, read=True)  # a bad name or spec fails in one line before the model loads
+    EvalConfig(dataset=args.dataset, split=args.split, limit=args.limit, batch_size=args.batch_size)  # checks, at once
     folder = resolve_model(args.model)
     device = args.device or str(default_device())
     dtype = parse_dtype(args.dtype) if args.dtype else None  # load_model: the base's dtype on a GPU, fp32 on the CPU
+    artifacts = [load_artifact(p) for p in args.variant or []]  # a bad folder is named before the model loads
+    _check_dataset(args.dataset, folder)
     model, tokenizer = load_model(folder, dtype=dtype, device=device, layout=args.layout)
-    artifacts = [load_artifact(p) for p in args.variant or []]
     first_layer = min(a.layer for a in artifacts) if artifacts else None
     identity = Checkpoint(folder).identity()
     out = Path(args.out)
@@ -202,6 +217,16 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _check_dataset(name: str, model_folder) -> None:
+    """Read the dataset whole (strictly, with the model's tokenizer, as the evaluation will) before the model loads:
+    a malformed line is one line naming the file and line, not a message after the loading's progress output."""
+    from transformers import AutoTokenizer
+
+    from .evaluation.data import load_task
+
+    load_task(name, AutoTokenizer.from_pretrained(str(model_folder)))  # DataFormatError: a ValueError
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tensorllm", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -241,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-prompts", type=int, default=128,
                    help="--fit activations: number of calibration prompts (default 128)")
     p.add_argument("--out", default="runs/artifacts", help="artifact root folder (default runs/artifacts)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", type=parse_device, default="cpu", help="cpu or cuda")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_decompose)
 
@@ -258,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--generate", action=argparse.BooleanOptionalAction, default=True,
                    help="greedy-generation accuracy for generative datasets (default on)")
-    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--device", type=parse_device, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--dtype", help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--out", default="runs/evaluations/cli", help="folder for the per-example jsonl files")
     _add_layout_option(p)
@@ -277,7 +302,20 @@ def build_parser() -> argparse.ArgumentParser:
     from .compression.command import add_compress_command
 
     add_compress_command(sub)  # tensorllm/compression/command.py
+    _one_line_errors(parser)
     return parser
+
+
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """The command's and every sub-command's option errors as one line (argparse prints its usage block first
+    otherwise)."""
+    import types
+
+    parser.error = types.MethodType(one_line_error, parser)
+    for action in parser._actions:  # argparse keeps its sub-parsers here and nowhere public
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _one_line_errors(sub)
 
 
 def add_plugin_commands(sub) -> None:

@@ -53,7 +53,13 @@ def read_config_dict(folder: str | Path) -> dict:
 def is_factorised_export(folder: str | Path) -> bool:
     """True when ``folder`` is a factorised tensorllm export (its config.json carries ``tensorllm_compression``)."""
     path = Path(folder) / "config.json"
-    return path.is_file() and CONFIG_KEY in json.loads(path.read_text())
+    if not path.is_file():
+        return False
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a JSON object ({exc}); allowed: a Hugging Face config.json") from None
+    return isinstance(config, dict) and CONFIG_KEY in config
 
 
 def base_config_from_dict(config_dict: dict, keep_auto_map: bool = True, **kwargs):

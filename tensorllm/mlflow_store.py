@@ -6,6 +6,7 @@ No mlflow import here: these act on the sqlite file itself (MLflow's own client 
 * :func:`existing_store`: the same URI for a read-only command, checked without creating anything;
 * :func:`store_creation_lock`: serialises the first access of a sqlite store across processes;
 * :func:`promotion_lock`: serialises "read the champion, decide, move the alias" of one registered model;
+* :func:`registration_lock`: serialises "look the variant up by key, register it" of one registered model;
 * :func:`relocate_sqlite_store`: rewrites the absolute artifact locations after a ``runs/`` folder moved.
 """
 
@@ -47,6 +48,9 @@ def existing_store(tracking_uri: str | None, root: Path | None = None) -> str:
         db = _sqlite_path(uri)
         if db is not None and not db.is_file():
             raise FileNotFoundError(f"no MLflow store at {db} (tracking URI {uri}); {create_hint}")
+        problem = sqlite_file_problem(db) if db is not None else None
+        if problem:  # MLflow would write its tables into the user's file
+            raise ValueError(f"tracking URI {uri!r}: {problem}; nothing was written; allowed: {READ_FORMS}")
     elif scheme == "file" or (scheme == "" and uri):
         folder = Path(urlsplit(uri).path if scheme == "file" else uri).expanduser()
         if not folder.is_dir():
@@ -54,6 +58,25 @@ def existing_store(tracking_uri: str | None, root: Path | None = None) -> str:
     elif scheme not in ("http", "https"):
         raise ValueError(f"tracking URI {uri!r}: unknown scheme {scheme!r}; allowed: {READ_FORMS}")
     return uri
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def sqlite_file_problem(db: Path) -> str | None:
+    """Why ``db`` cannot be a sqlite store, or None (it does not exist yet, is empty, or is a SQLite database).
+
+    sqlite opens any file, and MLflow then writes its tables into it: a mistyped ``--mlflow-tracking-uri`` naming
+    a text file turned that file into a new store (measured: 1 byte -> 954 KB, "No registered models")."""
+    if db.is_dir():
+        return f"{db} is a folder, not a sqlite database file"
+    if not db.is_file():
+        return None
+    with open(db, "rb") as handle:
+        head = handle.read(len(SQLITE_HEADER))
+    if head and head != SQLITE_HEADER:
+        return f"{db} is not a sqlite database (its first bytes are not the SQLite header)"
+    return None
 
 
 @contextlib.contextmanager
@@ -91,6 +114,24 @@ def promotion_lock(tracking_uri: str | None, registered_model: str):
     system's temporary folder (which serialises sweeps on one machine; sweeps on different machines
     sharing one tracking server are not serialised).
     """
+    with _model_lock(tracking_uri, registered_model, "promotion"):
+        yield
+
+
+@contextlib.contextmanager
+def registration_lock(tracking_uri: str | None, registered_model: str):
+    """Hold an exclusive lock per (store, registered model) while a variant is looked up by key and registered.
+
+    Two identical sweeps at once otherwise both find no version of a key, both log a run, and the later one
+    deletes its duplicate version but leaves its run behind (an extra FINISHED run). A file lock like
+    :func:`promotion_lock`'s (a different file).
+    """
+    with _model_lock(tracking_uri, registered_model, "registration"):
+        yield
+
+
+@contextlib.contextmanager
+def _model_lock(tracking_uri: str | None, registered_model: str, purpose: str):
     import fcntl
     import hashlib
     import tempfile
@@ -100,7 +141,7 @@ def promotion_lock(tracking_uri: str | None, registered_model: str):
     folder = db.parent if db is not None else Path(tempfile.gettempdir()) / "tensorllm-locks"
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(f"{uri}\n{registered_model}".encode()).hexdigest()[:16]
-    with open(folder / f"promotion-{digest}.lock", "a") as handle:
+    with open(folder / f"{purpose}-{digest}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -137,6 +178,11 @@ def relocate_sqlite_store(db_path: str | Path, old_root: str | Path, new_root: s
     old, new = str(Path(old_root)).rstrip("/"), str(Path(new_root).resolve()).rstrip("/")
     changed: dict[str, int] = {}
     with sqlite3.connect(db_path) as db:  # commits on success, rolls back on error
+        try:
+            db.execute("SELECT artifact_location FROM experiments LIMIT 1")
+        except sqlite3.DatabaseError as exc:  # not sqlite at all, or sqlite without MLflow's tables
+            raise ValueError(f"{db_path} is not an MLflow sqlite database ({exc}); allowed: the mlflow.db of a "
+                             "moved runs/mlflow folder") from None
         for table, column in _LOCATION_COLUMNS:
             for prefix in (old, f"file://{old}"):
                 replacement = new if prefix == old else f"file://{new}"

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from .paths import looks_like_path
+
 log = logging.getLogger(__name__)
 
 SMOLLM2_NAME = "smollm2-135m"
@@ -51,6 +53,9 @@ def resolve_model(name: str | os.PathLike) -> Path:
                 "(config.json + *.safetensors)."
             )
         return path.resolve()
+    if looks_like_path(name_str):  # never tried on the hub
+        raise FileNotFoundError(f"model folder {name_str} does not exist; allowed: {SMOLLM2_NAME}, a local Hugging "
+                                "Face folder (config.json + *.safetensors), or a hub id")
     if "/" in name_str or name_str.replace("-", "").replace("_", "").replace(".", "").isalnum():
         return _hub_folder(name_str)
     raise ValueError(f"Unknown model {name_str!r}. Use one of {sorted(KNOWN_NAMES)}, a local HF folder, or a hub id.")

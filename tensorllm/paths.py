@@ -17,3 +17,9 @@ def unwritable_reason(folder: str | os.PathLike) -> str | None:
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"folder {existing} is not writable"
     return None
+
+
+def looks_like_path(text: str) -> bool:
+    """Text a user meant as a folder (``/``, ``./``, ``../``, ``~``, more than one ``/``): never a hub id."""
+    return (text.startswith(("/", "./", "../", "~", ".\\")) or "\\" in text or text.count("/") > 1
+            or text in (".", ".."))

@@ -68,6 +68,10 @@ def cmd_models(args) -> int:
     from tensorllm.registry import Registry
 
     registry = Registry(existing_store(args.mlflow_tracking_uri))  # read-only: a missing store is an error
+    if args.models_command == "load":
+        from .cli import check_writable_folder
+
+        check_writable_folder(args.out, "--out")
     if args.models_command == "list":
         rows = registry.list_models()
         for row in rows:
@@ -150,6 +154,9 @@ def cmd_export(args) -> int:
 
     if args.format not in FORMS:  # checked before any download or model load
         raise ValueError(f"unknown format {args.format!r}; allowed: {', '.join(FORMS)}")
+    from .cli import check_writable_folder
+
+    check_writable_folder(args.out, "--out")  # a file, or a folder under one: one line before the model loads
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tensorllm-export-") as tmp:
         base, paths, source = export_sources(args.spec, args.base_model, args.tracking_uri, tmp)

@@ -55,6 +55,20 @@ def _load() -> dict | None:
     return {"load_1m": one, "load_5m": five, "load_15m": fifteen, "cpus": os.cpu_count()}
 
 
+def _check_options(dataset: str, n_prompts: int, verify: bool, val_limit: int, margin: float) -> None:
+    """The options that would otherwise fail only after the sensitivity measurement: one line each, at once."""
+    from ..evaluation.data.registry import check_dataset_name
+    from ..evaluation.splits import check_split_args
+
+    check_dataset_name(dataset)
+    if isinstance(n_prompts, bool) or not isinstance(n_prompts, int) or n_prompts < 1:
+        raise ValueError(f"n_prompts must be a positive integer; got {n_prompts!r}")
+    if verify:
+        check_split_args("val", val_limit)
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+            raise ValueError(f"margin must be a fraction in [0, 1) of accuracy; got {margin!r}")
+
+
 def compress(model: str, target_ratio: float, out: str | Path, *, grid: Sequence[RankSpec] | None = None,
              grouping: Grouping = DEFAULT_GROUPING, dataset: str = "qa_wikidata", n_prompts: int = DEFAULT_PROMPTS,
              layers: Sequence[int] | None = None, verify: bool = True, val_limit: int = 200, generate: bool = False,
@@ -74,6 +88,7 @@ def compress(model: str, target_ratio: float, out: str | Path, *, grid: Sequence
     The export folder ``out`` holds the factorised model in the base's dtype and ``compress_report.json``.
     """
     ratio = check_ratio(target_ratio)
+    _check_options(dataset, n_prompts, verify, val_limit, margin)  # before any model load or compute
     start = time.perf_counter()
     out = Path(out).expanduser()
     folder = resolve_model(model)  # a bad model name fails here, before any compute

@@ -19,9 +19,11 @@ from .. import __version__
 from ..artifact import META_FILE, TENSORS_FILE, read_meta
 from ..identity import weights_digest
 from ..pyfunc_model import CHAT_TEMPLATE, VARIANT_JSON, parse_chat_template, save_pyfunc
+from ..mlflow_store import registration_lock
 from .base import _process_tracking_uri
 from .names import (IDENTITY_TAG, KEY_SHA_TAG, KEY_TAG, METRIC_TAG_PREFIX, PYFUNC_NAME, VARIANT_DIR, VARIANT_FORMAT,
                     WEIGHTS_TAG, _check_name, _safe_relpath)
+from .owner import OWNER_TAG, owner_gone, owner_tag
 from .values import VariantRecord, _check_same_weights, _chunks, _float_metrics, _metric_tag, _now_ms, _param_value
 
 
@@ -46,6 +48,12 @@ class RegistrationMixin:
         metas = [read_meta(p) for p in record.artifacts]  # clear error if a path is not an artifact
         identity = (record.tags or {}).get(IDENTITY_TAG)
         weights = weights_digest(str(identity), metas) if identity else None
+        with registration_lock(self.tracking_uri, registered_model):  # identical sweeps at once: one run per key
+            return self._register_once(record, registered_model, metas, identity, weights)
+
+    def _register_once(self, record: VariantRecord, registered_model: str, metas: list[dict], identity,
+                       weights: str | None) -> int:
+        """The body of :meth:`register_variant`, under its lock."""
         existing = self._find_by_key(registered_model, record.key)
         if existing is not None:
             _check_same_weights(existing, weights, registered_model, record)
@@ -89,8 +97,10 @@ class RegistrationMixin:
             )
         # Another process may have registered the same key meanwhile: keep the oldest version, drop ours.
         first = self._find_by_key(registered_model, record.key)
-        if first is not None and int(first.version) < int(mv.version):
+        if first is not None and int(first.version) < int(mv.version):  # (a process on another machine: no lock)
             self.client.delete_model_version(registered_model, mv.version)
+            if first.run_id != run_id:
+                self.client.delete_run(run_id)  # its run too: one active run per registered key
             return int(first.version)
         return int(mv.version)
 
@@ -125,15 +135,17 @@ class RegistrationMixin:
 
     def _fail_interrupted_runs(self, registered_model: str, key: str, sha: str) -> None:
         """Mark FAILED the runs of this variant that a killed process left RUNNING (it never finished them),
-        so that no run of an interrupted sweep stays RUNNING forever; the rerun logs a fresh one."""
+        so that no run of an interrupted sweep stays RUNNING forever; the rerun logs a fresh one. A run whose
+        owner still runs (another machine's sweep on a shared server) is left to it (:mod:`.owner`)."""
         for run_id in self._runs_of(registered_model, key, sha, "RUNNING"):
-            self.client.set_terminated(run_id, status="FAILED")
+            if owner_gone(self.client.get_run(run_id).data.tags.get(OWNER_TAG)):
+                self.client.set_terminated(run_id, status="FAILED")
 
     def _log_variant_run(self, record: VariantRecord, metas: list[dict], params: dict[str, str],
                          files: dict[str, Path], metrics: dict[str, float],
                          tags: dict[str, str]) -> tuple[str, str]:
         """Create the run of ``record`` (params, metrics, ``variant/`` folder, files, pyfunc model); (run id, model id)."""
-        run = self.client.create_run(self.experiment_id, run_name=record.name, tags=tags)
+        run = self.client.create_run(self.experiment_id, run_name=record.name, tags={**tags, **owner_tag()})
         run_id = run.info.run_id
         try:
             for chunk in _chunks([Param(k, v) for k, v in params.items()], 100):

@@ -11,6 +11,7 @@ from mlflow.exceptions import MlflowException
 
 from .. import __version__
 from .names import NOTE_TAG, _check_name
+from .owner import OWNER_TAG, owner_gone, owner_tag
 from .values import _chunks, _now_ms, _param_value
 
 
@@ -35,7 +36,8 @@ class SweepReportMixin:
         tags = {"kind": "sweep", "registered_model": registered_model, "tensorllm_version": __version__}
         if description:
             tags[NOTE_TAG] = description
-        run = self.client.create_run(self.experiment_id, run_name="sweep", tags=tags)
+        self._fail_interrupted_sweeps(registered_model)
+        run = self.client.create_run(self.experiment_id, run_name="sweep", tags={**tags, **owner_tag()})
         run_id = run.info.run_id
         try:
             texts, metrics = {}, []
@@ -67,3 +69,16 @@ class SweepReportMixin:
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
         return run_id
+
+    def _fail_interrupted_sweeps(self, registered_model: str) -> None:
+        """Mark FAILED the sweep runs of ``registered_model`` that a killed sweep left RUNNING (killed while it
+        logged its report): the rerun logs its own, and none stays RUNNING forever. A sweep run whose owner
+        still runs (a concurrent sweep) is left alone (:mod:`.owner`); one without an owner tag is old, so left too."""
+        runs = self.client.search_runs(
+            [self.experiment_id], max_results=1000,
+            filter_string=f"tags.kind = 'sweep' and tags.registered_model = '{registered_model}' "
+                          "and attributes.status = 'RUNNING'")
+        for run in runs:
+            tag = run.data.tags.get(OWNER_TAG)
+            if tag and owner_gone(tag):
+                self.client.set_terminated(run.info.run_id, status="FAILED")

@@ -1,9 +1,11 @@
 """Two ``tensorllm sweep`` commands started at once in one project, on a new MLflow store, both succeed;
-the champion ends on the variant the promotion policy picks over both sweeps' versions.
+the champion ends on the variant the promotion policy picks over both sweeps' versions, and the store holds
+exactly the expected runs (one per registered variant, one per sweep).
 
 Real processes: each sweep starts its own Prefect server and private Ray, as two users' commands do.
 The store does not exist before (its creation is serialised by a file lock) and the two promotions
-are serialised per registered model (``tensorllm.mlflow_store.promotion_lock``).
+are serialised per registered model (``tensorllm.mlflow_store.promotion_lock``), as are the registrations
+(``registration_lock``: both sweeps register the shared variants, the baseline and the 0.5,0.5,0.5 ranks).
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from cli_sweep import cli_env, sweep_command
 pytestmark = pytest.mark.integration
 
 
-def test_two_sweeps_at_once_on_a_new_store(tiny_llm, tmp_path):
-    # different rank grids, one registered model: each registers its own variants, one champion in the end
+@pytest.mark.parametrize("grids", ["identical", "different"])
+def test_two_sweeps_at_once_on_a_new_store(grids, tiny_llm, tmp_path):
+    # one registered model: identical sweeps register every variant once between them; with different rank grids
+    # each registers its own variants and both the shared ones; one champion in the end
     commands = [sweep_command(tiny_llm, "--json"), sweep_command(tiny_llm, "--json")]
-    commands[1][commands[1].index("16,8,2")] = "8,4,2"
+    if grids == "different":
+        commands[1][commands[1].index("16,8,2")] = "8,4,2"
     assert not (tmp_path / "runs" / "mlflow").exists()  # a new store
     sweeps = [subprocess.Popen(c, cwd=tmp_path, env=cli_env(), text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE) for c in commands]
@@ -42,6 +47,13 @@ def test_two_sweeps_at_once_on_a_new_store(tiny_llm, tmp_path):
     versions = MlflowClient(uri).search_model_versions(f"name='{name}'")
     names = Counter(v.tags.get("variant_name") for v in versions)
     assert max(names.values()) == 1, f"a variant registered twice: {names}"  # shared variants (the baseline) once
+    # exactly the expected runs: one finished run per registered variant, one sweep run per sweep, nothing else
+    # (unserialised, both sweeps logged a run for each shared variant and one stayed behind without a version)
+    runs = MlflowClient(uri).search_runs([e.experiment_id for e in MlflowClient(uri).search_experiments()])
+    finished = Counter(r.data.tags.get("kind") for r in runs if r.info.status == "FINISHED")
+    assert finished == {"sweep": 2, "baseline": 1, "variant": len(versions) - 1}, (
+        f"{len(runs)} runs {dict(finished)} for {len(versions)} versions and 2 sweeps")
+    assert {r.info.run_id for r in runs if r.data.tags.get("kind") != "sweep"} == {v.run_id for v in versions}
 
     # each sweep's own pick, as the policy sees it from the registry; the champion is the better of the two
     settings = {"datasets": ["qa_wikidata"], "val_limit": 8, "model_identity": versions[0].tags["model_identity"]}

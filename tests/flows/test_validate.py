@@ -1,13 +1,13 @@
 """Sweep input validation (flows.validate): every bad input is one line naming the value and what is allowed.
 
-The model is a saved tiny GQA Llama (2 layers, 6 query heads, 2 KV heads, d_head 8, d_model 48; its kv
-tensor is (48, 8, 8, 2)), so only its config.json and safetensors headers are read. The CLI test runs
+The cases are tests/bad_inputs.py's SWEEP_CASES (with the other commands' cases, the source of the table in
+docs/operations.md). The model is a saved tiny GQA Llama (2 layers, 6 query heads, 2 KV heads, d_head 8, d_model
+48; its kv tensor is (48, 8, 8, 2)), so only its config.json and safetensors headers are read. The CLI test runs
 ``tensorllm sweep`` in a subprocess: exit code 2, one stderr line, no traceback, before any Prefect or Ray.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -15,156 +15,32 @@ import time
 
 import pytest
 
+from bad_inputs import GOOD, REGENERATE, SWEEP_CASES, Workspace, documented, make_tiny, run_case
 from flows.config import SweepConfig
 from flows.validate import SweepInputError, validate_sweep
-from tensorllm.tiny_models import save_tiny_with_tokenizer
-
-DATASETS = "qa_wikidata, hotpotqa, fever, bios_profession, counterfact"  # the registry's names, in its order
-DATASET_LIST = str(DATASETS.split(", "))
-GOOD = {"layers": "last 2", "ranks": [(4, 2, 1)], "datasets": ["fever"]}  # valid for the tiny model
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return save_tiny_with_tokenizer("llama_gqa", tmp_path_factory.mktemp("validate") / "llama_gqa")[0]
+def tiny_and_artifact(tmp_path_factory):
+    return make_tiny(tmp_path_factory.mktemp("validate"))
 
 
-#: a state-space model's tensors: no attention projection in its layers (shapes for d_model 16)
-MAMBA_TENSORS = {"backbone.embeddings.weight": (32, 16), "backbone.layers.0.mixer.in_proj.weight": (64, 16),
-                 "backbone.layers.0.mixer.out_proj.weight": (16, 32)}
-#: a Llama config (heads and width known), for weights that are not a Llama's
-LLAMA_CONFIG = {"model_type": "llama", "hidden_size": 16, "num_attention_heads": 2, "num_hidden_layers": 1,
-                "intermediate_size": 32, "vocab_size": 32}
+@pytest.fixture(scope="module")
+def tiny(tiny_and_artifact):
+    return tiny_and_artifact[0]
 
 
-def model_folder(tmp_path, config: dict | None, tensors: dict | None = None):
-    """A folder with ``config.json`` = ``config`` (none when None) and zero tensors of the given shapes."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    if config is not None:
-        (folder / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
-    if tensors is not None:
-        from safetensors.torch import save_file
-        import torch
-
-        save_file({name: torch.zeros(shape) for name, shape in tensors.items()}, str(folder / "model.safetensors"))
-    return str(folder)
-
-
-#: (id, parameters over GOOD, the start of the one-line message); "{tmp}" is the test's tmp_path
-BAD = [
-    ("unknown dataset", {"datasets": ["nope"]}, f"datasets: Unknown dataset 'nope'; allowed: {DATASET_LIST}, a data "
-                                                "file (.jsonl, .json, .csv) with fields prompt and answer"),
-    ("no dataset", {"datasets": []}, f"datasets: must not be empty (got []); allowed: evaluation datasets, built-in "
-                                     f"names ({DATASETS}) or your own data"),
-    ("layer 99", {"layers": [99]}, "layers: [99] out of range: this model has layers 0..1 (got [99]); allowed: "
-                                   "indices 0..1, 'last N' with 1 <= N <= 2, or 'all'"),
-    ("last 0", {"layers": "last 0"}, "layers: 'last 0' needs 1 <= N <= 2"),
-    ("last 3 of 2", {"layers": "last 3"}, "layers: 'last 3' needs 1 <= N <= 2"),
-    ("first 3", {"layers": "first 3"}, "layers: must be a list of integers, 'last N' or 'all'; got 'first 3'"),
-    ("ranks 0", {"ranks": [(0, 0, 0)]}, "ranks: must be positive integers or fractions in (0, 1]; got (0.0, 0.0, 0.0)"),
-    ("R2 > d_head", {"ranks": [(4, 2, 1), (4, 9, 1)]},
-     "ranks[1] (4, 9, 1): R2 (d_head)=9 is out of range: allowed 1..8 (the dimension's size) (tensor (48, 8, 4, 6) "
-     "with grouping 'replicate')"),
-    ("R3 > slices, replicate", {"ranks": [(4, 2, 5)], "grouping": "replicate"},
-     "ranks[0] (4, 2, 5): R3 (slices)=5 is out of range: allowed 1..4"),
-    ("fraction > 1", {"ranks": [(1.5, 0.5, 0.5)]}, "ranks[0] (1.5, 0.5, 0.5): R1 (d_model) as a fraction must be in (0, 1]"),
-    ("grouping x", {"grouping": "x"}, "grouping: unknown value 'x' (got 'x'); allowed: kv, replicate"),
-    ("registered_model", {"registered_model": "bad name!"}, "registered_model: must be letters, digits"),
-    ("alpha 0", {"alpha": 0}, "alpha: must be in (0, 1)"),
-    ("margin 1.5", {"margin": 1.5}, "margin: must be in [0, 1)"),
-    ("val_limit 0", {"val_limit": 0}, "val_limit: must be >= 1 (got 0); allowed: an integer >= 1, or None"),
-    ("batch_size 0", {"batch_size": 0}, "batch_size: must be >= 1 (got 0); allowed: an integer >= 1"),
-    ("test_top_k 0", {"test_top_k": 0}, "test_top_k: must be >= 1 (got 0); allowed: an integer >= 1"),
-    ("objective best", {"objective": "best"}, "objective: unknown value 'best' (got 'best'); allowed: denoise, compress"),
-    ("compose all", {"compose": ["all"]}, "compose[0]: unknown value 'all' (got ['all']); allowed: uniform, allocate, greedy"),
-    ("targets 1", {"targets": [1.0, 2.0]}, "targets: must be finite ratios > 1 (2 = half the attention parameters); got [1.0]"),
-    ("selection_metric f1", {"selection_metric": "f1"},
-     "selection_metric: unknown value 'f1' (got 'f1'); allowed: accuracy, top1_accuracy, loss"),
-    ("laser rho 0", {"laser": [{"matrix": "fc_in", "rho": 0}]},
-     "laser[0].rho: must be > 0 (got 0); allowed: a number > 0 and <= 1"),
-    ("laser matrix", {"laser": [{"matrix": "fc_x", "rho": 0.1}]},
-     "laser[0].matrix: unknown value 'fc_x' (got 'fc_x'); allowed: fc_in, fc_up, fc_out"),
-    ("unknown parameter", {"rank": [(4, 2, 1)]}, "unknown parameter(s) ['rank']; allowed: model, datasets, layers"),
-    ("missing model path", {"model": "/no/such/model"}, "model: model folder /no/such/model does not exist; allowed: "
-                                                        "smollm2-135m, a local Hugging Face folder"),
-    ("no config.json", {"model": "{tmp}/model", "config": None}, "model: folder {tmp}/model has no config.json"),
-    ("no weights", {"model": "{tmp}/model", "config": {"model_type": "llama"}},
-     "model: {tmp}/model has neither model.safetensors nor model.safetensors.index.json (found: ['config.json'])"),
-    ("model_type mamba", {"model": "{tmp}/model", "config": {"model_type": "mamba"}, "tensors": MAMBA_TENSORS},
-     "model: config MambaConfig has no head count or model width: looked for num_attention_heads"),
-    ("attention of no known layout", {"model": "{tmp}/model", "config": LLAMA_CONFIG, "tensors": MAMBA_TENSORS},
-     "model: Unsupported architecture 'llama': no known layout matches the attention of its first layer. Found: "
-     "backbone.layers.0.mixer.in_proj.weight [64, 16], backbone.layers.0.mixer.out_proj.weight [16, 32]. Head counts "
-     "from the config: 2 heads, 2 KV heads, head dim 8, d_model 16. Known layouts: llama (layers.0.self_attn.q_proj"),
-    ("model_type unknown", {"model": "{tmp}/model", "config": {"model_type": "nonsense"}},
-     "model: cannot read {tmp}/model/config.json (The checkpoint you are trying to load has model type `nonsense`"),
-    ("config.json not JSON", {"model": "{tmp}/model", "config": "not json"},
-     "model: {tmp}/model/config.json is not a JSON object ("),
-    ("data folder missing", {"data_dir": "{tmp}"}, "datasets: the data folder of 'fever' does not exist ({tmp}/"),
-    ("mlflow closed port", {"mlflow_tracking_uri": "http://127.0.0.1:9/"},
-     "mlflow_tracking_uri: http://127.0.0.1:9/ is not reachable (connection refused); allowed: a running MLflow server"),
-    ("mlflow scheme", {"mlflow_tracking_uri": "ftp://host/x"},
-     "mlflow_tracking_uri: unknown scheme 'ftp' (got 'ftp://host/x'); allowed: sqlite:////ABSOLUTE/PATH.db, http(s)://HOST:PORT"),
-    ("mlflow sqlite under a file", {"mlflow_tracking_uri": "sqlite:///{tmp}/file/mlflow.db"},
-     "mlflow_tracking_uri: {tmp}/file is a file, not a folder"),
-    ("mlflow sqlite without ///", {"mlflow_tracking_uri": "sqlite:relative.db"},
-     "mlflow_tracking_uri: a sqlite URI starts with sqlite:/// (got 'sqlite:relative.db'); allowed: "
-     "sqlite:////ABSOLUTE/PATH.db"),
-    ("mlflow sqlite relative", {"mlflow_tracking_uri": "sqlite:///runs/mlflow.db"},
-     "mlflow_tracking_uri: the sqlite path 'runs/mlflow.db' is relative, so each process"),
-    ("artifacts root under a file", {"artifacts_root": "{tmp}/file/artifacts"},
-     "artifacts_root: {tmp}/file is a file, not a folder (got '{tmp}/file/artifacts'); allowed: a folder this user"),
-    ("transfer dataset missing", {"data_only": "fever"},
-     "transfer_dataset: the data folder of 'counterfact' does not exist ({tmp}/data/counterfact)"),
-    ("malformed dataset line", {"data_only": "fever", "break_line": 3, "transfer_dataset": None},
-     "datasets: 'fever' cannot be read: {tmp}/data/fever/paper_dev.jsonl:3:"),
-    ("ray closed port", {"ray_address": "127.0.0.1:9"},
-     "ray_address: 127.0.0.1:9 is not reachable (connection refused); allowed: a running Ray head"),
-    ("ray client closed port", {"ray_address": "ray://127.0.0.1:9"}, "ray_address: ray://127.0.0.1:9 is not reachable"),
-    ("ray nonsense", {"ray_address": "head-node"},
-     "ray_address: not an address (got 'head-node'); allowed: None or 'local' (a private local Ray), 'auto', HOST:PORT"),
-]
-
-
-def one_dataset(root, name: str, break_line: int | None):
-    """A copy of the shipped data folder of ``name`` under ``root``; with ``break_line``, that line is not JSON."""
-    import shutil
-
-    from tensorllm.evaluation.data.registry import DATASETS, default_data_dir
-
-    folder = root / DATASETS[name].folder
-    shutil.copytree(default_data_dir() / DATASETS[name].folder, folder)
-    if break_line is not None:
-        (data_file,) = folder.glob("*.jsonl")
-        lines = data_file.read_text().splitlines(keepends=True)
-        lines[break_line - 1] = '{"claim": "cut off in the mid\n'
-        data_file.write_text("".join(lines))
-    return root
-
-
-def bad_params(tiny, tmp_path, monkeypatch, overrides: dict) -> dict:
-    """GOOD on the tiny model with ``overrides``; ``config`` makes a model folder, ``data_dir`` moves the data."""
-    overrides = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v for k, v in overrides.items()}
-    if "config" in overrides:
-        model_folder(tmp_path, overrides.pop("config"), overrides.pop("tensors", None))
-    if "data_dir" in overrides:
-        monkeypatch.setenv("TENSORLLM_DATA_DIR", overrides.pop("data_dir"))
-    if "data_only" in overrides:  # a data folder holding one dataset (line ``break_line`` of its file broken)
-        monkeypatch.setenv("TENSORLLM_DATA_DIR", str(one_dataset(tmp_path / "data", overrides.pop("data_only"),
-                                                                 overrides.pop("break_line", None))))
-    (tmp_path / "file").write_text("not a folder")
-    return {"model": str(tiny), **GOOD, **overrides}
-
-
-@pytest.mark.parametrize("overrides, message", [case[1:] for case in BAD], ids=[case[0] for case in BAD])
-def test_bad_input_is_one_line(tiny, tmp_path, monkeypatch, overrides, message):
-    params = bad_params(tiny, tmp_path, monkeypatch, overrides)
+@pytest.mark.parametrize("case", SWEEP_CASES, ids=[case.id for case in SWEEP_CASES])
+def test_bad_input_is_one_line(case, tiny_and_artifact, tmp_path):
+    """Each case of tests/bad_inputs.py's SWEEP_CASES: its line, at once, and as docs/operations.md shows it."""
+    ws = Workspace(*tiny_and_artifact, tmp_path)
     start = time.perf_counter()
-    with pytest.raises(SweepInputError, match="^" + re.escape(message.replace("{tmp}", str(tmp_path)))) as info:
-        validate_sweep(params)
-    assert "\n" not in str(info.value)
-    assert time.perf_counter() - start < 5.5  # closed ports are refused at once; the connect timeout is 5 s
+    code, message = run_case(case, ws)
+    seconds = time.perf_counter() - start
+    assert code is None and message.startswith(ws.fill(case.message)), message
+    assert "\n" not in message
+    assert seconds < 10  # closed ports are refused at once (the connect timeout is 5 s); reading a dataset whole ~1-7 s
+    assert documented().get((case.command, case.input)) == ws.shown(message), f"docs/operations.md is stale: {REGENERATE}"
 
 
 def test_good_input_gives_the_config(tiny):

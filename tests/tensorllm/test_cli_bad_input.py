@@ -1,5 +1,8 @@
-"""Bad input to the commands other than ``sweep`` (whose cases are in tests/flows/test_validate.py): one line,
-exit code 2, before any work, and nothing created.
+"""Bad input to every command: one line, exit code 2, before any work, and nothing created.
+
+The cases are tests/bad_inputs.py's CLI_CASES (the sweep's parameters, SWEEP_CASES, run in tests/flows/test_validate.py),
+each run in-process through ``tensorllm.cli.main``; together they are the table in docs/operations.md, which a case
+whose real message differs from its row fails (regenerate with ``PYTHONPATH=. python tests/bad_inputs.py``).
 
 Read-only registry commands on a store that is not there: one line, exit code 2, and nothing created.
 
@@ -9,9 +12,41 @@ mistyped path used to say "No registered models" and leave a new empty store beh
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from bad_inputs import CASES, CLI_CASES, COMMANDS, REGENERATE, Workspace, documented, make_tiny, message_of, run_case
 
 from tensorllm.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_and_artifact(tmp_path_factory):
+    return make_tiny(tmp_path_factory.mktemp("bad-input"))
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[case.id for case in CLI_CASES])
+def test_bad_command_line_is_one_line_exit_2(case, tiny_and_artifact, tmp_path):
+    ws = Workspace(*tiny_and_artifact, tmp_path)
+    start = time.perf_counter()
+    code, err = run_case(case, ws)
+    seconds = time.perf_counter() - start
+    prog = "tensorllm " + case.argv[0]
+    assert code == 2 and err.startswith(prog) and err.count("\n") == 1, err  # one line, and nothing before it
+    message = message_of(case, err)
+    assert message.startswith(ws.fill(case.message)), message
+    assert (tmp_path / "file").read_text() == "not a folder"  # no case writes into a file it was given
+    assert seconds < 30  # before any compute: measured 0.1-2 s, a new MLflow store's tables ~5 s on 2 busy cores
+    assert documented().get((case.command, case.input)) == ws.shown(message), f"docs/operations.md is stale: {REGENERATE}"
+
+
+def test_the_cases_cover_every_command_and_the_table_lists_exactly_them():
+    assert len(CASES) >= 45
+    assert {case.command for case in CASES} == set(COMMANDS)
+    assert len({case.id for case in CASES}) == len(CASES)
+    rows = {(case.command, case.input) for case in CASES}
+    assert len(rows) == len(CASES), "two cases show the same input in the table"
+    assert set(documented()) == rows, f"docs/operations.md's bad-input table is stale: {REGENERATE}"
 
 
 def run(argv: list[str], capsys) -> tuple[int, str]:
@@ -39,28 +74,6 @@ def test_an_explicit_missing_sqlite_store_is_named(tmp_path, capsys):
     assert not (tmp_path / "elsewhere").exists()
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("ftp://h/x", "tracking URI 'ftp://h/x': unknown scheme 'ftp'; allowed: sqlite:////ABSOLUTE/PATH.db"),
-    ("sqlite:relative.db", "tracking URI 'sqlite:relative.db': a sqlite URI starts with sqlite:///"),
-])
-def test_a_malformed_tracking_uri_is_one_line(uri, message, capsys):
-    code, err = run(["models", "--mlflow-tracking-uri", uri, "list"], capsys)
-    assert code == 2 and err.startswith(f"tensorllm models: error: {message}") and "\n" not in err
-
-
-@pytest.mark.parametrize("argv", [["decompose", "smollm2-135m", "--layer", "0", "--ranks", "4,2,1", "--out", "afile/sub"],
-                                  ["evaluate", "{tiny}", "--dataset", "fever", "--limit", "2", "--out", "afile/evals"]])
-def test_an_output_folder_under_a_regular_file_is_one_line(argv, tmp_path, monkeypatch, capsys):
-    from tensorllm.tiny_models import save_tiny_with_tokenizer
-
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "afile").write_text("a file, not a folder")
-    tiny = save_tiny_with_tokenizer("llama_gqa", tmp_path / "tiny")[0] if "{tiny}" in argv else None
-    capsys.readouterr()  # the saving's progress bars
-    code, err = run([str(tiny) if a == "{tiny}" else a for a in argv], capsys)
-    assert code == 2 and "\n" not in err and "afile" in err, err
-
-
 def test_a_command_run_in_process_leaves_the_loggers_as_it_found_them(capsys):
     """``main`` configures our loggers for one command only: no handler piles up and INFO records still reach
     other code's log capture afterwards (a leftover WARNING level once hid them from a later test)."""
@@ -70,3 +83,11 @@ def test_a_command_run_in_process_leaves_the_loggers_as_it_found_them(capsys):
     before = (list(logger.handlers), logger.level)
     assert main(["models", "--mlflow-tracking-uri", "ftp://h/x", "list"]) == 2
     assert (list(logger.handlers), logger.level) == before
+
+
+@pytest.mark.parametrize("argv, message", [(["nope"], "argument command: invalid choice: 'nope'"),
+                                           ([], "the following arguments are required: command")])
+def test_a_bad_sub_command_is_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and capsys.readouterr().err.startswith(f"tensorllm: error: {message}")
