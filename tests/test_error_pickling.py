@@ -15,11 +15,13 @@ import pytest
 
 from flows.validate import SweepInputError
 from tensorllm.evaluation.data import DataFormatError
+from tensorllm.evaluation.data.user_spec import UserDatasetError
 
 EXAMPLES = [
     DataFormatError("/data/fever/paper_dev.jsonl", 3, "not JSON (Expecting value)"),
     DataFormatError("/data/hotpotqa/dev.json", 7, "no 'answer' field", unit="record"),
     SweepInputError("layers: [99] out of range"),
+    UserDatasetError("dataset 'mine.yaml': prompt_field: 'question' is not a field of mine.jsonl:1"),
 ]
 #: private control-flow exceptions that never leave the function that raises them
 INTERNAL = {"tensorllm.activation_fit._Done"}
