@@ -36,7 +36,8 @@ LASER_MODULES = ("decompose.py", "laser.py", "layouts.py", "attention_shape.py",
 EVALUATION_MODULES = ("evaluation", "artifact.py", "models.py", "checkpoint.py", "layouts.py", "attention_shape.py",
                       "layout_detection.py", "tensorise.py", "tucker.py", "subspace.py") + MODEL_LOADING
 #: imported by the modules above, but nothing they compute depends on their code
-NOT_COMPUTING = {"progress.py": "progress bars", "provenance.py": "these keys"}
+NOT_COMPUTING = {"progress.py": "progress bars", "provenance.py": "these keys",
+                 "paths.py": "checks of path arguments (local folder or hub id, writable output)"}
 
 ARTIFACT_KINDS = ("tucker_mha", "laser_ffn")
 

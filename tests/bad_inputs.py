@@ -275,7 +275,7 @@ CLI_CASES = [
          "layers [99] are out of range: allowed 0..1 for this 2-layer model"),
     _cli("compress layers a,b", "compress {tiny} --target-ratio 2 --out {tmp}/c --layers a,b",
          "argument --layers: --layers takes comma-separated layer indices"),
-    _cli("compress dataset", "compress {tiny} --target-ratio 2 --out {tmp}/c --dataset nope", "dataset: unknown dataset 'nope'"),
+    _cli("compress dataset", "compress {tiny} --target-ratio 2 --out {tmp}/c --dataset nope", "dataset: Unknown dataset 'nope'; allowed: "),
     _cli("compress prompts 0", "compress {tiny} --target-ratio 2 --out {tmp}/c --prompts 0",
          "prompts: input should be greater than or equal to 1 (got 0); allowed: calibration prompts"),
     _cli("compress margin 2", "compress {tiny} --target-ratio 2 --out {tmp}/c --margin 2",

@@ -57,10 +57,10 @@ def _load() -> dict | None:
 
 def _check_options(dataset: str, n_prompts: int, verify: bool, val_limit: int, margin: float) -> None:
     """The options that would otherwise fail only after the sensitivity measurement: one line each, at once."""
-    from ..evaluation.data.registry import check_dataset_name
+    from ..evaluation.data.registry import check_dataset
     from ..evaluation.splits import check_split_args
 
-    check_dataset_name(dataset)
+    check_dataset(dataset)  # a built-in name or your own data (read whole by the command before it gets here)
     if isinstance(n_prompts, bool) or not isinstance(n_prompts, int) or n_prompts < 1:
         raise ValueError(f"n_prompts must be a positive integer; got {n_prompts!r}")
     if verify:

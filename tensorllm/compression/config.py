@@ -106,6 +106,8 @@ def build_config(params: dict) -> CompressConfig:
             raise ValueError(f"{name}: required; give {flag} on the command line or {name}: in the --config file "
                              f"({info.description if info else name})") from None
         message = error["msg"].removeprefix("Value error, ")
+        if "allowed:" in message:  # the validator's own message already names the value and what is allowed
+            raise ValueError(f"{field}: {message}") from None
         allowed = f"; allowed: {info.description}" if info is not None and info.description else ""
         raise ValueError(f"{field}: {message[0].lower()}{message[1:]} (got {error.get('input')!r}){allowed}") from None
 
