@@ -36,6 +36,7 @@ class Variant:
     val: dict[str, dict] = field(default_factory=dict)  # dataset -> EvalResult dict (validation)
     paired_val: dict | None = None  # PairedComparison dict vs the baseline, validation, datasets pooled
     guard_val: dict | None = None  # the same for validation generation accuracy (the policy's generation guard)
+    guard_stopped: bool = False  # the rule's loss or generation guard refused it on measured evidence (the front plot)
     size: WholeModelSize | None = None
     key: str | None = None  # the registry key: content, see registry_key (the name is a label)
     version: int | None = None
@@ -189,6 +190,7 @@ def summary_row(v: Variant, metric: str) -> dict:
             "whole_model_attention_cr": size.attention_compression_ratio if size else None,
             "bytes_after": size.bytes_after if size else None,
             f"val_{metric}": mean_metric(v.val, metric), "val_loss": mean_metric(v.val, "loss"),
+            "guard_stopped": v.guard_stopped,
             **({f"test_{m}": mean_metric(v.test, m) for m in ("accuracy", "top1_accuracy", "loss")} if v.test else {}),
             **({"paired": v.paired_test} if v.paired_test else {})}
 
