@@ -32,8 +32,8 @@ class PromotionMixin:
                      alias: str = DEFAULT_ALIAS) -> None:
         """Point ``alias`` at ``version`` and record why, once in each place MLflow's UI shows it.
 
-        The version: tags ``promotion.<key>`` for :data:`PROMOTION_VERSION_TAGS` (decision, rule, alias, time,
-        previous_version) and the reason (``decision["reason"]``) as its description. The registered model: tags
+        The version: tags ``promotion.rule`` and ``promotion.time`` (:data:`PROMOTION_VERSION_TAGS`) and the reason
+        (``decision["reason"]``) as its description. The registered model: tags
         ``last_decision.*`` (every key of ``decision`` and those above, ``promoted=true``), replacing the previous
         decision's. Keys of ``decision`` may be given bare (``reason``) or prefixed (``promotion.reason``).
         """
