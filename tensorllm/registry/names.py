@@ -21,11 +21,11 @@ NOTE_TAG = "mlflow.note.content"     # where MLflow keeps a run's description
 #: The only tags a version carries (from the record's tags, when present): what it is and its identity. Everything
 #: else (evaluation settings, code version, ...) is a tag of the version's run, and its numbers are the run's metrics:
 #: MLflow's model-versions table lists every version tag in the row.
-#: A row about 24 px a tag: 5 tags (7 on a champion) keep a row under 200 px (bench/ui_check.py measures it).
+#: A row is about 37 px + 24 px a tag: 5 tags (6 on a champion) keep it under 200 px (bench/ui_check.py measures it).
 VERSION_TAGS = ("variant_name", "evaluated", IDENTITY_TAG, WEIGHTS_TAG, KEY_TAG, KEY_SHA_TAG)
-#: Tags of a champion's version that record its promotion: ``promotion.rule`` and ``promotion.time``. Its reason is
-#: the version's description; the decision's other keys (previous version, alias, ...) are the registered model's.
-PROMOTION_VERSION_TAGS = ("rule", "time")
+#: The one tag a promoted version gets: "<rule>, <UTC time>" (e.g. "compress, 2026-12-07T20:22:14+00:00"). Its
+#: reason is the version's description; the decision's other keys (previous version, alias) are the model's.
+PROMOTION_TAG = "promotion"
 DECISION_PREFIX = "last_decision."   # the registered model's record of the latest decision (promoted or not)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlflow.exceptions import MlflowException
 
-from .names import DECISION_PREFIX, DEFAULT_ALIAS, PROMOTION_VERSION_TAGS, _check_alias, _check_name
+from .names import DECISION_PREFIX, DEFAULT_ALIAS, PROMOTION_TAG, _check_alias, _check_name
 from .values import _decision_tags, _now_iso
 
 _OLD_PROMOTION_PREFIX = "last_promotion."  # a copy of last_decision.* when it promoted; no longer written
@@ -32,7 +32,7 @@ class PromotionMixin:
                      alias: str = DEFAULT_ALIAS) -> None:
         """Point ``alias`` at ``version`` and record why, once in each place MLflow's UI shows it.
 
-        The version: tags ``promotion.rule`` and ``promotion.time`` (:data:`PROMOTION_VERSION_TAGS`) and the reason
+        The version: the tag ``promotion`` (:data:`PROMOTION_TAG`: "<rule>, <UTC time>") and the reason
         (``decision["reason"]``) as its description. The registered model: tags
         ``last_decision.*`` (every key of ``decision`` and those above, ``promoted=true``), replacing the previous
         decision's. Keys of ``decision`` may be given bare (``reason``) or prefixed (``promotion.reason``).
@@ -43,9 +43,8 @@ class PromotionMixin:
         record = {**_decision_tags(decision), "alias": alias, "time": _now_iso(),
                   "version": str(mv.version), "previous_version": "" if previous is None else str(previous)}
         self.client.set_registered_model_alias(registered_model, alias, mv.version)
-        for k in PROMOTION_VERSION_TAGS:
-            if k in record:
-                self.client.set_model_version_tag(registered_model, mv.version, f"promotion.{k}", record[k])
+        self.client.set_model_version_tag(registered_model, mv.version, PROMOTION_TAG,
+                                          ", ".join(x for x in (record.get("rule"), record["time"]) if x))
         if record.get("reason"):
             self.client.update_model_version(registered_model, mv.version, description=record["reason"])
         self._replace_model_tags(registered_model, DECISION_PREFIX, {**record, "promoted": "true"})
