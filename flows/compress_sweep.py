@@ -21,6 +21,7 @@ from prefect import flow
 from .batch import run_batch
 from .config import (DEFAULT_GROUPING, DEFAULT_RANKS, DEFAULT_TARGETS, ComposeStrategy, DatasetName, Grouping, LaserSpec, LayoutName,
                      Objective, SelectionMetric)
+from .parent_artifact import publish_decision
 from .runtime.ray_runner import ray_runner
 from .sweep import run_sweep
 from .validate import validate_sweep
@@ -70,9 +71,12 @@ def compress_sweep(
     defaults (a test holds them equal); their descriptions are there, and ``tensorllm sweep --help`` shows them.
     """
     config = validate_sweep(locals())  # every check first: a bad parameter fails the run with one line
-    if config.models or config.evaluate == "none":  # a batch of models, or decomposition only: flows.batch
-        return run_batch.with_options(task_runner=ray_runner(config.ray_address))(config)
-    return run_sweep.with_options(task_runner=ray_runner(config.ray_address))(config)
+    batch = config.models or config.evaluate == "none"  # a batch of models, or decomposition only: flows.batch
+    sub_flow = run_batch if batch else run_sweep
+    state = sub_flow.with_options(task_runner=ray_runner(config.ray_address))(config, return_state=True)
+    summary = state.result()  # raises the sub-flow's error, as calling it directly did
+    publish_decision(summary, state.state_details.flow_run_id, sub_flow.name)  # this run: decision + link
+    return summary
 
 
 if __name__ == "__main__":

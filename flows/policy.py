@@ -56,7 +56,7 @@ from .noninferiority import ONE_SIDED, Margins, endpoints, failing
 
 __all__ = ["Candidate", "Decision", "Margins", "PAIRED_COLUMN", "KINDS", "METRICS", "OBJECTIVES", "decide",
            "shortlist", "best_candidates", "non_inferior", "next_generation_check", "comparable_champion",
-           "decision_tags", "higher_is_better", "rank_key"]
+           "decision_tags", "guard_stopped", "higher_is_better", "rank_key"]
 
 OBJECTIVES: tuple[str, ...] = ("denoise", "compress")
 #: ``variant_kind`` tags of composed variants in the registry: "composed" or the strategy that built it
@@ -262,7 +262,8 @@ def comparable_champion(info: dict | None, settings: dict, metric: str) -> Candi
     """
     if info is None:
         return None
-    tags, metrics = info["tags"], info["metrics"]
+    # the evaluation settings are tags of the version's run, its identity a tag of the version (tensorllm.registry)
+    tags, metrics = {**info.get("run_tags", {}), **info["tags"]}, info["metrics"]
     identity = settings.get("model_identity")
     kind_tag = tags.get("variant_kind", "layer")
     kind = "layer" if kind_tag == "layer" else "composed" if kind_tag in COMPOSED_TAGS else None
@@ -277,15 +278,17 @@ def comparable_champion(info: dict | None, settings: dict, metric: str) -> Candi
                      float(metrics["val_loss"]), compression=float(ratio), kind=kind)
 
 
-def decision_tags(decision: Decision, paired: dict | None) -> dict[str, str]:
-    """Tags that record a decision (``promotion.reason`` is the sentence), with the champion's paired test
-    comparison against the baseline."""
-    tags = {f"promotion.{k}": v for k, v in decision.as_tags().items()}
-    for dataset, by_column in (paired or {}).items():
-        for column, stats in by_column.items():
-            for key, value in stats.items():
-                tags[f"promotion.test_vs_baseline.{dataset_label(dataset)}.{column}.{key}"] = str(value)
-    return tags
+def guard_stopped(c: Candidate, metric: str, margin: float | Margins, alpha: float = 0.05, *,
+                  loss_margin: float = 0.05, relative_margin: float | None = None) -> bool:
+    """Whether the rule's guard (loss, or validation generation accuracy when measured) refused ``c`` on measured
+    evidence: its own test fails at ``alpha / 2``. What the sweep's front plot marks."""
+    return c.paired_val is not None and _guard_fails(c, metric, _margins(margin, loss_margin, relative_margin), alpha)
+
+
+def decision_tags(decision: Decision) -> dict[str, str]:
+    """Tags that record a decision (``promotion.reason`` is the sentence). The paired test comparisons behind it
+    are metrics of the champion's run (``<dataset>.test_vs_baseline.*``), not copied here."""
+    return {f"promotion.{k}": v for k, v in decision.as_tags().items()}
 
 
 # ---- checks ---------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ class Variant:
     val: dict[str, dict] = field(default_factory=dict)  # dataset -> EvalResult dict (validation)
     paired_val: dict | None = None  # PairedComparison dict vs the baseline, validation, datasets pooled
     guard_val: dict | None = None  # the same for validation generation accuracy (the policy's generation guard)
+    guard_stopped: bool = False  # the rule's loss or generation guard refused it on measured evidence (the front plot)
     size: WholeModelSize | None = None
     key: str | None = None  # the registry key: content, see registry_key (the name is a label)
     version: int | None = None
@@ -195,6 +196,7 @@ def summary_row(v: Variant, metric: str) -> dict:
             f"val_{metric}": mean_metric(v.val, metric), "val_loss": mean_metric(v.val, "loss"),
             **({"target_ratio": v.extra_metrics["allocation.target_ratio"]}
                if "allocation.target_ratio" in v.extra_metrics else {}),
+            "guard_stopped": v.guard_stopped,
             **({f"test_{m}": mean_metric(v.test, m) for m in ("accuracy", "top1_accuracy", "loss")} if v.test else {}),
             **({"paired": v.paired_test} if v.paired_test else {})}
 

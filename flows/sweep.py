@@ -29,8 +29,8 @@ from tasks.caching import evaluation_key
 from tasks.decompose import decompose_layer_task, laser_task
 from tasks.evaluate import evaluate_task, paired_comparison_task, paired_pooled_task
 from tasks.export import export_task
-from tasks.register import (apply_promotion_task, champion_task, describe_task, log_sweep_task,
-                            register_variant_task, update_metrics_task)
+from tasks.register import (apply_promotion_task, champion_task, log_sweep_task, register_variant_task,
+                            update_metrics_task)
 from tasks.resources import ray_gpus_per_task
 from tensorllm.artifact import read_meta
 from tensorllm.checkpoint import Checkpoint
@@ -46,8 +46,8 @@ from .config_file import config_yaml
 from .holdout import half_mean, paired_half
 from .lm_eval import champion_lm_eval
 from .noninferiority import single_test
-from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, higher_is_better,
-                     next_generation_check, shortlist)
+from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, guard_stopped,
+                     higher_is_better, next_generation_check, shortlist)
 from .records import (Variant, baseline_variant, composed_variant, evaluation_settings, flat_metrics, layer_variants,
                       markdown_table, mean_metric, paired_columns, paired_metrics, registry_key, summary_row,
                       variant_record)
@@ -160,6 +160,8 @@ def run_sweep(config: SweepConfig) -> dict:
                                                            **{f"guard.{k}": x for k, x in v.guard_val.items()
                                                               if isinstance(x, (int, float)) and not isinstance(x, bool)}})
     decision = decide_against(current)
+    for v in everything:  # the front plot marks them (tensorllm.plots.compression_front)
+        v.guard_stopped = guard_stopped(candidates[v.version], metric, config.margins(), config.alpha)
     # the exported composition obeys the champion's rule (its family is every variant; no champion bar)
     composed_decision = decide(list(candidates.values()), baseline_candidate, None, require_generation=config.generate,
                                kinds=("composed",), **rule) if composed else None
@@ -181,7 +183,8 @@ def run_sweep(config: SweepConfig) -> dict:
         v.test = {d: test_futures[(v.name, d)].result() for d in config.datasets}
         update_metrics_task(uri, name, v.version, flat_metrics(v.test, "test"))
     for v in tested[1:]:
-        v.paired_test = {d: {col: paired_comparison_task(baseline.test[d]["examples"], v.test[d]["examples"], col)
+        v.paired_test = {d: {col: paired_comparison_task(baseline.test[d]["examples"], v.test[d]["examples"], col,
+                                                         label=f"{v.name}-{d}")
                              for col in paired_columns(v.test[d], metric)}
                          for d in config.datasets}
         update_metrics_task(uri, name, v.version, paired_metrics(v.paired_test))
@@ -193,11 +196,7 @@ def run_sweep(config: SweepConfig) -> dict:
             logger.info("The champion changed during this sweep (v%s -> v%s): deciding again against it",
                         current and current.version, latest and latest.version)
             current, decision = latest, decide_against(latest)
-        paired = next((v.paired_test for v in tested[1:] if v.version == decision.version), None)
-        champion_version = apply_promotion_task(uri, name, decision.promote, decision.version,
-                                                decision_tags(decision, paired))
-    if decision.promote:
-        describe_task(uri, name, decision.version, decision.sentence)
+        champion_version = apply_promotion_task(uri, name, decision.promote, decision.version, decision_tags(decision))
     best = next((v for v in composed if best_composed and v.version == best_composed[0].version), None)
     exported = None
     if best is not None and config.export_best:
@@ -249,7 +248,8 @@ def _transfer(uri, name: str, config: SweepConfig, dataset: str | None, baseline
                f"{config.transfer_dataset} is a selection dataset" if dataset is None else "nothing was promoted")
         return {"dataset": config.transfer_dataset, "skipped": why}
     base, champion = futures[baseline.name].result(), futures[promoted[0].name].result()
-    paired = {dataset: {col: paired_comparison_task(base["examples"], champion["examples"], col)
+    paired = {dataset: {col: paired_comparison_task(base["examples"], champion["examples"], col,
+                                                    label=f"{promoted[0].name}-{dataset}")
                         for col in paired_columns(champion, metric)}}
     update_metrics_task(uri, name, baseline.version, {f"transfer.{k}": v for k, v in flat_metrics({dataset: base}, "test").items()})
     update_metrics_task(uri, name, promoted[0].version,

@@ -67,12 +67,13 @@ def evaluate_task(model: str, artifacts: list[str], dataset: str, split: str, li
 
 
 # paired statistics are cheap and read files whose content may change under the same path: never cached
-@task(name="paired-comparison", cache_policy=NO_CACHE)
-def paired_comparison_task(baseline_examples: str, variant_examples: str, correctness: str = "correct") -> dict:
+@task(name="paired-comparison", cache_policy=NO_CACHE, task_run_name="paired-{label}-{correctness}")
+def paired_comparison_task(baseline_examples: str, variant_examples: str, correctness: str = "correct",
+                           label: str = "variant") -> dict:
     """Variant minus baseline on the same items: accuracy difference, McNemar p, loss difference + CI.
 
     ``correctness`` is the per-example column compared: ``correct`` (the paper's accuracy) or
-    ``top1_correct`` (teacher-forced first token).
+    ``top1_correct`` (teacher-forced first token). ``label`` (variant and dataset) names the task run.
     """
     return compare_paired(baseline_examples, variant_examples, metric=correctness).to_dict()
 

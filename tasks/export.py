@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
 
 from tensorllm.export import export_variant
@@ -13,8 +15,13 @@ from tensorllm.model_card import card_metrics
 from .caching import CACHE_EXPIRATION, PIPELINE_CACHE
 
 
+def export_run_name(parameters: dict) -> str:
+    """``export-<folder name>`` (e.g. ``export-v12-greedy``): the run's name in the Prefect UI, without the path."""
+    return f"export-{Path(parameters['out_dir']).name}"
+
+
 @task(name="export-factorised", cache_policy=PIPELINE_CACHE, cache_expiration=CACHE_EXPIRATION, retries=1,
-      retry_delay_seconds=5, task_run_name="export-{out_dir}")
+      retry_delay_seconds=5, task_run_name=export_run_name)
 def export_task(model: str, artifacts: list[str], out_dir: str, model_identity: str, code_version: str,
                 results: dict[str, dict] | None = None) -> dict:
     """``export_variant(..., format="factorised")``: the folder (in the base's dtype), its bytes on disk and how

@@ -22,17 +22,22 @@ def register_variant_task(tracking_uri: str | None, registered_model: str, recor
     return Registry(tracking_uri).register_variant(VariantRecord(**record), registered_model)
 
 
-@task(name="update-metrics", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="update-metrics", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, task_run_name="metrics-v{version}")
 def update_metrics_task(tracking_uri: str | None, registered_model: str, version: int, metrics: dict) -> None:
     Registry(tracking_uri).update_metrics(registered_model, version, metrics)
 
 
-@task(name="current-champion", cache_policy=NO_CACHE)
+@task(name="current-champion", cache_policy=NO_CACHE, task_run_name="champion-of-{registered_model}")
 def champion_task(tracking_uri: str | None, registered_model: str) -> dict | None:
     return Registry(tracking_uri).champion(registered_model)
 
 
-@task(name="apply-promotion", cache_policy=NO_CACHE)
+def promotion_run_name(parameters: dict) -> str:
+    """``promote-v<N>`` or ``keep-champion``: what the task run did, readable in the Prefect UI."""
+    return f"promote-v{parameters['version']}" if parameters["promote"] else "keep-champion"
+
+
+@task(name="apply-promotion", cache_policy=NO_CACHE, task_run_name=promotion_run_name)
 def apply_promotion_task(tracking_uri: str | None, registered_model: str, promote: bool, version: int | None,
                          tags: dict[str, str]) -> int | None:
     """Move the ``champion`` alias (or only record why not); returns the champion version afterwards."""
@@ -51,7 +56,7 @@ def describe_task(tracking_uri: str | None, registered_model: str, version: int,
     Registry(tracking_uri).describe(registered_model, version, text)
 
 
-@task(name="log-sweep", cache_policy=NO_CACHE)
+@task(name="log-sweep", cache_policy=NO_CACHE, task_run_name="sweep-report-{registered_model}")
 def log_sweep_task(tracking_uri: str | None, registered_model: str, summary: dict, reports_dir: str, metric: str,
                    description: str | None = None, params: dict | None = None, config_file: str | None = None) -> str:
     """Draw the sweep's figures and log them with the summary as one MLflow run (``description``: the decision,
@@ -68,7 +73,8 @@ def log_sweep_task(tracking_uri: str | None, registered_model: str, summary: dic
         files.append(layer_rank_heatmap(rows, baseline, key, out / "layer_rank_heatmap.png"))
     whole = [r for r in summary["variants"] if r.get("whole_model_attention_cr")]
     if whole:
-        files.append(compression_front(whole, baseline, key, out / "whole_model_front.png"))
+        files.append(compression_front(whole, baseline, key, out / "whole_model_front.png",
+                                       champion=summary.get("champion_version")))
     if config_file is not None:
         (out / "sweep_config.yaml").write_text(config_file)
         files.append(out / "sweep_config.yaml")

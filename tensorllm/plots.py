@@ -1,4 +1,5 @@
-"""Sweep figures: accuracy vs compression ratio, and a layer x rank heatmap of validation accuracy.
+"""Sweep figures: accuracy vs compression ratio, a layer x rank heatmap of validation accuracy, and the whole-model
+front with the champion and the variants the promotion guard stopped marked.
 
 Both take plain rows (dicts with ``layer``, ``ranks``, ``compression_ratio`` and a metric), so they can be
 drawn from the flow's records or from a JSON summary. matplotlib runs headless (Agg backend).
@@ -62,11 +63,13 @@ def layer_rank_heatmap(rows: list[dict], baseline: float, metric: str, out: Path
     return out
 
 
-def compression_front(rows: list[dict], baseline: float, metric: str, out: Path) -> Path:
+def compression_front(rows: list[dict], baseline: float, metric: str, out: Path, champion: int | None = None) -> Path:
     """The accuracy-compression front of whole models: the validation metric against the whole model's
     attention compression ratio (log x); composed variants (uniform, allocated to a target, greedy) in colour,
     each allocated point labelled with its target, single-layer edits in grey, the non-dominated composed points
-    joined by a line."""
+    joined by a line. The row whose ``version`` is ``champion`` gets a gold star, and rows with ``guard_stopped``
+    (the promotion rule's loss or generation guard refused them on measured evidence, see flows.policy) a red
+    cross: why the best-looking point may not be the champion."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     styles = {"layer": ("0.7", "o", "single layer"), "uniform": ("tab:blue", "s", "uniform ranks"),
               "allocate": ("tab:green", "^", "allocated to a target"), "greedy": ("tab:red", "D", "greedy")}
@@ -89,6 +92,14 @@ def compression_front(rows: list[dict], baseline: float, metric: str, out: Path)
     if len(front) > 1:
         ax.plot([r["whole_model_attention_cr"] for r in front], [r[metric] for r in front], color="tab:blue",
                 linewidth=1, zorder=2)
+    stopped = [r for r in rows if r.get("guard_stopped")]
+    if stopped:
+        ax.scatter([r["whole_model_attention_cr"] for r in stopped], [r[metric] for r in stopped], color="tab:red",
+                   marker="x", s=90, linewidths=2, label="stopped by the guard", zorder=4)
+    crowned = [r for r in rows if champion is not None and r.get("version") == champion]
+    if crowned:
+        ax.scatter([r["whole_model_attention_cr"] for r in crowned], [r[metric] for r in crowned], color="gold",
+                   edgecolors="k", marker="*", s=260, linewidths=0.8, label=f"champion (v{champion})", zorder=5)
     ax.axhline(baseline, color="k", linestyle="--", linewidth=1, label="base model")
     ratios = [r["whole_model_attention_cr"] for r in rows]
     if max(ratios) / min(ratios) > 10:  # a log axis only where the ratios span decades

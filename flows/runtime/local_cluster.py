@@ -113,7 +113,11 @@ def reload_ray_auth() -> None:
     Ray caches both in C++ the first time it needs them: after a local ``ray.init()`` in this process
     (which, on Ray 2.60, turns token auth on with ``~/.ray/auth_token``), connecting to a cluster with
     another token fails with ``InvalidAuthToken``, seen only as "Failed to connect to Ray cluster at ...".
-    Found when the two-node test ran after other Ray tests in one pytest process."""
+    Found when the two-node test ran after other Ray tests in one pytest process.
+
+    Ray has no public call for this: the project's only private import (``ray._raylet``) is here, checked on the
+    installed Ray by tests/flows/test_private_api_pins.py, and pyproject.toml caps ``ray`` below the next minor
+    release until that test passes on it."""
     from ray._raylet import AuthenticationTokenLoader, Config
 
     Config.initialize("")

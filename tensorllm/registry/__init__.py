@@ -50,16 +50,16 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
 from ..mlflow_store import default_tracking_uri
 from .base import RegistryBase
-from .names import (DEFAULT_ALIAS, DEFAULT_EXPERIMENT, IDENTITY_TAG, KEY_SHA_TAG, KEY_TAG, METRIC_TAG_PREFIX, NOTE_TAG,
-                    PYFUNC_NAME, VARIANT_DIR, VARIANT_FORMAT, WEIGHTS_TAG, parse_spec)
+from .names import (DEFAULT_ALIAS, DEFAULT_EXPERIMENT, IDENTITY_TAG, KEY_SHA_TAG, KEY_TAG, NOTE_TAG, PYFUNC_NAME,
+                    VARIANT_DIR, VARIANT_FORMAT, VERSION_TAGS, WEIGHTS_TAG, parse_spec)
 from .promotion import PromotionMixin
 from .queries import QueryMixin
 from .registration import RegistrationMixin
 from .sweep_report import SweepReportMixin
 from .values import VariantRecord
 
-__all__ = ["DEFAULT_ALIAS", "DEFAULT_EXPERIMENT", "IDENTITY_TAG", "KEY_SHA_TAG", "KEY_TAG", "METRIC_TAG_PREFIX", "NOTE_TAG",
-           "PYFUNC_NAME", "VARIANT_DIR", "VARIANT_FORMAT", "WEIGHTS_TAG", "Registry", "VariantRecord", "default_tracking_uri",
+__all__ = ["DEFAULT_ALIAS", "DEFAULT_EXPERIMENT", "IDENTITY_TAG", "KEY_SHA_TAG", "KEY_TAG", "NOTE_TAG", "PYFUNC_NAME",
+           "VARIANT_DIR", "VARIANT_FORMAT", "VERSION_TAGS", "WEIGHTS_TAG", "Registry", "VariantRecord", "default_tracking_uri",
            "parse_spec"]
 
 

@@ -23,15 +23,18 @@ from .names import (_PAGE, _PROCESS_URI_LOCK, DEFAULT_ALIAS, DEFAULT_EXPERIMENT,
 def _process_tracking_uri(uri: str):
     """Point MLflow's process-wide tracking URI at ``uri`` for the block, then restore it exactly.
 
-    Only for ``create_model_version`` from a ``models:/<model_id>`` source: MLflow 3.17's sqlite registry
-    store looks the logged model up with a default ``MlflowClient()`` (a TODO in its source), i.e. through
-    the process-wide URI, whatever store the calling client uses. The previous value (module global and
-    ``MLFLOW_TRACKING_URI``, which ``set_tracking_uri`` also writes) comes back even if the block fails.
+    Only for ``create_model_version`` from a ``models:/<model_id>`` source on a database store: MLflow 3.17's
+    sqlalchemy registry store looks the logged model up with a default ``MlflowClient()`` (a TODO in its
+    source), i.e. through the process-wide URI, whatever store the calling client uses. Public calls only:
+    what was set (``mlflow.is_tracking_uri_set``/``get_tracking_uri``) and ``MLFLOW_TRACKING_URI``, which
+    ``set_tracking_uri`` also writes, come back even if the block fails; a URI that only the variable held is
+    restored as the variable alone.
     """
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
     with _PROCESS_URI_LOCK:
-        previous, previous_env = tracking_utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+        previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+        if previous == previous_env:
+            previous = None  # the variable carries it: restoring the variable is restoring it
         mlflow.set_tracking_uri(uri)
         try:
             yield

@@ -14,11 +14,19 @@ VARIANT_DIR = "variant"              # run artifact path of the registered folde
 VARIANT_FORMAT = "tensorllm-variant/1"
 KEY_TAG = "variant_key"
 KEY_SHA_TAG = "variant_key_sha256"   # hex digest of the key: safe to use inside MLflow filter strings
-METRIC_TAG_PREFIX = "metric."
 IDENTITY_TAG = "model_identity"      # base-model identity: one per registered model
 WEIGHTS_TAG = "weights_sha256"       # the variant's weights: base identity + artifact digests (tensorllm.identity)
 PYFUNC_NAME = "model"                # name of the logged pyfunc model in each variant run
 NOTE_TAG = "mlflow.note.content"     # where MLflow keeps a run's description
+#: The only tags a version carries (from the record's tags, when present): what it is and its identity. Everything
+#: else (evaluation settings, code version, ...) is a tag of the version's run, and its numbers are the run's metrics:
+#: MLflow's model-versions table lists every version tag in the row.
+#: A row is about 37 px + 24 px a tag: 5 tags (6 on a champion) keep it under 200 px (bench/ui_check.py measures it).
+VERSION_TAGS = ("variant_name", "evaluated", IDENTITY_TAG, WEIGHTS_TAG, KEY_TAG, KEY_SHA_TAG)
+#: The one tag a promoted version gets: "<rule>, <UTC time>" (e.g. "compress, 2026-12-07T20:22:14+00:00"). Its
+#: reason is the version's description; the decision's other keys (previous version, alias) are the model's.
+PROMOTION_TAG = "promotion"
+DECISION_PREFIX = "last_decision."   # the registered model's record of the latest decision (promoted or not)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9_-]+$")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from mlflow.exceptions import MlflowException
 
-from .names import DEFAULT_ALIAS, _check_alias, _check_name
+from .names import DECISION_PREFIX, DEFAULT_ALIAS, PROMOTION_TAG, _check_alias, _check_name
 from .values import _decision_tags, _now_iso
+
+_OLD_PROMOTION_PREFIX = "last_promotion."  # a copy of last_decision.* when it promoted; no longer written
 
 
 class PromotionMixin:
@@ -28,11 +30,12 @@ class PromotionMixin:
 
     def set_champion(self, registered_model: str, version: int, decision: dict[str, str],
                      alias: str = DEFAULT_ALIAS) -> None:
-        """Point ``alias`` at ``version`` and record why.
+        """Point ``alias`` at ``version`` and record why, once in each place MLflow's UI shows it.
 
-        Version tags ``promotion.<key>`` (+ ``promotion.alias``, ``promotion.time``, ``promotion.previous_version``);
-        registered-model tags ``last_promotion.*`` and ``last_decision.*`` (with ``promoted=true``).
-        Keys of ``decision`` may be given bare (``reason``) or already prefixed (``promotion.reason``).
+        The version: the tag ``promotion`` (:data:`PROMOTION_TAG`: "<rule>, <UTC time>") and the reason
+        (``decision["reason"]``) as its description. The registered model: tags
+        ``last_decision.*`` (every key of ``decision`` and those above, ``promoted=true``), replacing the previous
+        decision's. Keys of ``decision`` may be given bare (``reason``) or prefixed (``promotion.reason``).
         """
         _check_alias(alias)
         mv = self._get_version(registered_model, version)
@@ -40,20 +43,23 @@ class PromotionMixin:
         record = {**_decision_tags(decision), "alias": alias, "time": _now_iso(),
                   "version": str(mv.version), "previous_version": "" if previous is None else str(previous)}
         self.client.set_registered_model_alias(registered_model, alias, mv.version)
-        for k, v in record.items():
-            if k != "version":
-                self.client.set_model_version_tag(registered_model, mv.version, f"promotion.{k}", v)
-        self._replace_model_tags(registered_model, "last_promotion.", record)
-        self._replace_model_tags(registered_model, "last_decision.", {**record, "promoted": "true"})
+        self.client.set_model_version_tag(registered_model, mv.version, PROMOTION_TAG,
+                                          ", ".join(x for x in (record.get("rule"), record["time"]) if x))
+        if record.get("reason"):
+            self.client.update_model_version(registered_model, mv.version, description=record["reason"])
+        self._replace_model_tags(registered_model, DECISION_PREFIX, {**record, "promoted": "true"})
 
     def record_decision(self, registered_model: str, decision: dict[str, str]) -> None:
         """Record a decision that promoted nothing: registered-model tags ``last_decision.*`` (``promoted=false``)."""
         self._get_model(registered_model)
         record = {**_decision_tags(decision), "time": _now_iso(), "promoted": "false"}
-        self._replace_model_tags(registered_model, "last_decision.", record)
+        self._replace_model_tags(registered_model, DECISION_PREFIX, record)
 
     def _replace_model_tags(self, name: str, prefix: str, values: dict[str, str]) -> None:
-        stale = [k for k in self._get_model(name).tags if k.startswith(prefix) and k[len(prefix):] not in values]
+        """Set ``prefix + key`` tags, dropping the prefix's other keys and the ``last_promotion.*`` copies that
+        stores written by earlier versions carry (the champion's version tags hold the last promotion)."""
+        stale = [k for k in self._get_model(name).tags
+                 if (k.startswith(prefix) and k[len(prefix):] not in values) or k.startswith(_OLD_PROMOTION_PREFIX)]
         for k in stale:
             self.client.delete_registered_model_tag(name, k)
         for k, v in values.items():

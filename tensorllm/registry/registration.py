@@ -21,10 +21,15 @@ from ..identity import weights_digest
 from ..pyfunc_model import CHAT_TEMPLATE, VARIANT_JSON, parse_chat_template, save_pyfunc
 from ..mlflow_store import registration_lock
 from .base import _process_tracking_uri
-from .names import (IDENTITY_TAG, KEY_SHA_TAG, KEY_TAG, METRIC_TAG_PREFIX, PYFUNC_NAME, VARIANT_DIR, VARIANT_FORMAT,
+from .names import (IDENTITY_TAG, KEY_SHA_TAG, KEY_TAG, PYFUNC_NAME, VARIANT_DIR, VARIANT_FORMAT, VERSION_TAGS,
                     WEIGHTS_TAG, _check_name, _safe_relpath)
 from .owner import OWNER_TAG, owner_gone, owner_tag
-from .values import VariantRecord, _check_same_weights, _chunks, _float_metrics, _metric_tag, _now_ms, _param_value
+from .values import VariantRecord, _check_same_weights, _chunks, _float_metrics, _now_ms, _param_value
+
+#: The logged model's tag that lists its registered versions (JSON ``[{"name", "version"}]``): MLflow's UI shows a
+#: logged model as "Not registered" without it. ``mlflow.register_model`` and the tracking server set it; a client
+#: on a database store that calls ``create_model_version`` must set it itself.
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 
 
 class RegistrationMixin:
@@ -33,6 +38,9 @@ class RegistrationMixin:
 
     def register_variant(self, record: VariantRecord, registered_model: str) -> int:
         """Log one run and create one version of ``registered_model`` for ``record``; returns the version.
+
+        The run holds everything (params, metrics, all tags); the version carries only :data:`VERSION_TAGS`
+        (what it is, its identity and key) and is linked to the run's logged model both ways.
 
         Idempotent: if a version tagged ``variant_key == record.key`` exists, its number is returned and
         nothing is created. A run left behind by an earlier call that failed before the version was created
@@ -57,6 +65,7 @@ class RegistrationMixin:
         existing = self._find_by_key(registered_model, record.key)
         if existing is not None:
             _check_same_weights(existing, weights, registered_model, record)
+            self._link_logged_model(existing)  # a process killed after creating the version left it unlinked
             return int(existing.version)
         if identity:
             self._check_identity(registered_model, str(identity))
@@ -87,8 +96,7 @@ class RegistrationMixin:
         else:
             model_id = self._run_model_id(run_id)
 
-        version_tags = {**tags, **{METRIC_TAG_PREFIX + k: _metric_tag(v) for k, v in metrics.items()}}
-        version_tags.pop("registered_model", None)
+        version_tags = {k: tags[k] for k in VERSION_TAGS if k in tags}
         n = len(record.artifacts)
         with _process_tracking_uri(self.tracking_uri):
             mv = self.client.create_model_version(
@@ -101,8 +109,30 @@ class RegistrationMixin:
             self.client.delete_model_version(registered_model, mv.version)
             if first.run_id != run_id:
                 self.client.delete_run(run_id)  # its run too: one active run per registered key
+            self._link_logged_model(first)
             return int(first.version)
+        self._link_logged_model(mv)
         return int(mv.version)
+
+    def _link_logged_model(self, mv) -> None:
+        """Record ``mv`` in its logged model's :data:`MODEL_VERSIONS_TAG` (idempotent), as ``mlflow.register_model``
+        does: the logged model's page then lists the version instead of offering to register it."""
+        model_id = _logged_model_id(mv)
+        if model_id is None:
+            return
+        try:
+            logged = self.client.get_logged_model(model_id)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return
+        entry = {"name": mv.name, "version": str(mv.version)}
+        try:
+            listed = json.loads(logged.tags.get(MODEL_VERSIONS_TAG) or "[]")
+        except json.JSONDecodeError:
+            listed = []
+        if entry not in listed:
+            self.client.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps(listed + [entry])})
 
     def _check_identity(self, registered_model: str, identity: str) -> None:
         """Refuse a base model other than the one the registered model's versions were made from."""
@@ -231,7 +261,7 @@ class RegistrationMixin:
     # ------------------------------------------------------------------ update
 
     def update_metrics(self, registered_model: str, version: int, metrics: dict[str, float]) -> None:
-        """Log more metrics to the version's run and mirror them as version tags ``metric.<name>``."""
+        """Log more metrics to the version's run (the version shows its run's metrics; nothing is copied to it)."""
         mv = self._get_version(registered_model, version)
         values = _float_metrics(metrics, "update_metrics")
         if not values:
@@ -241,8 +271,6 @@ class RegistrationMixin:
         now = _now_ms()
         for chunk in _chunks([Metric(k, v, now, 0) for k, v in values.items()], 1000):
             self.client.log_batch(mv.run_id, metrics=chunk)
-        for k, v in values.items():
-            self.client.set_model_version_tag(registered_model, mv.version, METRIC_TAG_PREFIX + k, _metric_tag(v))
 
     def describe(self, registered_model: str, version: int, text: str) -> None:
         """Set the version's description (shown on its MLflow page): what the variant is and why it matters."""
@@ -252,3 +280,12 @@ class RegistrationMixin:
         self.client.update_model_version(registered_model, mv.version, description=text)
 
     # ------------------------------------------------------------------ read
+
+
+def _logged_model_id(mv) -> str | None:
+    """The logged model a version was made from: its ``model_id`` (a tracking server keeps it; MLflow 3.17's
+    database registry store does not), else its source ``models:/<model_id>`` (``models:/NAME/VERSION`` is not one)."""
+    if getattr(mv, "model_id", None):
+        return mv.model_id
+    rest = (mv.source or "").removeprefix("models:/") if (mv.source or "").startswith("models:/") else ""
+    return rest if rest and "/" not in rest and "@" not in rest else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -58,10 +57,6 @@ def _float_metrics(metrics: Mapping[str, float] | None, what: str) -> dict[str, 
             raise TypeError(f"{what}: metric {key!r} must be a number, got {type(value).__name__} {value!r}")
         out[str(key)] = float(value)
     return out
-
-
-def _metric_tag(value: float) -> str:
-    return repr(float(value)) if math.isfinite(value) else str(value)
 
 
 def _decision_tags(decision: Mapping | None) -> dict[str, str]:

@@ -62,8 +62,12 @@ def first_run(prefect_api, tiny_llm, workdir):
     params = sweep_params(tiny_llm, workdir)
     start = time.time()
     summary = compress_sweep(**params)
-    work = [r for r in task_runs_since(start) if r.name.startswith(WORK_TASKS)]
+    ALL_TASK_RUNS[:] = task_runs_since(start)
+    work = [r for r in ALL_TASK_RUNS if r.name.startswith(WORK_TASKS)]
     return params, summary, work
+
+
+ALL_TASK_RUNS: list = []  # every task run of the first sweep (first_run fills it)
 
 
 WORK_TASKS = ("decompose-layer", "evaluate", "export")
@@ -87,6 +91,11 @@ def test_sweep_registers_layer_and_composed_variants_with_whole_model_metrics(fi
         run = client.get_run(mv.run_id)
         kind = run.data.tags["variant_kind"]
         metrics = run.data.metrics
+        # a version carries what it is and its identity (a row of MLflow's model-versions table lists them all);
+        # its numbers are its run's metrics, and a promoted one adds the tag "promotion" ("<rule>, <time>")
+        plain = {k for k in mv.tags if k != "promotion"}
+        assert plain == {"variant_name", "model_identity", "weights_sha256", "variant_key", "variant_key_sha256"}, plain
+        assert "val_loss" in metrics
         if kind == "baseline":
             continue
         # every variant carries the whole model's numbers; composed ones edit 2 of 4 layers' attention
@@ -169,6 +178,22 @@ def test_task_runs_name_their_variant_and_the_flow_run_shows_the_decision(first_
     assert artifacts, "no 'sweep-variants' markdown artifact"
     latest = max(artifacts, key=lambda a: a.created)
     assert summary["decision"]["sentence"] in latest.data and "| variant |" in latest.data
+    # the entry flow's own run carries the decision and links to the sub-flow run that did the work
+    with get_client(sync_client=True) as client:
+        (parent,) = [a for a in client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sweep-decision"])))
+            if a.flow_run_id != latest.flow_run_id and summary["decision"]["sentence"] in a.data]
+        sub = client.read_flow_run(latest.flow_run_id)
+    assert sub.parent_task_run_id is not None  # the variants table is the sub-flow's
+    assert f"/runs/flow-run/{latest.flow_run_id})" in parent.data and "compress-sweep-on-ray" in parent.data
+    # task run names are short, readable and path-free: no folder in them, none left at Prefect's hashed default
+    every = [r.name for r in ALL_TASK_RUNS]
+    assert every and not [n for n in every if "/" in n or len(n) > 80], every
+    defaults = {"register-variant", "update-metrics", "current-champion", "apply-promotion", "log-sweep", "evaluate",
+                "export-factorised", "paired-comparison", "paired-validation", "decompose-layer", "laser-ffn"}
+    assert not [n for n in every if re.fullmatch(r"[a-z-]+-[0-9a-f]{3}", n) and n[:-4] in defaults], every
+    assert {"champion-of-tiny-e2e", "sweep-report-tiny-e2e"} <= set(every)
+    assert any(re.fullmatch(r"metrics-v\d+", n) for n in every)
 
 
 def test_best_composed_model_is_exported_factorised_and_loads(first_run):

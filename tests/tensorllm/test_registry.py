@@ -7,7 +7,10 @@ are registered, promoted, shown and loaded back as Hugging Face folders.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -142,8 +145,14 @@ def test_register_is_idempotent_and_stores_only_the_compressed_folder(populated,
     assert info["source"] == f"models:/{output.model_id}"
     assert info["params"]["layer"] == "1" and info["params"]["list_param"] == "[1, 2]"
     assert info["metrics"]["val_accuracy"] == pytest.approx(0.55) and "not_computed" not in info["metrics"]
-    assert info["tags"]["variant_key"] == "k-a" and info["tags"]["kind"] == "variant"
-    assert info["tags"]["metric.val_accuracy"] == "0.55"
+    # the version carries its name, identity and key (VERSION_TAGS); the rest is its run's: the model-versions
+    # table of MLflow's UI lists every version tag in the row
+    assert info["tags"] == {"variant_name": "layer001-mha-kv-r32x8x2", "variant_key": "k-a",
+                            "variant_key_sha256": hashlib.sha256(b"k-a").hexdigest()}
+    assert info["run_tags"]["kind"] == "variant" and info["run_tags"]["code_version"] == "test"
+    # the logged model lists its version (MLflow's UI otherwise says "Not registered"), once
+    assert json.loads(registry.client.get_logged_model(output.model_id).tags["mlflow.modelVersions"]) == [
+        {"name": MODEL, "version": "2"}]
     assert info["run_name"] == "layer001-mha-kv-r32x8x2"
 
     # the run's artifact tree: variant.json + the artifact folder + the extra file; no model weights
@@ -154,7 +163,7 @@ def test_register_is_idempotent_and_stores_only_the_compressed_folder(populated,
                      "variant/artifacts/layer001-mha-kv-r32x8x2/tensors.safetensors", "variant/variant.json"]
     variant = json.loads((run_root / "variant" / "variant.json").read_text())
     assert variant["key"] == "k-a" and variant["artifacts"][0]["ranks"] == [32, 8, 2]
-    assert registry.version_info(MODEL, 1)["tags"]["kind"] == "baseline"
+    assert registry.version_info(MODEL, 1)["run_tags"]["kind"] == "baseline"
 
 
 def test_failed_registration_reuses_its_run(registry, setup, tmp_path, monkeypatch):
@@ -207,13 +216,38 @@ def test_reused_run_without_a_ready_model_gets_one(registry, setup, tmp_path):
     assert (Path(logged.artifact_location) / "artifacts" / "variant" / "variant.json").is_file()
 
 
+@pytest.mark.parametrize("before", ["unset", "set", "env"])
+def test_registration_leaves_the_process_tracking_uri_as_it_was(registry, setup, tmp_path, monkeypatch, before):
+    """A Registry writes to its own store: registering (which needs MLflow's process-wide URI for a moment, see
+    tensorllm.registry.base._process_tracking_uri) leaves what the process had set, or not set, as it was."""
+    import mlflow
+
+    model_dir, (art_a, _) = setup
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    if before == "set":
+        mlflow.set_tracking_uri(elsewhere)
+    elif before == "env":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    try:
+        version = registry.register_variant(make_record(model_dir, [art_a], "a", "k-uri", 0.5, tmp_path), MODEL)
+        assert registry.version_info(MODEL, version)["tags"]["variant_key"] == "k-uri"
+        assert mlflow.is_tracking_uri_set() == (before != "unset")
+        assert (mlflow.get_tracking_uri() == elsewhere) == (before != "unset")
+        assert os.environ.get("MLFLOW_TRACKING_URI") == (None if before == "unset" else elsewhere)
+        assert not (tmp_path / "elsewhere.db").exists()  # nothing was written to the process's store
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 def test_update_metrics(populated):
     registry, _ = populated
     registry.update_metrics(MODEL, 2, {"test_accuracy": 0.61, "test_loss": 2.0})
     info = registry.version_info(MODEL, 2)
     assert info["metrics"]["test_accuracy"] == pytest.approx(0.61)
     assert info["metrics"]["val_accuracy"] == pytest.approx(0.55)
-    assert info["tags"]["metric.test_accuracy"] == "0.61"
+    assert not any(k.startswith("metric.") for k in info["tags"])  # metrics are the run's, not copied to the version
     with pytest.raises(TypeError, match="must be a number"):
         registry.update_metrics(MODEL, 2, {"x": "high"})
     with pytest.raises(ValueError, match=r"no version 9; versions: 1, 2, 3"):
@@ -226,29 +260,36 @@ def test_champion_promotion_and_decisions(populated):
     assert registry.champion("not-registered-yet") is None
     assert registry.show(MODEL)["version"] == 3  # no champion: latest
 
-    registry.set_champion(MODEL, 2, {"reason": "val_accuracy +5 pts over baseline", "metric": "val_accuracy"})
+    registry.set_champion(MODEL, 2, {"reason": "val_accuracy +5 pts over baseline", "metric": "val_accuracy",
+                                     "rule": "denoise"})
     champ = registry.champion(MODEL)
     shown = registry.show(f"{MODEL}@champion")
     assert champ["version"] == shown["version"] == registry.show(MODEL)["version"] == 2
     assert champ["run_id"] == shown["run_id"] and champ["aliases"] == ["champion"]
-    assert champ["tags"]["promotion.reason"] == "val_accuracy +5 pts over baseline"
-    assert champ["tags"]["promotion.previous_version"] == ""
+    assert champ["description"] == "val_accuracy +5 pts over baseline"  # the reason: shown on the version's page
+    # one promotion tag, "<rule>, <time>" (a version row of MLflow's UI lists every tag); the reason is the description
+    assert {k for k in champ["tags"] if k.startswith("promotion")} == {"promotion"}
+    assert re.fullmatch(r"denoise, \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", champ["tags"]["promotion"])
     tags = registry.list_models()[0]["tags"]
-    assert tags["last_promotion.version"] == "2" and tags["last_decision.promoted"] == "true"
+    assert tags["last_decision.version"] == "2" and tags["last_decision.promoted"] == "true"
+    assert tags["last_decision.previous_version"] == "" and tags["last_decision.alias"] == "champion"
     assert tags["last_decision.metric"] == "val_accuracy"
+    assert not any(k.startswith("last_promotion.") for k in tags)  # one record of the decision, not two
 
+    registry.client.set_registered_model_tag(MODEL, "last_promotion.version", "2")  # as older versions wrote
     registry.record_decision(MODEL, {"reason": "no candidate beats the champion"})
     tags = registry.list_models()[0]["tags"]
     assert tags["last_decision.promoted"] == "false" and tags["last_decision.reason"] == "no candidate beats the champion"
     assert "last_decision.metric" not in tags  # stale keys of the previous decision are dropped
-    assert tags["last_promotion.version"] == "2"
+    assert "last_promotion.version" not in tags  # and the copies an older store carries
+    assert registry.champion(MODEL)["version"] == 2  # the last promotion: the champion's own promotion.* tags
 
     # keys may also come prefixed (flows.policy.decision_tags does so)
     registry.set_champion(MODEL, 3, {"promotion.reason": "test", "promotion.decision": "promote"})
     assert registry.champion(MODEL)["version"] == 3
-    assert registry.champion(MODEL)["tags"]["promotion.reason"] == "test"
-    assert registry.list_models()[0]["tags"]["last_promotion.decision"] == "promote"
-    assert registry.version_info(MODEL, 3)["tags"]["promotion.previous_version"] == "2"
+    assert registry.champion(MODEL)["description"] == "test"
+    assert registry.list_models()[0]["tags"]["last_decision.decision"] == "promote"
+    assert registry.list_models()[0]["tags"]["last_decision.previous_version"] == "2"
     assert registry.version_info(MODEL, 2)["aliases"] == []
     with pytest.raises(ValueError, match="reserved"):
         registry.set_champion(MODEL, 3, {}, alias="latest")
