@@ -10,11 +10,11 @@ from prefect import task
 from tensorllm.export import export_variant
 from tensorllm.model_card import card_metrics
 
-from .caching import CACHE_EXPIRATION, PIPELINE_CACHE
+from .caching import CACHE_EXPIRATION, RESULT_SERIALIZER, export_cache_key
 
 
-@task(name="export-factorised", cache_policy=PIPELINE_CACHE, cache_expiration=CACHE_EXPIRATION, retries=1,
-      retry_delay_seconds=5, task_run_name="export-{out_dir}")
+@task(name="export-factorised", cache_key_fn=export_cache_key, cache_expiration=CACHE_EXPIRATION, retries=1,
+      retry_delay_seconds=5, result_serializer=RESULT_SERIALIZER, task_run_name="export-{out_dir}")
 def export_task(model: str, artifacts: list[str], out_dir: str, model_identity: str, code_version: str,
                 results: dict[str, dict] | None = None) -> dict:
     """``export_variant(..., format="factorised")``: the folder (in the base's dtype), its bytes on disk and how
