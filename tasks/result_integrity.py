@@ -33,6 +33,7 @@ from prefect.serializers import PickleSerializer, Serializer
 from pydantic import Field
 
 from tensorllm.artifact import file_sha256
+from tensorllm.manifest import verify_manifest
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,10 @@ def check_record(path: Path) -> Any:
 
 def check_files(value: Any) -> None:
     """Check the files a cached value names with their digests: ``{"examples": path, "examples_sha256": hex}``
-    (an evaluation's per-example file, which the paired statistics read back). Raises
-    ``ValueError`` naming the file."""
+    (an evaluation's per-example file, which the paired statistics read back) and ``{"manifest": path}`` (an
+    export folder, :mod:`tensorllm.manifest`). Raises ``ValueError`` (or ``OSError``) naming the file."""
+    if isinstance(value, dict) and "manifest" in value:
+        verify_manifest(Path(value["manifest"]).parent)
     if isinstance(value, dict) and "examples" in value and "examples_sha256" in value:
         path = Path(value["examples"])
         if not path.is_file():
@@ -115,7 +118,7 @@ def discard_if_damaged(context: Any, key: str) -> bool:
     try:
         check_files(check_record(path))
         return False
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         aside = path.with_name(path.name + CORRUPT_SUFFIX)
         path.replace(aside)
         message = (f"cached result {path} failed its integrity check ({exc}); moved to {aside.name}, "

@@ -35,7 +35,10 @@ def add_compress_command(sub) -> None:
     p.add_argument("model", help="model name (smollm2-135m), local folder or hub id")
     p.add_argument("--target-ratio", type=_ratio, required=True,
                    help="whole-model attention parameters before / after, at least (e.g. 2)")
-    p.add_argument("--out", required=True, help="the export folder to write (with compress_report.json)")
+    p.add_argument("--out", required=True, help="the export folder to write (with compress_report.json); written "
+                                                "beside it and renamed into place at the end")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it is not empty (the old folder "
+                                                            "stays until the new one is complete)")
     p.add_argument("--ranks", type=parse_ranks, action="append", metavar="R1,R2,R3",
                    help="a rank configuration of the grid (repeatable; integers or fractions; default: the built-in "
                         "grid, docs/compress.md)")
@@ -65,7 +68,7 @@ def cmd_compress(args) -> int:
         report = compress(args.model, args.target_ratio, args.out, grid=args.ranks, grouping=args.grouping,
                           dataset=args.dataset, n_prompts=args.prompts, layers=args.layers,
                           verify=not args.no_verify, val_limit=args.val_limit, generate=args.generate,
-                          margin=args.margin, artifacts=args.artifacts)
+                          margin=args.margin, artifacts=args.artifacts, overwrite=args.overwrite)
     print("\n".join(report.lines()))
     if args.json:
         emit_json(report.to_dict())
