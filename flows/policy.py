@@ -45,7 +45,6 @@ import functools
 import math
 from typing import get_args
 
-from tensorllm.evaluation.data.user_spec import dataset_label
 from tensorllm.evaluation.stats import holm_adjust, normal_p_from_interval
 
 from .candidates import (KINDS, LABELS, METRICS, PAIRED_COLUMN, Candidate, Decision, eq_p, fmt, fmt_diff,

@@ -15,7 +15,9 @@ A task's Prefect cache key is a hash of what its result depends on, and of nothi
   transformers versions.
 
 Results are persisted in Prefect's result storage (``$PREFECT_HOME/storage`` by default), so a second run of
-the same sweep in a new process finds them.
+the same sweep in a new process finds them. Every key function is wrapped by
+:func:`tasks.result_integrity.verified_key` and every cached task uses :data:`RESULT_SERIALIZER`: a stored
+result is checked against its sha256 before use, and a damaged one is recomputed with a warning naming the file.
 """
 
 from __future__ import annotations
@@ -26,17 +28,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prefect.cache_policies import INPUTS
-
 from tensorllm.artifact import read_meta
 from tensorllm.evaluation.data.user_spec import dataset_label
 from tensorllm.identity import artifact_digest
 from tensorllm.provenance import artifact_code_version, code_digest, evaluation_code_version
 from tensorllm.tucker import DEFAULT_N_ITER_MAX, DEFAULT_TOL, solver_settings
 
+from .result_integrity import DigestSerializer, verified_key
+
 CACHE_EXPIRATION = datetime.timedelta(days=30)
-#: the export task's policy: its inputs (small records, no tensors) including the code version the flow passes
-PIPELINE_CACHE = INPUTS
+#: every cached task's result serializer: a sha256 envelope checked on every read (:mod:`tasks.result_integrity`)
+RESULT_SERIALIZER = DigestSerializer()
 TASKS_ROOT = Path(__file__).resolve().parent
 #: the task modules whose code is part of each task's result (the thin wrapper decides what is called, and how)
 DECOMPOSE_TASK_MODULES = ("decompose.py", "resources.py")
@@ -58,11 +60,13 @@ def laser_code() -> dict:
     return {"library": artifact_code_version("laser_ffn"), "task": code_digest(DECOMPOSE_TASK_MODULES, TASKS_ROOT)}
 
 
+@verified_key
 def decompose_cache_key(_context, parameters: dict) -> str:
     """Prefect ``cache_key_fn`` of ``decompose-layer``: its inputs and :func:`decompose_code`."""
     return "decompose-" + stable_digest({"inputs": parameters, "code": decompose_code(parameters.get("fit", "weights"))})
 
 
+@verified_key
 def laser_cache_key(_context, parameters: dict) -> str:
     """Prefect ``cache_key_fn`` of ``laser-ffn``: its inputs and :func:`laser_code`."""
     return "laser-" + stable_digest({"inputs": parameters, "code": laser_code()})
@@ -93,6 +97,14 @@ def evaluation_key(model: str, artifacts: list[str], dataset: str, split: str, l
     return f"{dataset_label(dataset)}-{split}-" + stable_digest(payload)  # a folder name: your own data by name
 
 
+@verified_key
 def evaluation_cache_key(_context, parameters: dict) -> str:
     """Prefect ``cache_key_fn`` of ``evaluate``: exactly :func:`evaluation_key` (the output folder's name)."""
     return evaluation_key(**parameters)
+
+
+@verified_key
+def export_cache_key(_context, parameters: dict) -> str:
+    """Prefect ``cache_key_fn`` of ``export-factorised``: its inputs (small records, no tensors), which include
+    the code version the flow passes."""
+    return "export-" + stable_digest(parameters)

@@ -13,12 +13,12 @@ from prefect import task
 from tensorllm.activation_fit import Calibration
 from tensorllm.decompose import decompose_layer, laser_layer
 
-from .caching import CACHE_EXPIRATION, decompose_cache_key, laser_cache_key
+from .caching import CACHE_EXPIRATION, RESULT_SERIALIZER, decompose_cache_key, laser_cache_key
 from .resources import best_device
 
 
 @task(name="decompose-layer", cache_key_fn=decompose_cache_key, cache_expiration=CACHE_EXPIRATION, retries=1,
-      retry_delay_seconds=5, task_run_name="decompose-layer-{layer}")
+      retry_delay_seconds=5, result_serializer=RESULT_SERIALIZER, task_run_name="decompose-layer-{layer}")
 def decompose_layer_task(model: str, layer: int, ranks: list, grouping: str, out_root: str,
                          model_identity: str, layout: str | None = None, balance: str = "none",
                          fit: str = "weights", calibration: dict | None = None) -> list[dict]:
@@ -33,6 +33,6 @@ def decompose_layer_task(model: str, layer: int, ranks: list, grouping: str, out
 
 
 @task(name="laser-ffn", cache_key_fn=laser_cache_key, cache_expiration=CACHE_EXPIRATION, retries=1,
-      retry_delay_seconds=5, task_run_name="laser-{matrix}-layer-{layer}-rho-{rho}")
+      retry_delay_seconds=5, result_serializer=RESULT_SERIALIZER, task_run_name="laser-{matrix}-layer-{layer}-rho-{rho}")
 def laser_task(model: str, layer: int, matrix: str, rho: float, out_root: str, model_identity: str) -> dict:
     return laser_layer(model, layer, matrix, rho, out_root=out_root).to_dict()

@@ -22,18 +22,19 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tensorllm.artifact import apply_artifacts, load_artifact
+from tensorllm.artifact import apply_artifacts, file_sha256, load_artifact
 from tensorllm.decompose import model_slug
 from tensorllm.evaluation import EvalConfig, compare_paired, evaluate, read_examples
 from tensorllm.models import resolve_model
 
-from .caching import CACHE_EXPIRATION, evaluation_cache_key, evaluation_key
+from .caching import CACHE_EXPIRATION, RESULT_SERIALIZER, evaluation_cache_key, evaluation_key
 from .model_cache import base_model
+from .result_integrity import check_files
 from .resources import best_device
 
 
 @task(name="evaluate", cache_key_fn=evaluation_cache_key, cache_expiration=CACHE_EXPIRATION, retries=1,
-      retry_delay_seconds=5, task_run_name="evaluate-{variant}-{dataset}-{split}")
+      retry_delay_seconds=5, result_serializer=RESULT_SERIALIZER, task_run_name="evaluate-{variant}-{dataset}-{split}")
 def evaluate_task(model: str, artifacts: list[str], dataset: str, split: str, limit: int | None,
                   first_changed_layer: int | None, generate: bool, batch_size: int, out_root: str,
                   model_identity: str, data_digest: str, fill_layers: list[int] | None = None,
@@ -58,7 +59,10 @@ def evaluate_task(model: str, artifacts: list[str], dataset: str, split: str, li
     with base_model(folder, best_device()) as (base, tokenizer):
         with apply_artifacts(base, [load_artifact(p) for p in artifacts]):
             result = evaluate(base, tokenizer, config, examples_out=examples)  # written atomically
-    payload = {**result.to_dict(), "examples": str(examples), "artifacts": artifacts, "key": key}
+    # the digest travels with the cached result: a damaged examples.jsonl is recomputed on a rerun
+    # (tasks.result_integrity.check_files) and refused by the paired statistics (verified_examples)
+    payload = {**result.to_dict(), "examples": str(examples), "examples_sha256": file_sha256(examples),
+               "artifacts": artifacts, "key": key}
     # two tasks of one key (two names for the same weights) may run at once: each renames its own whole file
     partial = out_dir / f"result.json.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     partial.write_text(json.dumps(payload, indent=2, sort_keys=True))
@@ -75,7 +79,8 @@ def paired_comparison_task(baseline_examples: str, variant_examples: str, correc
     ``correctness`` is the per-example column compared: ``correct`` (the paper's accuracy) or
     ``top1_correct`` (teacher-forced first token). ``label`` (variant and dataset) names the task run.
     """
-    return compare_paired(baseline_examples, variant_examples, metric=correctness).to_dict()
+    return compare_paired(verified_examples(baseline_examples), verified_examples(variant_examples),
+                          metric=correctness).to_dict()
 
 
 @task(name="paired-validation", cache_policy=NO_CACHE, task_run_name="paired-val-{label}")
@@ -85,6 +90,21 @@ def paired_pooled_task(baseline_examples: dict[str, str], variant_examples: dict
     ``label`` names the variant in the task run's name."""
     base, variant = [], []
     for dataset in sorted(baseline_examples):
-        base += [{**row, "id": f"{dataset}/{row['id']}"} for row in read_examples(Path(baseline_examples[dataset]))]
-        variant += [{**row, "id": f"{dataset}/{row['id']}"} for row in read_examples(Path(variant_examples[dataset]))]
+        base += [{**row, "id": f"{dataset}/{row['id']}"} for row in read_examples(verified_examples(baseline_examples[dataset]))]
+        variant += [{**row, "id": f"{dataset}/{row['id']}"} for row in read_examples(verified_examples(variant_examples[dataset]))]
     return compare_paired(base, variant, metric=correctness).to_dict()
+
+
+def verified_examples(path: str | Path) -> Path:
+    """``path`` (an ``examples.jsonl`` the evaluate task wrote) after checking it against the sha256 that the
+    ``result.json`` beside it records; a mismatch is a ``ValueError``
+    naming the file (a rerun of the sweep recomputes that evaluation). Files without a record pass as they are."""
+    path = Path(path)
+    record = path.parent / "result.json"
+    if record.is_file():
+        try:
+            check_files(json.loads(record.read_text()))
+        except ValueError as exc:
+            raise ValueError(f"{path} does not match the sha256 in {record} ({exc}); rerun the sweep to "
+                                     "recompute that evaluation") from exc
+    return path

@@ -12,7 +12,7 @@ from prefect import task
 from tensorllm.export import export_variant
 from tensorllm.model_card import card_metrics
 
-from .caching import CACHE_EXPIRATION, PIPELINE_CACHE
+from .caching import CACHE_EXPIRATION, RESULT_SERIALIZER, export_cache_key
 
 
 def export_run_name(parameters: dict) -> str:
@@ -20,10 +20,15 @@ def export_run_name(parameters: dict) -> str:
     return f"export-{Path(parameters['out_dir']).name}"
 
 
-@task(name="export-factorised", cache_policy=PIPELINE_CACHE, cache_expiration=CACHE_EXPIRATION, retries=1,
-      retry_delay_seconds=5, task_run_name=export_run_name)
+@task(name="export-factorised", cache_key_fn=export_cache_key, cache_expiration=CACHE_EXPIRATION, retries=1,
+      retry_delay_seconds=5, result_serializer=RESULT_SERIALIZER, task_run_name=export_run_name)
 def export_task(model: str, artifacts: list[str], out_dir: str, model_identity: str, code_version: str,
                 results: dict[str, dict] | None = None) -> dict:
     """``export_variant(..., format="factorised")``: the folder (in the base's dtype), its bytes on disk and how
-    each layer was stored; ``results`` (dataset -> EvalResult dict) go into the model card with their intervals."""
-    return export_variant(model, artifacts, out_dir, format="factorised", metrics=card_metrics(results or {}))
+    each layer was stored; ``results`` (dataset -> EvalResult dict) go into the model card with their intervals.
+
+    The folder is the sweep's own: a rerun that recomputes (new code, changed inputs) replaces it, atomically (a
+    kill leaves the old folder or the new one). A cached result is used only while the folder still matches its
+    manifest (:func:`tasks.result_integrity.check_files`); otherwise the export runs again."""
+    return export_variant(model, artifacts, out_dir, format="factorised", metrics=card_metrics(results or {}),
+                          overwrite=True)

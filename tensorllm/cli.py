@@ -302,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .compression.command import add_compress_command
 
     add_compress_command(sub)  # tensorllm/compression/command.py
+    from .verify_command import add_verify_command
+
+    add_verify_command(sub)  # tensorllm/verify_command.py
     _one_line_errors(parser)
     return parser
 

@@ -30,12 +30,14 @@ from pathlib import Path
 import torch
 
 from .artifact import VARIANT_FILE, apply_artifacts, load_artifact, materialise
+from .atomic_folder import atomic_folder
 from .checkpoint import stored_dtype
 from .factorised import FactorisedAttention, factorised_cost, install_factorised
 from .hf_remote import save_factorised
 from .attention_shape import AttentionShape
 from .layouts import layout_for
 from .load_export import CONFIG_KEY, EXPORT_FORMAT, WEIGHTS_FILE, load_compressed
+from .manifest import write_manifest
 from .model_card import write_model_card
 from .models import load_model, resolve_model
 
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 FORMS = ("factorised", "dense")
 __all__ = ["CONFIG_KEY", "EXPORT_FORMAT", "FORMS", "WEIGHTS_FILE", "apply_variant", "export_lineage", "export_variant",
            "folder_bytes",
-           "load_compressed", "variant_model"]
+           "load_compressed", "variant_model", "write_export"]
 
 
 @dataclass(frozen=True)
@@ -107,25 +109,42 @@ def variant_model(base_model: str, artifact_paths: Sequence[str | Path], form: s
 
 
 def export_variant(base_model: str, artifact_paths: Sequence[str | Path], out_dir: str | Path,
-                   format: str = "factorised", metrics: dict | None = None) -> dict:
-    """Write the variant as a model folder in the base's dtype; returns ``{"path", "format", "bytes", "layers", "dtype"}``.
+                   format: str = "factorised", metrics: dict | None = None, overwrite: bool = False) -> dict:
+    """Write the variant as a model folder in the base's dtype; returns ``{"path", "format", "bytes", "layers", "dtype",
+    "manifest"}``.
 
     ``factorised``: the safetensors hold U1, U2 and the cores (``...self_attn.tensorllm_factors.*``) instead of
     those layers' q/k/v/o weights, and ``config.json`` routes ``AutoModelForCausalLM.from_pretrained(...,
     trust_remote_code=True)`` to :func:`load_compressed` (:mod:`tensorllm.hf_remote`). ``dense``: a plain HF
-    folder (same size as the base). Both get a model card (``README.md``, with ``metrics`` when given) and
-    ``generation_config.json``; ``bytes`` is the size of the safetensors files written.
+    folder (same size as the base). Both get a model card (``README.md``, with ``metrics`` when given),
+    ``generation_config.json`` and ``tensorllm_manifest.json`` (every file's sha256, checked by the loaders and
+    ``tensorllm verify``); ``bytes`` is the size of the safetensors files written.
+
+    The folder is written beside ``out_dir`` and renamed into place at the end (:mod:`tensorllm.atomic_folder`):
+    a kill leaves the old folder or the complete new one. A non-empty ``out_dir`` is refused unless ``overwrite``.
     """
     _check_form(format)
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).expanduser()
+    with atomic_folder(out_dir, overwrite) as tmp:
+        info = write_export(base_model, artifact_paths, tmp, format, metrics, path=out_dir)
+    return info
+
+
+def write_export(base_model: str, artifact_paths: Sequence[str | Path], folder: Path, format: str = "factorised",
+                 metrics: dict | None = None, path: Path | None = None) -> dict:
+    """:func:`export_variant`'s files, written straight into the existing, empty ``folder`` (no renaming; ``compress``
+    adds its report before it renames the folder into place). ``path`` is where the folder will be (``info["path"]``,
+    the model card); the manifest is written last."""
+    _check_form(format)
+    path = path or folder
     if format == "dense":
-        materialise(base_model, artifact_paths, out_dir)
+        materialise(base_model, artifact_paths, folder)
         layers = [{"layer": int(m.meta["layer"]), "kind": m.kind, "form": "dense", "reason": "dense requested"}
                   for m in (load_artifact(p) for p in artifact_paths)]
-        info = {"path": str(out_dir), "format": "dense", "bytes": folder_bytes(out_dir), "layers": [],
-                "dtype": str(stored_dtype(out_dir)).removeprefix("torch.")}
-        write_model_card(out_dir, base_model, info, layers, metrics)
-        return info
+        info = {"path": str(path), "format": "dense", "bytes": folder_bytes(folder), "layers": [],
+                "dtype": str(stored_dtype(folder)).removeprefix("torch.")}
+        write_model_card(folder, base_model, info, layers, metrics)
+        return {**info, "manifest": str(path / write_manifest(folder).name)}
     model, tokenizer, report = variant_model(base_model, artifact_paths, "factorised")
     factorised = {int(r["layer"]) for r in report if r["form"] == "factorised"}
     layers = {}
@@ -134,14 +153,14 @@ def export_variant(base_model: str, artifact_paths: Sequence[str | Path], out_di
         layers[str(layer)] = {"ranks": list(factors.ranks), "attention_shape": asdict(factors.shape)}
     model.config.__dict__[CONFIG_KEY] = {"format": EXPORT_FORMAT, "base_model": str(base_model), "layers": layers,
                                          "report": report}
-    save_factorised(model, out_dir)
-    tokenizer.save_pretrained(out_dir)
+    save_factorised(model, folder, manifest=False)
+    tokenizer.save_pretrained(folder)
     lineage = {"base_model": str(base_model), "artifacts": [str(p) for p in artifact_paths], "report": report}
-    (out_dir / VARIANT_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
-    info = {"path": str(out_dir), "format": "factorised", "bytes": folder_bytes(out_dir), "layers": report,
+    (folder / VARIANT_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
+    info = {"path": str(path), "format": "factorised", "bytes": folder_bytes(folder), "layers": report,
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
-    write_model_card(out_dir, base_model, info, report, metrics, ranks=layers)
-    return info
+    write_model_card(folder, base_model, info, report, metrics, ranks=layers)
+    return {**info, "manifest": str(path / write_manifest(folder).name)}
 
 
 def _factors_of_layer(model: torch.nn.Module, layer: int) -> FactorisedAttention:

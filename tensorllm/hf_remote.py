@@ -85,9 +85,11 @@ def write_remote_code(out_dir: str | Path) -> dict[str, str]:
     return dict(AUTO_MAP)
 
 
-def save_factorised(model: nn.Module, out_dir: str | Path) -> None:
+def save_factorised(model: nn.Module, out_dir: str | Path, manifest: bool = True) -> None:
     """Write a model with factorised layers (``model.config.tensorllm_compression`` set) as a factorised export:
-    config.json routed to tensorllm, ``generation_config.json``, the loader files and ``model.safetensors``.
+    config.json routed to tensorllm, ``generation_config.json``, the loader files and ``model.safetensors``, and
+    (``manifest``) ``tensorllm_manifest.json``, every file's sha256, which the loaders check (the loader files
+    included: a changed ``modeling_tensorllm.py`` is refused too).
 
     A model from :func:`tensorllm.load_compressed` has this as its ``save_pretrained``: transformers' own would
     write the base family's config next to the factors, a folder that plain loaders fill with random attention.
@@ -114,6 +116,10 @@ def save_factorised(model: nn.Module, out_dir: str | Path) -> None:
     # the module names as they are in memory (transformers' save_pretrained would rename some to the Hub's
     # historical names, which only its from_pretrained maps back); tied tensors are stored once
     save_model(model, str(out_dir / WEIGHTS_FILE), metadata={"format": EXPORT_FORMAT})
+    if manifest:  # export_variant writes it itself, after the tokenizer and the model card
+        from .manifest import write_manifest
+
+        write_manifest(out_dir)
 
 
 def config_from_dict(config_dict: dict, **kwargs):
@@ -137,6 +143,7 @@ def from_pretrained(folder: str | Path, dtype=None, torch_dtype=None, device_map
 
     ``dtype`` (or ``torch_dtype``): a torch dtype, or ``None``/``"auto"`` for the export's own dtype (the base's);
     ``device_map``: one device (or ``"auto"``: CUDA when available). Other keyword arguments are ignored.
+    The folder's recorded digests are checked first (:func:`load_compressed`): a damaged file is an error naming it.
     """
     chosen = dtype if dtype is not None else torch_dtype
     if isinstance(chosen, str):

@@ -132,12 +132,15 @@ def empty_factorised_model(config, dtype: torch.dtype) -> nn.Module:
     return model
 
 
-def load_compressed(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+def load_compressed(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                    verify: bool = True):
     """Load a folder written by :func:`tensorllm.export.export_variant` (factorised): ``(model, tokenizer)``.
 
-    ``dtype`` defaults to the dtype the export stores (the base's). A missing, unexpected, mis-shaped or
-    truncated tensor is an error naming the file. The tokenizer is ``None`` when the folder has none (a folder
-    written by the model's ``save_pretrained``). ``tensorllm.load_compressed`` is this function.
+    ``dtype`` defaults to the dtype the export stores (the base's). ``verify`` first checks every file against
+    the sha256 in ``tensorllm_manifest.json`` (:mod:`tensorllm.manifest`): a flipped byte is a ``ValueError``
+    naming the file (a folder without a manifest, from before exports carried one, loads with a warning). A
+    missing, unexpected, mis-shaped or truncated tensor is an error naming the file. The tokenizer is ``None`` when
+    the folder has none. ``tensorllm.load_compressed`` is this function.
     """
     from transformers import AutoTokenizer, GenerationConfig
 
@@ -146,6 +149,8 @@ def load_compressed(folder: str | Path, device: str | torch.device = "cpu", dtyp
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{folder}: {WEIGHTS_FILE} is missing (a factorised export holds its weights there)")
+    if verify:
+        verify_export_files(folder)
     dtype = dtype or stored_dtype(folder)
     model = empty_factorised_model(config, dtype)
     load_streaming(model, weights, dtype)
@@ -164,6 +169,18 @@ def load_compressed(folder: str | Path, device: str | torch.device = "cpu", dtyp
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def verify_export_files(folder: Path) -> None:
+    """Check the folder's files against its manifest (a warning, not an error, when it has none)."""
+    from .manifest import MANIFEST_FILE, has_manifest, verify_manifest
+
+    if not has_manifest(folder):
+        log.warning("%s has no %s (written before exports recorded digests): its files are not verified; "
+                    "re-export it to get one", folder, MANIFEST_FILE)
+        return
+    checked = verify_manifest(folder)
+    log.info("%s: %d files match their recorded sha256", folder, len(checked))
 
 
 def _slots(model: nn.Module) -> dict[str, list[tuple[nn.Module, str, bool]]]:

@@ -40,7 +40,9 @@ def add_export_command(sub) -> None:
     p.add_argument("spec", nargs="+", metavar="SPEC",
                    help="artifact folders, one export folder (re-exported from the base and artifacts it records), "
                         "or one registry spec NAME, NAME@ALIAS or NAME/VERSION")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (written beside it and renamed into place at the end)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it is not empty (the old folder "
+                                                            "stays until the new one is complete)")
     p.add_argument("--format", default="factorised", metavar="{factorised,dense}",
                    help="factorised: the factors of compressed layers are stored (load with tensorllm.load_compressed "
                         "or from_pretrained(..., trust_remote_code=True)); dense: a plain Hugging Face folder, for "
@@ -149,6 +151,7 @@ def cmd_export(args) -> int:
     import tempfile
 
     from .artifact import read_meta
+    from .atomic_folder import refuse_existing
     from .export import FORMS, export_variant, folder_bytes
     from .models import resolve_model
 
@@ -157,11 +160,12 @@ def cmd_export(args) -> int:
     from .cli import check_writable_folder
 
     check_writable_folder(args.out, "--out")  # a file, or a folder under one: one line before the model loads
+    refuse_existing(args.out, args.overwrite)  # before any download or model load
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tensorllm-export-") as tmp:
         base, paths, source = export_sources(args.spec, args.base_model, args.tracking_uri, tmp)
         base_bytes = folder_bytes(resolve_model(base))
-        info = export_variant(base, paths, args.out, format=args.format)
+        info = export_variant(base, paths, args.out, format=args.format, overwrite=args.overwrite)
         layers = info["layers"] or [  # the dense format writes every artifact back; say so per layer
             {"layer": m["layer"], "kind": m["kind"], "form": "dense", "reason": "dense requested"}
             for m in (read_meta(p) for p in paths)]

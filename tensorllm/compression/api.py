@@ -20,7 +20,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..export import export_variant
+from ..atomic_folder import atomic_folder, refuse_existing
+from ..export import write_export
+from ..manifest import write_manifest
 from ..models import resolve_model
 from ..tensorise import DEFAULT_GROUPING, Grouping
 from ..tucker import RankSpec
@@ -73,7 +75,7 @@ def compress(model: str, target_ratio: float, out: str | Path, *, grid: Sequence
              grouping: Grouping = DEFAULT_GROUPING, dataset: str = "qa_wikidata", n_prompts: int = DEFAULT_PROMPTS,
              layers: Sequence[int] | None = None, verify: bool = True, val_limit: int = 200, generate: bool = False,
              margin: float = DEFAULT_MARGIN, artifacts: str | Path | None = None,
-             n_iter_max: int = DEFAULT_N_ITER_MAX, batch_size: int = 16) -> CompressReport:
+             n_iter_max: int = DEFAULT_N_ITER_MAX, batch_size: int = 16, overwrite: bool = False) -> CompressReport:
     """Make the whole model's attention at least ``target_ratio`` times smaller where it hurts least; write ``out``.
 
     * ``grid``: rank configurations per layer (integers or fractions of (d_model, d_head, slices); default
@@ -85,12 +87,15 @@ def compress(model: str, target_ratio: float, out: str | Path, *, grid: Sequence
       ``margin`` is the non-inferiority margin on accuracy.
     * ``artifacts``: where the per-layer artifacts go (default ``<out>/../.tensorllm-artifacts``); reused on re-runs.
 
-    The export folder ``out`` holds the factorised model in the base's dtype and ``compress_report.json``.
+    The export folder ``out`` holds the factorised model in the base's dtype, the verification and
+    ``compress_report.json``. It is written beside ``out`` and renamed into place at the end
+    (:mod:`tensorllm.atomic_folder`); a non-empty ``out`` is refused before any compute unless ``overwrite``.
     """
     ratio = check_ratio(target_ratio)
     _check_options(dataset, n_prompts, verify, val_limit, margin)  # before any model load or compute
     start = time.perf_counter()
     out = Path(out).expanduser()
+    refuse_existing(out, overwrite)
     folder = resolve_model(model)  # a bad model name fails here, before any compute
     artifacts = Path(artifacts) if artifacts is not None else out.resolve().parent / ".tensorllm-artifacts"
     table = measure(model, grid, grouping=grouping, dataset=dataset, n_prompts=n_prompts,
@@ -103,17 +108,19 @@ def compress(model: str, target_ratio: float, out: str | Path, *, grid: Sequence
     t0 = time.perf_counter()
     metrics = {"attention_compression_ratio": chosen.size.attention_compression_ratio,
                "target_ratio": ratio, "calibration_kl": chosen.allocation.damage}
-    export = export_variant(model, chosen.artifacts, out, metrics=metrics)
-    seconds["export"] = time.perf_counter() - t0
-    verification = None
-    if verify:
-        t0 = time.perf_counter()
-        verification, _ = verify_paths(model, chosen.artifacts,
-                                       dataset, "val", val_limit, generate, out / "verification", margin, batch_size)
-        seconds["verify"] = time.perf_counter() - t0
-        if not verification.non_inferior:
-            log.warning("compressed model is not shown non-inferior: %s", verification.sentence())
-    seconds["total"] = time.perf_counter() - start
-    report = report_for(table, chosen, out, export, verification, seconds)
-    report.write(out)
+    with atomic_folder(out, overwrite) as tmp:  # everything below lands in `out` at once, or not at all
+        export = write_export(model, chosen.artifacts, tmp, metrics=metrics, path=out)
+        seconds["export"] = time.perf_counter() - t0
+        verification = None
+        if verify:
+            t0 = time.perf_counter()
+            verification, _ = verify_paths(model, chosen.artifacts, dataset, "val", val_limit, generate,
+                                           tmp / "verification", margin, batch_size)
+            seconds["verify"] = time.perf_counter() - t0
+            if not verification.non_inferior:
+                log.warning("compressed model is not shown non-inferior: %s", verification.sentence())
+        seconds["total"] = time.perf_counter() - start
+        report = report_for(table, chosen, out, export, verification, seconds)
+        report.write(tmp)
+        write_manifest(tmp)  # again: the verification and the report are part of the folder
     return report

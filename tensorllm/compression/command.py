@@ -52,6 +52,8 @@ def add_compress_command(sub) -> None:
                    help="print the effective configuration (file, options, defaults) as YAML and exit")
     p.add_argument("--target-ratio", type=_ratio, help=text("target_ratio"))
     p.add_argument("--out", help=text("out"))
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it is not empty (the old folder "
+                                                            "stays until the new one is complete)")
     p.add_argument("--ranks", type=parse_ranks, action="append", metavar="R1,R2,R3",
                    help="a rank configuration of the grid (repeatable; integers or fractions; default: the built-in "
                         "grid, docs/compress.md)")
@@ -97,7 +99,8 @@ def cmd_compress(args) -> int:
         report = compress(config.model, config.target_ratio, config.out, grid=config.ranks, grouping=config.grouping,
                           dataset=config.dataset, n_prompts=config.prompts, layers=config.layers,
                           verify=config.verify, val_limit=config.val_limit, generate=config.generate,
-                          margin=config.margin, artifacts=config.artifacts)
+                          margin=config.margin, artifacts=config.artifacts,
+                          overwrite=args.overwrite)
     print("\n".join(report.lines()))
     if args.json:
         emit_json(report.to_dict())
