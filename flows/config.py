@@ -139,7 +139,7 @@ class SweepConfig(BaseModel):
     evaluate_cpus: float | None = Field(
         None, gt=0, description="Ray CPUs per evaluation task (fractions allowed); the task runs torch on floor(CPUs) "
                                 "threads. None: 1, except where fewer evaluations than the cluster's CPUs run at once "
-                                "(the generation guard, the export): they share the CPUs")
+                                "(the generation guard): they share the node's CPUs")
     evaluate_gpus: float | None = Field(None, ge=0, description="Ray GPUs per evaluation task (fractions allowed: 0.25 "
                                                                 "lets four share a card); None: 1 when the cluster has a "
                                                                 "GPU, else 0")
