@@ -167,8 +167,9 @@ def main() -> None:
     for i, run in enumerate(runs, 1):
         columns += [(f"n{i}", "{}", f"run {i} n"), (f"states{i}", "{}", f"run {i} states"),
                     (f"s{i}", "{:.2f}", f"run {i} sum s")]
-    title = (f"compress_sweep, model {model_kind}, layers {sweep['layers']} x ranks {sweep['ranks']}, "
-             f"val/test limit {sweep['val_limit']}/{sweep['test_limit']}: task runs by kind (from the Prefect API)")
+    shape = (f"layers {sweep['layers']} x ranks {sweep['ranks']}, val/test limit {sweep['val_limit']}/"
+             f"{sweep['test_limit']}" if sweep else "every SweepConfig default")
+    title = f"compress_sweep, model {model_kind}, {shape}: task runs by kind (from the Prefect API)"
     print_table(kind_rows, columns, title=title)
     others = sorted({n for run in runs for n in run["kinds"].get("other", {}).get("names", [])})
     if others:

@@ -60,7 +60,8 @@ def run_flow(params: dict, log_file: str | None = None, settle_s: float = 60) ->
     from flows.runtime.services import drain_prefect_clients
     import_s = time.perf_counter() - start
 
-    params = {**params, "ranks": [tuple(r) for r in params["ranks"]]}
+    if "ranks" in params:  # JSON turned the tuples into lists
+        params = {**params, "ranks": [tuple(r) for r in params["ranks"]]}
     call_start, start = time.time(), time.perf_counter()
     state = compress_sweep(**params, return_state=True)
     wall = time.perf_counter() - start
