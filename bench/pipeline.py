@@ -113,10 +113,10 @@ def main() -> None:
     if device != pick_device(None):
         print(f"note: the flow runs on the device tasks.resources.best_device() picks ({pick_device(None)}); "
               f"--device {device} is only recorded", flush=True)
-    kind = args.sweep or ("tiny" if args.quick else "default")
-    model_kind = "tiny" if kind == "tiny" else "smollm2"
-    sweep = dict(SWEEPS["quick" if kind == "tiny" else kind])
-    timeout = 900 if kind == "tiny" else 3600
+    sweep_kind = args.sweep or ("tiny" if args.quick else "default")
+    model_kind = "tiny" if sweep_kind == "tiny" else "smollm2"
+    sweep = dict(SWEEPS["quick" if sweep_kind == "tiny" else sweep_kind])
+    timeout = 900 if sweep_kind == "tiny" else 3600
     holder = tempfile.TemporaryDirectory(prefix="bench-pipeline-")
     work = Path(holder.name)
     print(f"device={device}  quick={args.quick}  model={model_kind}  sweep={sweep}  work={work}", flush=True)
@@ -240,7 +240,7 @@ def main() -> None:
             r["start_s"] = None if r["start"] is None else r["start"] - run["raw"]["call_start"]
             r["end_s"] = None if r["end"] is None else r["end"] - run["raw"]["call_start"]
     print(f"champion: {summary['champion']} (promoted: {summary['promoted']}); decision: {summary['decision']}")
-    finish("pipeline" if kind == "default" or args.quick else f"pipeline-{kind}", rows, args, device=device, extra={
+    finish("pipeline" if sweep_kind == "default" or args.quick else f"pipeline-{sweep_kind}", rows, args, device=device, extra={
         "sweep": sweep, "model": model, "summary": summary, "kinds": kind_rows,
         "versions": library_versions("prefect", "prefect-ray", "ray", "mlflow", "torch"),
         "runs": runs,
