@@ -61,6 +61,11 @@ def compress_sweep(
     mlflow_tracking_uri: str | None = None,
     artifacts_root: str = "runs/artifacts",
     batch_size: int = 16,
+    decompose_cpus: float = 1.0,
+    decompose_gpus: float | None = None,
+    evaluate_cpus: float | None = None,
+    evaluate_gpus: float | None = None,
+    guard_parallel: int = 2,
     evaluate: Literal["full", "none"] = "full",
     models: list[str] = [],  # noqa: B006
 ) -> dict:

@@ -155,6 +155,20 @@ class SweepConfig(BaseModel):
     artifacts_root: str = Field("runs/artifacts", description="factor artifacts; evaluations, reports and "
                                                               "exports go to its siblings")
     batch_size: int = Field(16, ge=1, description="evaluation batch size")
+    decompose_cpus: float = Field(1.0, gt=0, description="Ray CPUs per decomposition task (fractions allowed); the "
+                                                         "task runs torch on floor(CPUs) threads, at least 1")
+    decompose_gpus: float | None = Field(None, ge=0, description="Ray GPUs per decomposition task (fractions "
+                                                                 "allowed); None: 1 when the cluster has a GPU, else 0")
+    evaluate_cpus: float | None = Field(
+        None, gt=0, description="Ray CPUs per evaluation task (fractions allowed); the task runs torch on floor(CPUs) "
+                                "threads. None: 1, except where fewer evaluations than the cluster's CPUs run at once "
+                                "(the generation guard): they share the node's CPUs")
+    evaluate_gpus: float | None = Field(None, ge=0, description="Ray GPUs per evaluation task (fractions allowed: 0.25 "
+                                                                "lets four share a card); None: 1 when the cluster has a "
+                                                                "GPU, else 0")
+    guard_parallel: int = Field(2, ge=1, description="generation-guard evaluations run at once: the variant the "
+                                                     "rule needs next and, speculatively, the next ones in its order "
+                                                     "(the decision is the sequential rule's; 1: one at a time)")
     evaluate: Evaluate = Field(
         "full", description="'full': evaluate, register every variant, promote by the objective; 'none': decompose "
                             "only (flows.batch): one whole-model variant per rank configuration (the configuration on "
@@ -275,7 +289,7 @@ class SweepConfig(BaseModel):
         """Greedy generation (the paper's accuracy on generative sets) for *every* variant where it is needed: on
         the test split when ``generate`` is on (the report), on validation when selection uses ``accuracy``.
         (With ``generate`` on, the flow's generation guard also evaluates, on validation, the variants the
-        promotion rule picks, one at a time: flows.sweep.)"""
+        promotion rule picks, in its order, ``guard_parallel`` at a time: flows.guard.)"""
         return self.generate if split == "test" else self.selection_metric == "accuracy"
 
     def resolve_layers(self, n_layers: int) -> list[int]:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 from typing import get_args
 
 from tensorllm.evaluation.stats import holm_adjust, normal_p_from_interval
@@ -54,8 +55,8 @@ from .config import ComposeStrategy
 from .noninferiority import ONE_SIDED, Margins, endpoints, failing
 
 __all__ = ["Candidate", "Decision", "Margins", "PAIRED_COLUMN", "KINDS", "METRICS", "OBJECTIVES", "decide",
-           "shortlist", "best_candidates", "non_inferior", "next_generation_check", "comparable_champion",
-           "decision_tags", "guard_stopped", "higher_is_better", "rank_key"]
+           "shortlist", "best_candidates", "non_inferior", "next_generation_check", "generation_checks",
+           "comparable_champion", "decision_tags", "guard_stopped", "higher_is_better", "rank_key"]
 
 OBJECTIVES: tuple[str, ...] = ("denoise", "compress")
 #: ``variant_kind`` tags of composed variants in the registry: "composed" or the strategy that built it
@@ -138,6 +139,16 @@ def next_generation_check(candidates: list[Candidate], baseline: Candidate, curr
     """The variant whose validation generation accuracy the flow should measure next: the first, in the
     rule's order, that has none yet and that the rule (with ``require_generation``) would promote if its
     generation held up; None when no measurement could change the decision."""
+    return next(generation_checks(candidates, baseline, current, objective, metric, alpha, margin,
+                                  loss_margin=loss_margin, relative_margin=relative_margin, kinds=kinds), None)
+
+
+def generation_checks(candidates: list[Candidate], baseline: Candidate, current: Candidate | None, objective: str,
+                      metric: str, alpha: float = 0.05, margin: float | Margins = 0.02, *, loss_margin: float = 0.05,
+                      relative_margin: float | None = None, kinds: tuple[str, ...] = KINDS) -> Iterator[Candidate]:
+    """Every variant without a generation measurement that the rule would promote if its generation held up, in
+    the rule's order (lazily): the first is :func:`next_generation_check`'s; the flow evaluates the next ones
+    speculatively while it waits for the first (flows.guard)."""
     pending = [c for c in candidates if c.guard_val is None and c.kind in kinds]
     order = (sorted(pending, key=functools.cmp_to_key(compress_cmp(metric))) if objective == "compress"
              else best_candidates(pending, metric, len(pending)))
@@ -145,8 +156,7 @@ def next_generation_check(candidates: list[Candidate], baseline: Candidate, curr
         d = decide(candidates, baseline, current, objective, metric, alpha, margin, loss_margin=loss_margin,
                    relative_margin=relative_margin, require_generation=True, kinds=kinds, _optimistic=c)
         if d.promote and d.version == c.version:
-            return c
-    return None
+            yield c
 
 
 # ---- denoise --------------------------------------------------------------------------------------------

@@ -4,10 +4,11 @@ DAG (one run)::
 
     baseline eval (val) ─┐                                        ┌─> compose: uniform ranks (parallel),
     decompose layer L1 ──┼─> eval variants (val, cached prefix) ──┤   greedy by validation gain (sequential)
-    decompose layer L2 ──┤                                        └─> paired val stats, register all
+    decompose layer L2 ──┤   baseline generation (val: drafts) ───┘─> paired val stats, register all
     laser (optional) ────┘
-        ─> decide (objective: compress | denoise) ─> test evals (baseline, shortlist, best composed)
-        ─> paired test stats ─> promote `champion` with one sentence ─> export the best composed model
+        ─> generation guard (the rule's next checks, `guard_parallel` at once: flows.guard)
+        ─> decide (objective: compress | denoise) ─> test evals (baseline first, then the shortlist, best composed
+           and champion checking its drafts) ─> paired test stats ─> promote `champion` with one sentence ─> export the best composed model
         ─> sweep report (MLflow run + plots, Prefect markdown artifacts)
 
 :func:`run_sweep` is this DAG, a sub-flow that :func:`flows.compress_sweep.compress_sweep` (the typed entry
@@ -31,7 +32,7 @@ from tasks.evaluate import evaluate_task, paired_comparison_task, paired_pooled_
 from tasks.export import export_task
 from tasks.register import (apply_promotion_task, champion_task, log_sweep_task, register_variant_task,
                             update_metrics_task)
-from tasks.resources import ray_gpus_per_task
+from tasks.resources import node_cpus, ray_request
 from tensorllm.artifact import read_meta
 from tensorllm.checkpoint import Checkpoint
 from tensorllm.composed import whole_model_size
@@ -43,11 +44,12 @@ from .allocated import allocate_plans, costed_edits
 from .compose import BUILT_ON_VALIDATION, ComposedPlan, LayerEdit, greedy_name, greedy_order, uniform_plans
 from .config import SweepConfig, code_version
 from .config_file import config_yaml
+from .guard import run_generation_guard
 from .holdout import half_mean, paired_half
 from .lm_eval import champion_lm_eval
 from .noninferiority import single_test
 from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, guard_stopped,
-                     higher_is_better, next_generation_check, shortlist)
+                     higher_is_better, shortlist)
 from .records import (Variant, baseline_variant, composed_variant, evaluation_settings, flat_metrics, layer_variants,
                       markdown_table, mean_metric, paired_columns, paired_metrics, registry_key, summary_row,
                       variant_record)
@@ -67,7 +69,9 @@ def run_sweep(config: SweepConfig) -> dict:
     metric = config.selection_metric
     root = Path(config.artifacts_root).resolve()
     artifacts_dir, evals_dir, reports_dir = root, root.parent / "evaluations", root.parent / "reports"
-    gpus = ray_gpus_per_task()
+    decompose_request = ray_request(config.decompose_cpus, config.decompose_gpus)
+    eval_request = ray_request(config.evaluate_cpus or 1, config.evaluate_gpus)
+    gpus = eval_request["num_gpus"]
     rank_specs = [list(r) for r in config.rank_specs()]
     transfer = config.transfer_dataset if config.transfer_dataset not in (None, *config.datasets) else None
     data_digests = {d: dataset_digest(d) for d in [*config.datasets, *([transfer] if transfer else [])]}
@@ -90,9 +94,11 @@ def run_sweep(config: SweepConfig) -> dict:
         return submitted[key]
 
     baseline = baseline_variant()
-    with remote_options(num_cpus=1, num_gpus=gpus):
+    guard = config.generate and not config.generate_for("val")  # (selecting on accuracy: every variant has it)
+    with remote_options(**eval_request):
         # the baseline's full pass also caches the inputs of every sweep layer for the variants
         baseline_val = {d: evaluate(baseline, d, "val", fill_layers=layers) for d in config.datasets}
+    with remote_options(**decompose_request):
         decompositions = {layer: decompose_layer_task.submit(config.model, layer, rank_specs, config.grouping,
                                                              str(artifacts_dir), identity, layout=config.layout,
                                                              **config.fit_options(data_digests))
@@ -100,6 +106,11 @@ def run_sweep(config: SweepConfig) -> dict:
         lasers = {(layer, spec.matrix, spec.rho): laser_task.submit(config.model, layer, spec.matrix, spec.rho,
                                                                     str(artifacts_dir), identity)
                   for layer in layers for spec in config.laser}
+    with remote_options(**eval_request):
+        # the guard's base generation (the drafts the variants check: tensorllm.evaluation.drafts), once, submitted
+        # first so that it decodes on one core while the variants' top-1 evaluations use the others
+        base_generation = {d: evaluate(baseline, d, "val", generate=True, fill_layers=layers,
+                                       wait_for=[baseline_val[d]]) for d in config.datasets} if guard else {}
         variants = layer_variants(config.grouping, config.laser, layers,
                                   {k: f.result() for k, f in decompositions.items()},
                                   {k: f.result() for k, f in lasers.items()})
@@ -142,23 +153,34 @@ def run_sweep(config: SweepConfig) -> dict:
 
     current = comparable_champion(champion_task(uri, name), settings, metric)
     # ---- the generation guard: validation generation of the variants the rule would take (the champion's and
-    # the exported composition's), until no measurement can change either decision (flows.policy) ----------
-    if config.generate and not config.generate_for("val"):  # (selecting on accuracy: every variant has it)
-        by_version, base_generation = {v.version: v for v in everything}, None
-        with remote_options(num_cpus=1, num_gpus=gpus):
-            while (pick := next_generation_check(list(candidates.values()), baseline_candidate, current, **rule)
-                   or next_generation_check(list(candidates.values()), baseline_candidate, None, kinds=("composed",),
-                                            **rule)) is not None:
-                if base_generation is None:  # its pass stores the drafts the variants check (tensorllm.evaluation.drafts)
-                    base_generation = {d: evaluate(baseline, d, "val", generate=True, fill_layers=layers).result()
-                                       for d in config.datasets}
-                    update_metrics_task(uri, name, baseline.version, flat_metrics(base_generation, "val_generation"))
-                v = by_version[pick.version]
-                generation = {d: evaluate(v, d, "val", generate=True).result() for d in config.datasets}
-                v.guard_val = pick.guard_val = _paired(v, base_generation, generation, "correct", f"{v.name}-generation")
-                update_metrics_task(uri, name, v.version, {**flat_metrics(generation, "val_generation"),
-                                                           **{f"guard.{k}": x for k, x in v.guard_val.items()
-                                                              if isinstance(x, (int, float)) and not isinstance(x, bool)}})
+    # the exported composition's), until no measurement can change either decision; the next ones in the rule's
+    # order are evaluated speculatively meanwhile, the decision is the sequential rule's (flows.guard) ---------
+    guard_report = None
+    if guard:
+        by_version, base_results = {v.version: v for v in everything}, {}
+
+        def submit(c: Candidate, n: int) -> dict:
+            # fewer guard evaluations than CPUs at once: each gets its share (a lone one, the whole machine)
+            share = config.evaluate_cpus or max(1, int(node_cpus() // max(1, n)))
+            with remote_options(**{**eval_request, "num_cpus": share}):
+                return {d: evaluate(by_version[c.version], d, "val", generate=True, wait_for=[base_generation[d]])
+                        for d in config.datasets}
+
+        def record(c: Candidate, generation: dict) -> dict:
+            if not base_results:
+                base_results.update({d: f.result() for d, f in base_generation.items()})
+                update_metrics_task(uri, name, baseline.version, flat_metrics(base_results, "val_generation"))
+            v = by_version[c.version]
+            v.guard_val = _paired(v, base_results, generation, "correct", f"{v.name}-generation")
+            update_metrics_task(uri, name, v.version, {**flat_metrics(generation, "val_generation"),
+                                                       **{f"guard.{k}": x for k, x in v.guard_val.items()
+                                                          if isinstance(x, (int, float)) and not isinstance(x, bool)}})
+            return v.guard_val
+
+        guard_report = run_generation_guard(candidates, baseline_candidate, current, rule, config.guard_parallel,
+                                            submit, record)
+        logger.info("Generation guard: measured %s; evaluated ahead and not needed: %s",
+                    [f"v{x}" for x in guard_report.measured], [f"v{x}" for x in guard_report.unused])
     decision = decide_against(current)
     for v in everything:  # the front plot marks them (tensorllm.plots.compression_front)
         v.guard_stopped = guard_stopped(candidates[v.version], metric, config.margins(), config.alpha)
@@ -173,11 +195,18 @@ def run_sweep(config: SweepConfig) -> dict:
 
     # ---- test split: the report ---------------------------------------------------------------------
     tested = [baseline] + [v for v in everything if v.version in chosen]
-    with remote_options(num_cpus=1, num_gpus=gpus):
-        test_futures = {(v.name, d): evaluate(v, d, "test") for v in tested for d in config.datasets}
-        # transfer: the promoted variant and the base on a dataset it was not selected on (issue 14)
-        promoted = [v for v in everything if decision.promote and v.version == decision.version]
-        transfer_futures = {v.name: evaluate(v, transfer, "test") for v in [baseline, *promoted]} if transfer and promoted else {}
+    # transfer: the promoted variant and the base on a dataset it was not selected on (issue 14)
+    promoted = [v for v in everything if decision.promote and v.version == decision.version]
+    with remote_options(**eval_request):
+        # the base's passes first: they store the drafts and layer inputs that the variants' evaluations of the
+        # same items check instead of decoding every answer again (tensorllm.evaluation.drafts)
+        base_test = {d: evaluate(baseline, d, "test", fill_layers=layers)
+                     for d in [*config.datasets, *([transfer] if transfer and promoted else [])]}
+        test_futures = {(v.name, d): base_test[d] if v is baseline else evaluate(v, d, "test", wait_for=[base_test[d]])
+                        for v in tested for d in config.datasets}
+        transfer_futures = ({baseline.name: base_test[transfer],
+                             **{v.name: evaluate(v, transfer, "test", wait_for=[base_test[transfer]]) for v in promoted}}
+                            if transfer and promoted else {})
         wait(list(test_futures.values()) + list(transfer_futures.values()))
     for v in tested:
         v.test = {d: test_futures[(v.name, d)].result() for d in config.datasets}
@@ -201,13 +230,15 @@ def run_sweep(config: SweepConfig) -> dict:
     exported = None
     if best is not None and config.export_best:
         out_dir = root.parent / "exports" / name / f"v{best.version}-{best.kind}"
-        with remote_options(num_cpus=1, num_gpus=gpus):
+        with remote_options(**eval_request):
             exported = export_task.submit(config.model, best.artifacts, str(out_dir), identity, version,
                                           best.test or best.val).result()
     summary = _summary(config, name, baseline, everything, decision, champion_version, current, best, exported, metric)
     summary["best_composed_decision"] = (composed_decision.sentence if composed_decision else
                                          "No composed variant: compose is off or the sweep has fewer than 2 layers.")
     summary["allocation"] = allocation_note  # what `allocate` made, and the targets it could not reach
+    summary["generation_guard"] = guard_report.to_dict() if guard_report else None
+    wait(guard_report.unused_futures if guard_report else [])  # speculative evaluations end before the flow does
     summary["transfer"] = _transfer(uri, name, config, transfer, baseline, promoted, transfer_futures, metric)
     champion = next((v for v in everything if decision.promote and v.version == decision.version), None)
     summary["lm_eval"] = champion_lm_eval(uri, name, config, champion, gpus)  # lm-eval scores on its version

@@ -14,7 +14,7 @@ from tensorllm.activation_fit import Calibration
 from tensorllm.decompose import decompose_layer, laser_layer
 
 from .caching import CACHE_EXPIRATION, RESULT_SERIALIZER, decompose_cache_key, laser_cache_key
-from .resources import best_device
+from .resources import best_device, use_assigned_threads
 
 
 @task(name="decompose-layer", cache_key_fn=decompose_cache_key, cache_expiration=CACHE_EXPIRATION, retries=1,
@@ -27,12 +27,14 @@ def decompose_layer_task(model: str, layer: int, ranks: list, grouping: str, out
     calib = None
     if fit == "activations":
         calib = Calibration(datasets=tuple(calibration["datasets"]), n_prompts=int(calibration["n_prompts"]))
-    records = decompose_layer(model, layer, [tuple(r) for r in ranks], grouping=grouping, out_root=out_root,
-                              device=best_device(), layout=layout, balance=balance, fit=fit, calibration=calib)
+    with use_assigned_threads():  # as many torch threads as Ray gave the task CPUs
+        records = decompose_layer(model, layer, [tuple(r) for r in ranks], grouping=grouping, out_root=out_root,
+                                  device=best_device(), layout=layout, balance=balance, fit=fit, calibration=calib)
     return [record.to_dict() for record in records]
 
 
 @task(name="laser-ffn", cache_key_fn=laser_cache_key, cache_expiration=CACHE_EXPIRATION, retries=1,
       retry_delay_seconds=5, result_serializer=RESULT_SERIALIZER, task_run_name="laser-{matrix}-layer-{layer}-rho-{rho}")
 def laser_task(model: str, layer: int, matrix: str, rho: float, out_root: str, model_identity: str) -> dict:
-    return laser_layer(model, layer, matrix, rho, out_root=out_root).to_dict()
+    with use_assigned_threads():
+        return laser_layer(model, layer, matrix, rho, out_root=out_root).to_dict()

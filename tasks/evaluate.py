@@ -1,5 +1,6 @@
 """Evaluation tasks: one (variant, dataset, split) per task, and the paired comparison with the baseline.
 
+Each task runs torch on as many threads as Ray gave it CPUs (:func:`tasks.resources.use_assigned_threads`).
 A worker keeps the base model it loaded between tasks (:mod:`tasks.model_cache`). Each task applies
 the variant's artifacts to that model, evaluates, and restores the original weights.
 
@@ -19,6 +20,7 @@ import os
 import uuid
 from pathlib import Path
 
+import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -30,7 +32,7 @@ from tensorllm.models import resolve_model
 from .caching import CACHE_EXPIRATION, RESULT_SERIALIZER, evaluation_cache_key, evaluation_key
 from .model_cache import base_model
 from .result_integrity import check_files
-from .resources import best_device
+from .resources import assigned_cpus, best_device, use_assigned_threads
 
 
 @task(name="evaluate", cache_key_fn=evaluation_cache_key, cache_expiration=CACHE_EXPIRATION, retries=1,
@@ -56,13 +58,15 @@ def evaluate_task(model: str, artifacts: list[str], dataset: str, split: str, li
                         first_changed_layer=first_changed_layer, fill_layers=tuple(fill_layers or ()),
                         cache_dir=Path(out_root) / "hidden-cache",
                         model_id=model_identity)
-    with base_model(folder, best_device()) as (base, tokenizer):
+    with use_assigned_threads(), base_model(folder, best_device()) as (base, tokenizer):
         with apply_artifacts(base, [load_artifact(p) for p in artifacts]):
             result = evaluate(base, tokenizer, config, examples_out=examples)  # written atomically
+        threads = torch.get_num_threads()
     # the digest travels with the cached result: a damaged examples.jsonl is recomputed on a rerun
-    # (tasks.result_integrity.check_files) and refused by the paired statistics (verified_examples)
+    # (tasks.result_integrity.check_files) and refused by the paired statistics (verified_examples);
+    # what Ray gave the task (None outside Ray) and torch's threads while it ran: not part of the result's meaning
     payload = {**result.to_dict(), "examples": str(examples), "examples_sha256": file_sha256(examples),
-               "artifacts": artifacts, "key": key}
+               "artifacts": artifacts, "key": key, "resources": {"cpus": assigned_cpus(), "threads": threads}}
     # two tasks of one key (two names for the same weights) may run at once: each renames its own whole file
     partial = out_dir / f"result.json.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     partial.write_text(json.dumps(payload, indent=2, sort_keys=True))

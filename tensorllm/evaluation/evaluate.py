@@ -27,7 +27,7 @@ from .config import EvalConfig, EvalResult
 from .data import Task, load_task
 from .data.user_spec import dataset_label
 from .drafts import continue_from_drafts, draft_key, load_drafts, save_drafts
-from .generation import answer_matches, generate_all, greedy_config, pad_id_for, stop_tokens
+from .generation import answer_matches, decode_batch_size, generate_all, greedy_config, pad_id_for, stop_tokens
 from .layer_skip import skip_unsupported_reason
 from .prompt_format import encode_prompt
 from .hidden_cache import HiddenStateCache, default_cache
@@ -177,7 +177,9 @@ def _generate_with_drafts(model, tokenizer, prompt_ids: list[list[int]], task: T
     The base's pass that prepares a sweep (``fill_layers`` set, ``model_id`` known) generates token by token,
     stores its continuations as drafts and caches the inputs of the sweep's layers on ``prompt + draft``. A
     variant (``first_changed_layer`` L > 0, a verified family, drafts found) checks them with one pass of
-    layers L.. and decodes only the rows that depart. Anything else generates token by token.
+    layers L.. and decodes only the rows that depart. Anything else generates token by token. Decoding runs in
+    batches of :func:`~.generation.decode_batch_size` rows; the teacher-forced passes keep ``batch_size`` (the
+    hidden-state cache's layout).
     """
     gen_config = greedy_config(task.max_new_tokens, pad_id, tokenizer.eos_token_id)
     eos = stop_tokens(model, gen_config)
@@ -191,10 +193,10 @@ def _generate_with_drafts(model, tokenizer, prompt_ids: list[list[int]], task: T
             layer=layer, cache=cache, label=f"{label}-draft", model_id=config.model_id,
         )  # fmt: skip
         token_ids, stats = continue_from_drafts(model, prompt_ids, drafts, checked.scores, max_new_tokens=task.max_new_tokens,
-                                                eos=eos, pad_id=pad_id, batch_size=config.batch_size)
+                                                eos=eos, pad_id=pad_id, batch_size=decode_batch_size(config.batch_size))
         log.info("generation from the base's drafts: %s (draft check: layer cache %s)", stats.to_dict(), checked.layer_cache)
         return token_ids, {"mode": "drafts", "layer_cache": checked.layer_cache, **stats.to_dict()}
-    token_ids = generate_all(model, prompt_ids, gen_config, config.batch_size, pad_id)
+    token_ids = generate_all(model, prompt_ids, gen_config, decode_batch_size(config.batch_size), pad_id)
     if key and layer is None and config.fill_layers and supported:  # the base preparing a sweep
         save_drafts(key, token_ids, config.cache_dir)
         run_teacher_forced(

@@ -23,6 +23,19 @@ from .. import progress
 from .batching import Batch, make_batches
 
 
+#: decoding batches are this many times the evaluation's ``batch_size``: each decode step reads every weight of
+#: the model for one token per row, so on a CPU a larger batch shares that read. SmolLM2-135M, 256 WikidataQA
+#: prompts, one thread: 24.9 CPU s at 16 rows, 15.4 s at 64, 16.4 s at 256 (padding), the same tokens at all three
+DECODE_BATCH_FACTOR = 4
+
+
+def decode_batch_size(batch_size: int) -> int:
+    """Rows per greedy-decoding batch for an evaluation whose teacher-forced batch is ``batch_size``."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size * DECODE_BATCH_FACTOR
+
+
 def answer_matches(answer: str, continuation: str, prompt: str = "", include_prompt: bool = False) -> bool:
     """Case-insensitive containment of the stripped answer in the continuation (or prompt + continuation)."""
     needle = answer.strip().lower()

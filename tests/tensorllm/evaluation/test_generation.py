@@ -45,3 +45,14 @@ def test_generation_stops_at_eos(tiny_llama):
 def test_greedy_config_rejects_bad_length():
     with pytest.raises(ValueError, match="max_new_tokens must be a positive integer"):
         greedy_config(0, 0, None)
+
+
+def test_decoding_batches_are_a_multiple_of_the_evaluation_batch():
+    """Decoding shares each step's weight reads across more rows than a teacher-forced batch (4x: see the
+    constant's note); a bad batch size is refused with what is allowed."""
+    from tensorllm.evaluation.generation import DECODE_BATCH_FACTOR, decode_batch_size
+
+    assert decode_batch_size(16) == 16 * DECODE_BATCH_FACTOR == 64
+    assert decode_batch_size(1) == DECODE_BATCH_FACTOR
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        decode_batch_size(0)
