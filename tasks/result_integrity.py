@@ -83,7 +83,7 @@ def record_path(context: Any, key: str) -> Path | None:
 def check_record(path: Path) -> Any:
     """The value stored in the record file ``path``; ``ValueError`` when it is damaged or was
     written without a digest (a record from before :class:`DigestSerializer`, whose value cannot be checked)."""
-    from prefect._internal.result_records import ResultRecord
+    from prefect.results import ResultRecord  # re-exported by the public module (defined in prefect._internal)
 
     try:
         record = ResultRecord.deserialize(path.read_bytes())

@@ -46,7 +46,8 @@ def undeclared_imports() -> list[str]:
         for line, root in sorted(imported_roots(path)):
             if root in local or root in sys.stdlib_module_names:
                 continue
-            dists = {normalise(d) for d in providers.get(root, [])}
+            # not installed (an optional extra's package): its import name is taken as its distribution name
+            dists = {normalise(d) for d in providers.get(root, [])} or {normalise(root)}
             if not dists & declared:
                 offenders.append(f"{path.relative_to(ROOT)}:{line} imports {root} "
                                  f"(distribution {sorted(dists) or 'unknown'}) not declared")
