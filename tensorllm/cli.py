@@ -5,6 +5,7 @@ Usage::
     tensorllm inspect smollm2-135m
     tensorllm decompose smollm2-135m --layer 15 --ranks 64,32,4 --json
     tensorllm evaluate smollm2-135m --dataset fever --split val --limit 200 --variant runs/artifacts/... --json
+    tensorllm evaluate smollm2-135m --perplexity --variant runs/artifacts/... --compare-base
     tensorllm compress smollm2-135m --target-ratio 2 --out runs/smollm2-2x
     tensorllm sweep --json
     tensorllm models list | show NAME[@ALIAS|/VERSION] | load NAME@champion --out DIR
@@ -139,8 +140,12 @@ def cmd_evaluate(args) -> int:
     from .evaluation import EvalConfig, compare_paired, evaluate
     from .evaluation.runtime import default_device, parse_dtype
     from .models import cache_dir, load_model, resolve_model
+    from .evaluation.perplexity_command import check_choice, cmd_perplexity
     from .naming import variant_label
 
+    check_choice(args)
+    if args.perplexity:
+        return cmd_perplexity(args)
     check_writable_folder(args.out, "--out")
     folder = resolve_model(args.model)
     device = args.device or str(default_device())
@@ -237,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate the base model, or with artifacts applied, on a dataset split")
     p.add_argument("model")
-    p.add_argument("--dataset", required=True, choices=["qa_wikidata", "hotpotqa", "fever", "bios_profession", "counterfact"])
+    p.add_argument("--dataset", choices=["qa_wikidata", "hotpotqa", "fever", "bios_profession", "counterfact"])
     p.add_argument("--split", choices=["val", "test", "all"], default="val")
     p.add_argument("--limit", type=int, help="the first N items of the split")
     p.add_argument("--variant", action="append", help="artifact folder to apply (repeat to combine)")
@@ -248,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--dtype", help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--out", default="runs/evaluations/cli", help="folder for the per-example jsonl files")
+    from .evaluation.perplexity_command import add_perplexity_options
+
+    add_perplexity_options(p)  # --perplexity instead of --dataset: perplexity on held-out text
     _add_layout_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

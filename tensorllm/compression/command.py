@@ -28,7 +28,7 @@ def add_compress_command(sub) -> None:
     from ..cli import parse_ranks
     from ..tensorise import DEFAULT_GROUPING, GROUPINGS
     from .plan import DEFAULT_PROMPTS
-    from .verify import DEFAULT_MARGIN
+    from .verify import DEFAULT_MARGIN, DEFAULT_PPL_MARGIN, DEFAULT_TOKENS
 
     p = sub.add_parser("compress", help="make the attention R times smaller where it hurts least: per-layer ranks "
                                         "from measured sensitivity, a factorised export and a verification report")
@@ -48,6 +48,10 @@ def add_compress_command(sub) -> None:
                                                           "instead of first-token top-1")
     p.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="non-inferiority margin on accuracy "
                                                                         "(default 0.02)")
+    p.add_argument("--perplexity-tokens", type=int, default=DEFAULT_TOKENS,
+                   help=f"token budget of the perplexity on held-out text (default {DEFAULT_TOKENS:,}; 0 skips it)")
+    p.add_argument("--perplexity-margin", type=float, default=DEFAULT_PPL_MARGIN,
+                   help="the perplexity goal: ratio to the base within 1 + this (default 0.10)")
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with the base")
     p.add_argument("--artifacts", help="folder for the per-layer artifacts (default next to --out; reused)")
     p.add_argument("--json", action="store_true")
@@ -65,7 +69,8 @@ def cmd_compress(args) -> int:
         report = compress(args.model, args.target_ratio, args.out, grid=args.ranks, grouping=args.grouping,
                           dataset=args.dataset, n_prompts=args.prompts, layers=args.layers,
                           verify=not args.no_verify, val_limit=args.val_limit, generate=args.generate,
-                          margin=args.margin, artifacts=args.artifacts)
+                          margin=args.margin, artifacts=args.artifacts, perplexity_tokens=args.perplexity_tokens,
+                          perplexity_margin=args.perplexity_margin)
     print("\n".join(report.lines()))
     if args.json:
         emit_json(report.to_dict())

@@ -101,10 +101,13 @@ def context_length(model) -> int | None:
     return None
 
 
-def _check_budget(tokens: int, window: int) -> None:
+def check_settings(tokens: int, window: int = DEFAULT_WINDOW, margin: float = DEFAULT_PPL_MARGIN) -> None:
+    """Refuse a bad budget, window or margin with a one-line error (callers check before hours of other work)."""
     for label, value, least in (("tokens", tokens, 2), ("window", window, 2)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"perplexity {label} must be an integer >= {least}; got {value!r}")
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"perplexity margin must be a fraction >= 0 (0.10 = +10%); got {margin!r}")
 
 
 def corpus_windows(tokenizer, corpus: Corpus, tokens: int = DEFAULT_TOKENS, window: int = DEFAULT_WINDOW
@@ -112,7 +115,7 @@ def corpus_windows(tokenizer, corpus: Corpus, tokens: int = DEFAULT_TOKENS, wind
     """``(ids [n_windows, window], notes)``: the corpus tokenised (no special tokens), cut from its start into
     ``tokens // window`` non-overlapping windows (at least one). A budget beyond the corpus is clipped and said
     so in ``notes``; a corpus shorter than one window is an error."""
-    _check_budget(tokens, window)
+    check_settings(tokens, window)
     ids = tokenizer(corpus.text, add_special_tokens=False, verbose=False)["input_ids"]
     notes = []
     n_windows = max(1, tokens // window)
@@ -253,7 +256,7 @@ def perplexity(model, tokenizer, *, tokens: int = DEFAULT_TOKENS, window: int = 
     """
     start = time.perf_counter()
     corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
-    _check_budget(tokens, window)
+    check_settings(tokens, window)
     notes = []
     context = context_length(model)
     if context is not None and window > context:
@@ -334,8 +337,7 @@ class PerplexityComparison:
 def compare_perplexity(base: PerplexityResult, variant: PerplexityResult, margin: float = DEFAULT_PPL_MARGIN
                        ) -> PerplexityComparison:
     """Pair ``variant`` with ``base`` window by window (the same tokens, checked by digest); ratio and verdict."""
-    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
-        raise ValueError(f"perplexity margin must be a fraction >= 0 (0.10 = +10%); got {margin!r}")
+    check_settings(base.n_tokens, base.window, margin)
     if (base.tokens_digest, base.window) != (variant.tokens_digest, variant.window):
         raise ValueError(f"perplexity results are not on the same tokens (base {base.corpus} {base.n_windows}x"
                          f"{base.window}, variant {variant.corpus} {variant.n_windows}x{variant.window}; a different "
