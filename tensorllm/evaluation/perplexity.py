@@ -57,7 +57,7 @@ DEFAULT_TOKENS = 16_384
 DEFAULT_WINDOW = 512
 #: the goal for a compressed model: perplexity at most 10% above the base's (upper end of the paired interval)
 DEFAULT_PPL_MARGIN = 0.10
-DEFAULT_BATCH = 4  # windows per forward pass: 4 x 512 x 49,152 float32 logits = 400 MB on SmolLM2
+DEFAULT_BATCH = 2  # windows per forward pass: 2 x 512 x 49,152 float32 logits = 200 MB on SmolLM2
 
 
 @dataclass(frozen=True)
