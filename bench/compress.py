@@ -11,7 +11,10 @@ What it does, through the real path (:mod:`tensorllm.compression`):
 3. for each target: the allocator's plan and *uniform* ranks (the largest single grid configuration on every
    layer that reaches the target), each exported (factorised, bf16) and compared paired with the base on the
    first ``--val`` validation and ``--test`` test items of qa_wikidata: first-token top-1 accuracy difference
-   and teacher-forced answer-loss difference, with 95% intervals (both models evaluated in float32 on the CPU).
+   and teacher-forced answer-loss difference, with 95% intervals (both models evaluated in float32 on the CPU);
+4. and the perplexity of base and variant on held-out text (:mod:`tensorllm.evaluation.perplexity`: Austen's
+   *Persuasion*, ``--ppl-tokens`` tokens in windows of 512), paired: the ratio with its 95% interval, and whether
+   it is within the +10% goal.
 
 The greedy composition of the sweep is not run here (it needs the sweep's per-layer evaluations).
 """
@@ -48,7 +51,7 @@ def bf16_base(root: Path) -> Path:
 def run_variant(base: str, cells, out: Path, base_evals: dict, args) -> dict:
     from tensorllm.artifact import read_meta
     from tensorllm.composed import whole_model_size
-    from tensorllm.compression.verify import verify_paths
+    from tensorllm.compression.verify import verify_paths, verify_perplexity
     from tensorllm.export import export_variant
 
     start = time.perf_counter()
@@ -67,6 +70,11 @@ def run_variant(base: str, cells, out: Path, base_evals: dict, args) -> dict:
         row[f"{split}_loss_diff"] = verification.loss_diff
         row[f"{split}_loss_diff_ci"] = verification.loss_diff_ci
         row[f"{split}_non_inferior"] = verification.non_inferior
+    if args.ppl_tokens:
+        ppl, base_evals["perplexity"] = verify_perplexity(base, paths, tokens=args.ppl_tokens,
+                                                          base=base_evals.get("perplexity"))
+        row.update(ppl_base=ppl.base_perplexity, ppl=ppl.variant_perplexity, ppl_ci=ppl.variant_perplexity_ci,
+                   ppl_ratio=ppl.ratio, ppl_ratio_ci=ppl.ratio_ci, ppl_within_10pct=ppl.within_margin)
     row["seconds"] = time.perf_counter() - start
     return row
 
@@ -75,12 +83,15 @@ def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--val", type=int, default=None, help="validation items (default 100; quick 40)")
     parser.add_argument("--test", type=int, default=None, help="test items (default 200; quick 60)")
+    parser.add_argument("--ppl-tokens", type=int, default=None,
+                        help="perplexity token budget (default 16,384; quick 2,048; 0 skips it)")
     parser.add_argument("--root", default=str(REPO_ROOT / "runs" / "bench-compress"))
     parser.add_argument("--model", help="another model folder instead of SmolLM2 in bf16 (to try the script)")
     args = parser.parse_args()
     setup_threads(args.threads)
     args.val = args.val or (40 if args.quick else 100)
     args.test = args.test or (60 if args.quick else 200)
+    args.ppl_tokens = (2048 if args.quick else 16_384) if args.ppl_tokens is None else args.ppl_tokens
     from tensorllm.compression import measure, plan, uniform_cells
 
     root = Path(args.root)
@@ -120,12 +131,15 @@ def main() -> None:
         row["bytes_vs_base"] = row["bytes"] / base_bytes
     print_table(rows, [("target", "{:g}x"), ("method", "{}"), ("attention_ratio", "{:.2f}x", "achieved"),
                        ("bytes_vs_base", "{:.3f}", "bytes/base"), ("val_diff", "{:+.3f}", "val top1 diff"),
-                       ("test_diff", "{:+.3f}", "test top1 diff"), ("test_loss_diff", "{:+.3f}", "test loss diff"),
-                       ("seconds", "{:.0f}", "s")], title="compress front, SmolLM2-135M bf16")
+                       ("test_diff", "{:+.3f}", "test top1 diff"), ("test_loss_diff", "{:+.3f}", "test loss diff")]
+                + ([("ppl", "{:.2f}", "perplexity"), ("ppl_ratio", "{:.3f}", "ppl ratio")] if args.ppl_tokens else [])
+                + [("seconds", "{:.0f}", "s")], title="compress front, SmolLM2-135M bf16")
     finish("compress", rows, args, device="cpu",
            extra={"base": base, "base_bytes": base_bytes, "sensitivity_seconds": sensitivity_s,
                   "sensitivity_breakdown": table.seconds, "calibration": table.calibration, "notes": table.notes,
-                  "val_items": args.val, "test_items": args.test, "load_before": load_before,
+                  "val_items": args.val, "test_items": args.test, "ppl_tokens": args.ppl_tokens,
+                  "ppl_base": (base_evals["perplexity"].to_dict() if "perplexity" in base_evals else None),
+                  "load_before": load_before,
                   "load_after": os.getloadavg()})
 
 

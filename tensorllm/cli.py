@@ -6,6 +6,7 @@ Usage::
     tensorllm decompose smollm2-135m --layer 15 --ranks 64,32,4 --json
     tensorllm evaluate smollm2-135m --dataset fever --split val --limit 200 --variant runs/artifacts/... --json
     tensorllm evaluate runs/smollm2-2x --lm-eval hellaswag,arc_easy --limit 200
+    tensorllm evaluate smollm2-135m --perplexity --variant runs/artifacts/... --compare-base
     tensorllm compress smollm2-135m --target-ratio 2 --out runs/smollm2-2x
     tensorllm sweep --json
     tensorllm models list | show NAME[@ALIAS|/VERSION] | load NAME@champion --out DIR
@@ -150,8 +151,6 @@ def cmd_evaluate(args) -> int:
         from .evaluation.lm_eval_command import cmd_lm_eval
 
         return cmd_lm_eval(args)
-    if args.dataset is None:
-        raise ValueError("give --dataset NAME (or --lm-eval TASKS for lm-evaluation-harness tasks)")
     from pathlib import Path
 
     from .artifact import apply_artifacts, load_artifact
@@ -161,8 +160,12 @@ def cmd_evaluate(args) -> int:
     from .evaluation.data.user_spec import dataset_label
     from .evaluation.runtime import default_device, parse_dtype
     from .models import cache_dir, load_model, resolve_model
+    from .evaluation.perplexity_command import check_choice, cmd_perplexity
     from .naming import variant_label
 
+    check_choice(args)  # exactly one of --dataset and --perplexity (--lm-eval was handled above)
+    if args.perplexity:
+        return cmd_perplexity(args)
     check_writable_folder(args.out, "--out")
     check_dataset(args.dataset, read=True)  # a bad name or spec fails in one line before the model loads
     EvalConfig(dataset=args.dataset, split=args.split, limit=args.limit, batch_size=args.batch_size)  # checks, at once
@@ -275,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", metavar="DATASET",
                    help="qa_wikidata, hotpotqa, fever, bios_profession, counterfact, or your own data: a .jsonl/.json/"
                         ".csv file with fields prompt and answer, or a spec file .yaml (docs/evaluation.md#your-own-data); "
-                        "required unless --lm-eval is given")
+                        "required unless --perplexity or --lm-eval is given")
     p.add_argument("--split", choices=["val", "test", "all"], default="val")
     p.add_argument("--limit", type=int, help="the first N items of the split")
     p.add_argument("--variant", action="append", help="artifact folder to apply (repeat to combine)")
@@ -286,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=parse_device, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--dtype", help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--out", default="runs/evaluations/cli", help="folder for the per-example jsonl files")
+    from .evaluation.perplexity_command import add_perplexity_options
+
+    add_perplexity_options(p)  # --perplexity instead of --dataset: perplexity on held-out text
     _add_layout_option(p)
     p.add_argument("--json", action="store_true")
     from .evaluation.lm_eval_command import add_lm_eval_options

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..atomic_folder import atomic_folder, refuse_existing
+from ..evaluation.perplexity import check_settings
 from ..export import write_export
 from ..manifest import write_manifest
 from ..models import resolve_model
@@ -28,12 +29,13 @@ from ..tensorise import DEFAULT_GROUPING, Grouping
 from ..tucker import RankSpec
 from .plan import DEFAULT_N_ITER_MAX, DEFAULT_PROMPTS, Plan, check_ratio, measure, plan
 from .report import CompressReport
-from .verify import DEFAULT_MARGIN, verify_paths
+from .verify import DEFAULT_MARGIN, DEFAULT_PPL_MARGIN, DEFAULT_TOKENS, verify_paths, verify_perplexity
 
 log = logging.getLogger(__name__)
 
 
-def report_for(table, chosen: Plan, out: Path, export: dict | None, verification, seconds: dict) -> CompressReport:
+def report_for(table, chosen: Plan, out: Path, export: dict | None, verification, seconds: dict,
+               perplexity=None) -> CompressReport:
     """The :class:`CompressReport` of a plan (shared by ``compress`` and the benchmark)."""
     size = chosen.size
     return CompressReport(
@@ -46,6 +48,7 @@ def report_for(table, chosen: Plan, out: Path, export: dict | None, verification
         predicted_damage=chosen.allocation.damage, optimality_gap_params=chosen.allocation.gap_params,
         calibration=table.calibration, verification=verification.to_dict() if verification else None,
         notes=list(table.notes), seconds=seconds, load=_load(),
+        perplexity=perplexity.to_dict() if perplexity else None,
     )  # fmt: skip
 
 
@@ -75,7 +78,8 @@ def compress(model: str, target_ratio: float, out: str | Path, *, grid: Sequence
              grouping: Grouping = DEFAULT_GROUPING, dataset: str = "qa_wikidata", n_prompts: int = DEFAULT_PROMPTS,
              layers: Sequence[int] | None = None, verify: bool = True, val_limit: int = 200, generate: bool = False,
              margin: float = DEFAULT_MARGIN, artifacts: str | Path | None = None,
-             n_iter_max: int = DEFAULT_N_ITER_MAX, batch_size: int = 16, overwrite: bool = False) -> CompressReport:
+             n_iter_max: int = DEFAULT_N_ITER_MAX, batch_size: int = 16, overwrite: bool = False,
+             perplexity_tokens: int = DEFAULT_TOKENS, perplexity_margin: float = DEFAULT_PPL_MARGIN) -> CompressReport:
     """Make the whole model's attention at least ``target_ratio`` times smaller where it hurts least; write ``out``.
 
     * ``grid``: rank configurations per layer (integers or fractions of (d_model, d_head, slices); default
@@ -85,6 +89,8 @@ def compress(model: str, target_ratio: float, out: str | Path, *, grid: Sequence
     * ``verify``: evaluate base and result on the first ``val_limit`` validation items of ``dataset`` and compare
       them paired (``generate=False``: first-token top-1 and answer loss, fast; True: greedy-generation accuracy);
       ``margin`` is the non-inferiority margin on accuracy.
+    * ``perplexity_tokens``: with ``verify``, the token budget of the perplexity of base and result on held-out
+      text (:mod:`tensorllm.evaluation.perplexity`; 0 skips it); the goal is a ratio within ``1 + perplexity_margin``.
     * ``artifacts``: where the per-layer artifacts go (default ``<out>/../.tensorllm-artifacts``); reused on re-runs.
 
     The export folder ``out`` holds the factorised model in the base's dtype, the verification and
@@ -93,6 +99,8 @@ def compress(model: str, target_ratio: float, out: str | Path, *, grid: Sequence
     """
     ratio = check_ratio(target_ratio)
     _check_options(dataset, n_prompts, verify, val_limit, margin)  # before any model load or compute
+    if verify and perplexity_tokens:
+        check_settings(perplexity_tokens, margin=perplexity_margin)  # before the sensitivity pass, not after
     start = time.perf_counter()
     out = Path(out).expanduser()
     refuse_existing(out, overwrite)
@@ -119,8 +127,15 @@ def compress(model: str, target_ratio: float, out: str | Path, *, grid: Sequence
             seconds["verify"] = time.perf_counter() - t0
             if not verification.non_inferior:
                 log.warning("compressed model is not shown non-inferior: %s", verification.sentence())
+        ppl = None
+        if verify and perplexity_tokens:
+            t0 = time.perf_counter()
+            ppl, _ = verify_perplexity(model, chosen.artifacts, tokens=perplexity_tokens, margin=perplexity_margin)
+            seconds["perplexity"] = time.perf_counter() - t0
+            if not ppl.within_margin:
+                log.warning("compressed model's perplexity is not shown within the goal: %s", ppl.sentence())
         seconds["total"] = time.perf_counter() - start
-        report = report_for(table, chosen, out, export, verification, seconds)
+        report = report_for(table, chosen, out, export, verification, seconds, ppl)
         report.write(tmp)
         write_manifest(tmp)  # again: the verification and the report are part of the folder
     return report

@@ -64,6 +64,8 @@ def add_compress_command(sub) -> None:
     p.add_argument("--val-limit", type=int, help=text("val_limit"))
     p.add_argument("--generate", action=argparse.BooleanOptionalAction, help=text("generate"))
     p.add_argument("--margin", type=float, help=text("margin"))
+    p.add_argument("--perplexity-tokens", type=int, help=text("perplexity_tokens"))
+    p.add_argument("--perplexity-margin", type=float, help=text("perplexity_margin"))
     p.add_argument("--verify", action=argparse.BooleanOptionalAction,
                    help=text("verify") + "; --no-verify skips it")
     p.add_argument("--artifacts", help=text("artifacts"))
@@ -100,7 +102,8 @@ def cmd_compress(args) -> int:
                           dataset=config.dataset, n_prompts=config.prompts, layers=config.layers,
                           verify=config.verify, val_limit=config.val_limit, generate=config.generate,
                           margin=config.margin, artifacts=config.artifacts,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite,
+                          perplexity_tokens=config.perplexity_tokens, perplexity_margin=config.perplexity_margin)
     print("\n".join(report.lines()))
     if args.json:
         emit_json(report.to_dict())

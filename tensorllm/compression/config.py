@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..config_file import dump_yaml, read_mapping
 from ..tensorise import DEFAULT_GROUPING, Grouping
 from .plan import DEFAULT_PROMPTS
-from .verify import DEFAULT_MARGIN
+from .verify import DEFAULT_MARGIN, DEFAULT_PPL_MARGIN, DEFAULT_TOKENS
 
 Rank = int | float  # an integer rank, or a fraction of (d_model, d_head, slices)
 
@@ -49,6 +49,10 @@ class CompressConfig(BaseModel):
                                                       "first-token top-1")
     margin: float = Field(default=DEFAULT_MARGIN, ge=0, description="non-inferiority margin on accuracy")
     verify: bool = Field(default=True, description="compare the result with the base (paired)")
+    perplexity_tokens: int = Field(default=DEFAULT_TOKENS, ge=0, description="token budget of the perplexity on "
+                                   "held-out text (0 skips it)")
+    perplexity_margin: float = Field(default=DEFAULT_PPL_MARGIN, gt=0, description="the perplexity goal: the "
+                                     "ratio to the base within 1 + this")
     artifacts: str | None = Field(default=None, description="folder for the per-layer artifacts (default: next to "
                                                             "out; reused)")
 

@@ -31,6 +31,9 @@ class CompressReport:
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     load: dict | None = None  # the machine's load average while it ran (shared machines)
+    #: base and compressed perplexity on the held-out corpus, paired (tensorllm.evaluation.perplexity
+    #: PerplexityComparison.to_dict()); None when skipped
+    perplexity: dict | None = None
 
     def to_dict(self) -> dict:
         return _json_safe(asdict(self))
@@ -63,10 +66,27 @@ class CompressReport:
                        f"{v['accuracy_diff']:+.3f} [95% {lo:+.3f}, {hi:+.3f}]: {verdict} within {v['margin']:.2f}")
             out.append(f"  answer loss (teacher forced) {v['base_loss']:.3f} -> {v['variant_loss']:.3f} "
                        f"({v['loss_diff']:+.3f} [{v['loss_diff_ci'][0]:+.3f}, {v['loss_diff_ci'][1]:+.3f}])")
+        if self.perplexity is not None:
+            out += perplexity_lines(self.perplexity)
         for note in self.notes:
             out.append(f"  note: {note}")
         out.append("  time: " + ", ".join(f"{k} {v:.0f}s" for k, v in self.seconds.items()))
         return out
+
+
+def perplexity_lines(p: dict) -> list[str]:
+    """The perplexity part of the terminal report, from a ``PerplexityComparison.to_dict()``."""
+    goal = f"+{p['margin']:.0%}"
+    verdict = (f"goal met: within {goal} (upper 95% end of the ratio)" if p["within_margin"] else
+               f"goal NOT met: not shown within {goal}")
+    return [
+        f"  perplexity on {p['corpus']} ({p['n_windows']} windows of {p['window']} tokens): base "
+        f"{p['base_perplexity']:.2f} [95% {p['base_perplexity_ci'][0]:.2f}, {p['base_perplexity_ci'][1]:.2f}], "
+        f"compressed {p['variant_perplexity']:.2f} [95% {p['variant_perplexity_ci'][0]:.2f}, "
+        f"{p['variant_perplexity_ci'][1]:.2f}]",
+        f"  perplexity ratio {p['ratio']:.4f} [paired 95% {p['ratio_ci'][0]:.4f}, {p['ratio_ci'][1]:.4f}] "
+        f"({p['ratio'] - 1:+.1%}): {verdict}",
+    ]
 
 
 def _json_safe(value):

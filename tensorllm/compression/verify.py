@@ -4,6 +4,11 @@ Both models are evaluated on the same split in the same dtype (:func:`tensorllm.
 item by item (:func:`tensorllm.evaluation.compare_paired`): the accuracy difference with its 95% interval, and the
 teacher-forced answer loss difference (the language-modelling measure on these prompts). The variant is
 *non-inferior* when the lower end of the accuracy-difference interval is above ``-margin``.
+
+QA items see a few answer tokens; :func:`verify_perplexity` adds running text: the perplexity of both models on the
+held-out corpus (:mod:`tensorllm.evaluation.perplexity`), paired window by window, and whether the ratio's upper
+95% end stays within ``1 + margin`` (the goal: +10%). A compression that keeps the answers but wrecks language
+modelling shows there.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from pathlib import Path
 import torch
 
 from ..evaluation import EvalConfig, EvalResult, compare_paired, evaluate
+from ..evaluation.perplexity import (DEFAULT_PPL_MARGIN, DEFAULT_TOKENS, DEFAULT_WINDOW, PerplexityComparison,
+                                     PerplexityResult, compare_perplexity, perplexity_of)
 
 DEFAULT_MARGIN = 0.02  # two accuracy points
 
@@ -112,3 +119,14 @@ def verify_paths(base_model: str, artifact_paths: Sequence[str | Path], dataset:
                                   batch_size)
     metric = metric_for(variant_eval)
     return compare(base_eval, variant_eval, metric, margin), base_eval
+
+
+def verify_perplexity(base_model: str, artifact_paths: Sequence[str | Path], tokens: int = DEFAULT_TOKENS,
+                      window: int = DEFAULT_WINDOW, margin: float = DEFAULT_PPL_MARGIN,
+                      base: PerplexityResult | None = None) -> tuple[PerplexityComparison, PerplexityResult]:
+    """Perplexity of the base (unless ``base`` is given) and of the factorised variant on the held-out corpus,
+    paired: ``(comparison, base result)``. Both run in the same dtype (float32 on the CPU), as :func:`verify_paths`."""
+    if base is None:
+        base = perplexity_of(base_model, tokens=tokens, window=window)
+    variant = perplexity_of(base_model, artifact_paths, tokens=tokens, window=window)
+    return compare_perplexity(base, variant, margin), base

@@ -71,6 +71,12 @@ def test_compress_end_to_end(tiny_llama, tmp_path):
     assert report.export_bytes < report.base_bytes  # the factorised layers make the folder smaller
     lines = "\n".join(report.lines())
     assert "attention" in lines and "verification qa_wikidata/val n=8" in lines
+    # perplexity of base and result on the held-out text, paired on the same windows (64: the tiny context)
+    ppl = saved["perplexity"]
+    assert ppl["window"] == 64 and ppl["n_windows"] == 16_384 // 64 and ppl["ratio_ci"][0] <= ppl["ratio"]
+    assert ppl["ratio"] == pytest.approx(ppl["variant_perplexity"] / ppl["base_perplexity"], rel=1e-9)
+    assert "perplexity ratio" in lines and ("goal met" in lines or "goal NOT met" in lines)
+    assert report.seconds["perplexity"] > 0
     from transformers import AutoModelForCausalLM
 
     loaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
@@ -81,3 +87,11 @@ def test_compress_end_to_end(tiny_llama, tmp_path):
 def test_bad_layers_are_one_line(tiny_llama, tmp_path):
     with pytest.raises(ValueError, match=r"layers \[5\] are out of range: allowed 0..1"):
         measure(tiny_llama, layers=[5], artifacts=tmp_path / "a")
+
+
+def test_bad_perplexity_budget_is_refused_before_any_work(tiny_llama, tmp_path):
+    with pytest.raises(ValueError, match="perplexity tokens must be an integer >= 2; got -5"):
+        tensorllm.compress(tiny_llama, target_ratio=1.5, out=tmp_path / "out", perplexity_tokens=-5)
+    with pytest.raises(ValueError, match="perplexity margin must be a fraction >= 0"):
+        tensorllm.compress(tiny_llama, target_ratio=1.5, out=tmp_path / "out", perplexity_margin=-1)
+    assert not (tmp_path / "out").exists()  # refused before the sensitivity pass and the export
