@@ -55,7 +55,7 @@ def test_a_sweep_killed_while_it_registers_is_completed_by_its_rerun_without_sta
 
     from mlflow import MlflowClient
 
-    from tensorllm.registry import KEY_TAG, METRIC_TAG_PREFIX
+    from tensorllm.registry import KEY_TAG
 
     client = MlflowClient(summary["mlflow_tracking_uri"])
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -68,7 +68,7 @@ def test_a_sweep_killed_while_it_registers_is_completed_by_its_rerun_without_sta
     assert finished == keys, f"finished runs per key {finished}, versions per key {keys}"
     assert sorted(r.data.tags["kind"] for r in runs if r.data.tags.get("kind") == "sweep") == ["sweep"]
 
-    # all their metrics: the rerun's summary numbers, and each version's tags mirror its run's metrics
+    # all their metrics, on each version's run: the rerun's summary numbers
     rows = {row["version"]: row for row in [summary["baseline"], *summary["variants"]]}
     assert sorted(rows) == sorted(int(v.version) for v in versions)
     for v in versions:
@@ -78,6 +78,5 @@ def test_a_sweep_killed_while_it_registers_is_completed_by_its_rerun_without_sta
         assert metrics["val_loss"] == pytest.approx(row["val_loss"]), v.version
         if row.get("test_top1_accuracy") is not None:  # tested: its test numbers were added after registration
             assert metrics["test_top1_accuracy"] == pytest.approx(row["test_top1_accuracy"]), v.version
-        mirrored = {k[len(METRIC_TAG_PREFIX):] for k in v.tags if k.startswith(METRIC_TAG_PREFIX)}
-        assert mirrored == set(metrics), f"v{v.version}: tags lack {set(metrics) - mirrored}"
+        assert len(v.tags) <= 6, f"v{v.version}: a version carries a handful of tags, not its metrics: {sorted(v.tags)}"
     assert summary["baseline"].get("test_top1_accuracy") is not None  # the base is always tested

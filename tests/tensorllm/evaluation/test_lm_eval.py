@@ -191,7 +191,7 @@ def test_missing_lm_eval_says_how_to_install_the_extra(monkeypatch, tmp_path, ca
     (["--lm-eval", " , "], "give lm-eval task names separated by commas"),
     (["--lm-eval", "hellaswag", "--dataset", "fever"], "not both"),
     (["--lm-eval", "hellaswag", "--lm-eval-fewshot", "-1"], "must be 0 or more"),
-    ([], "give --dataset NAME"),
+    ([], "evaluate needs --dataset NAME, --perplexity or --lm-eval TASKS"),
 ])
 def test_bad_options_are_one_line(argv, match, tmp_path, capsys):
     pytest.importorskip("lm_eval")

@@ -55,7 +55,7 @@ def test_variant_is_paired_with_the_base(tiny, capsys):
 
 @pytest.mark.parametrize("extra,match", [
     (["--perplexity", "--dataset", "fever"], "evaluate takes --dataset NAME or --perplexity, not both"),
-    ([], "evaluate needs --dataset NAME or --perplexity"),
+    ([], "evaluate needs --dataset NAME, --perplexity or --lm-eval TASKS"),
     (["--perplexity", "--perplexity-tokens", "1"], "perplexity tokens must be an integer >= 2; got 1"),
     (["--perplexity", "--corpus", "missing.txt"], "perplexity corpus 'missing.txt' not found"),
 ])
