@@ -254,6 +254,26 @@ def test_update_metrics(populated):
         registry.update_metrics(MODEL, 9, {"x": 1.0})
 
 
+def test_metrics_are_on_the_logged_model_too(populated):
+    """MLflow's UI shows a logged model's own metrics ("Metrics (N)"), not its run's: registration and
+    update_metrics link each metric to the version's logged model, and the run still holds each value once."""
+    registry, _ = populated
+    info = registry.version_info(MODEL, 2)
+
+    def on_model(version: int) -> dict[str, float]:
+        model_id = registry.version_info(MODEL, version)["source"].removeprefix("models:/")
+        return {m.key: m.value for m in registry.client.get_logged_model(model_id).metrics or []}
+
+    # make_record's metrics of variant A (its "not_computed": None is dropped, as on the run)
+    assert on_model(2) == pytest.approx({"val_accuracy": 0.55, "val_loss": 2.5, "compression_ratio": 3.0})
+    assert on_model(1)["val_accuracy"] == pytest.approx(0.50)  # each version's model has its own values
+    registry.update_metrics(MODEL, 2, {"test_accuracy": 0.61})
+    assert on_model(2)["test_accuracy"] == pytest.approx(0.61)
+    assert "test_accuracy" not in on_model(3)
+    history = registry.client.get_metric_history(info["run_id"], "val_accuracy")
+    assert [m.value for m in history] == [pytest.approx(0.55)]  # logged once, not once per place it shows
+
+
 def test_champion_promotion_and_decisions(populated):
     registry, _ = populated
     assert registry.champion(MODEL) is None
