@@ -383,11 +383,42 @@ def test_log_sweep(populated, tmp_path):
     assert run.data.params["best"] == "layer001-mha-kv-r32x8x2"
     assert run.data.metrics["best_val_accuracy"] == pytest.approx(0.55)
     names = sorted(a.path for a in registry.client.list_artifacts(run_id))
-    assert names == ["accuracy_vs_cr.png", "summary.json"]
+    assert names == ["accuracy_vs_cr.png", "summary.json", "tensorllm_manifest.json"]
     assert registry.list_models()[0]["tags"]["last_sweep.run_id"] == run_id
     with pytest.raises(FileNotFoundError, match="nope.png"):
         registry.log_sweep(MODEL, {}, [tmp_path / "nope.png"])
     assert "mlflow.note.content" not in registry.client.get_run(registry.log_sweep(MODEL, {}, [])).data.tags
+
+
+def test_a_sweep_run_records_digests_that_verify_checks(registry, tmp_path, capsys):
+    """The sweep run's files are in its manifest, the manifest's sha256 is the run's tag (in the database, apart
+    from the artifact store), and ``tensorllm verify runs:/RUN_ID`` finds a changed byte in either."""
+    from tensorllm.artifact import file_sha256
+    from tensorllm.cli import main
+
+    plot = tmp_path / "plot.png"
+    plot.write_bytes(b"\x89PNG fake")
+    run_id = registry.log_sweep(MODEL, {"n_variants": 2}, [plot])
+    root = Path(registry.client.get_run(run_id).info.artifact_uri)
+    manifest = json.loads((root / "tensorllm_manifest.json").read_text())["files"]
+    assert sorted(manifest) == ["plot.png", "summary.json"]
+    assert manifest["plot.png"]["sha256"] == file_sha256(plot)
+    assert registry.client.get_run(run_id).data.tags["tensorllm_manifest_sha256"] == file_sha256(
+        root / "tensorllm_manifest.json")
+
+    verify = ["verify", f"runs:/{run_id}", "--tracking-uri", registry.tracking_uri]
+    assert main(verify) == 0
+    assert f"sweep run {run_id}: 2 items intact" in capsys.readouterr().out
+    summary = root / "summary.json"
+    summary.write_text(summary.read_text().replace("2", "3"))  # same size: only the digest tells
+    assert main(verify) == 2
+    assert "summary.json is damaged: its sha256 is" in capsys.readouterr().err
+    (root / "tensorllm_manifest.json").write_text(json.dumps({"format": "tensorllm-manifest/1", "files": {}}))
+    assert main(verify) == 2  # a manifest rewritten to hide the change no longer matches the run's tag
+    assert "tensorllm_manifest.json is damaged" in capsys.readouterr().err
+    bare = registry.client.create_run(registry.experiment_id).info.run_id
+    assert main(["verify", f"runs:/{bare}", "--tracking-uri", registry.tracking_uri]) == 2
+    assert "has no tensorllm_manifest_sha256 tag: not a sweep's report run" in capsys.readouterr().err
 
 
 def test_load_materialises_a_loadable_hf_folder(populated, setup, tmp_path):
