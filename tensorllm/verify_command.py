@@ -5,7 +5,10 @@
 * a decomposition artifact folder (``artifact.json`` + ``tensors.safetensors``), or a folder of them (e.g.
   ``runs/artifacts/<model>``): each ``tensors.safetensors`` against its ``tensors_sha256``;
 * a registry spec (``NAME``, ``NAME@ALIAS``, ``NAME/VERSION``, as ``tensorllm export`` takes it): that version's
-  artifacts as the store holds them, against ``artifact.json`` and the digests the registration recorded.
+  artifacts as the store holds them, against ``artifact.json`` and the digests the registration recorded;
+* a sweep's report run (``runs:/RUN_ID``: the summary's ``sweep_run_id``, the registered model's tag
+  ``last_sweep.run_id``): its summary, plots and configuration against its ``tensorllm_manifest.json``, and the
+  manifest against the sha256 in the run's tag.
 
 One line per checked item and a summary; exit 0 when everything is intact. A damaged or missing file is one
 line naming it, ``tensorllm verify: error: …``, after the lines of the items checked, and exit code 2 (as
@@ -15,6 +18,7 @@ Usage::
 
     tensorllm verify runs/exports/smollm2-135m-champion
     tensorllm verify smollm2-135m-qa@champion --tracking-uri sqlite:////abs/runs/mlflow/mlflow.db
+    tensorllm verify runs:/0123abcd... --tracking-uri sqlite:////abs/runs/mlflow/mlflow.db
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from types import SimpleNamespace
 
 from .artifact import DIGEST_KEY, META_FILE, TENSORS_FILE, read_meta, verify_tensors
 from .manifest import MANIFEST_FILE, check_file, has_manifest, read_manifest
+
+#: the prefix of a run target (MLflow's own ``runs:/`` URI form)
+RUN_PREFIX = "runs:/"
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,10 @@ def add_verify_command(sub) -> None:
     p = sub.add_parser("verify", help="check an export folder, artifact folder(s) or a registered version against "
                                       "the sha256 recorded when they were written")
     p.add_argument("target", metavar="DIR|SPEC", help="an export folder, an artifact folder (or a folder of them), "
-                                                     "or a registry spec NAME, NAME@ALIAS or NAME/VERSION")
+                                                     "a registry spec NAME, NAME@ALIAS or NAME/VERSION, or a sweep's "
+                                                     "report run runs:/RUN_ID")
     p.add_argument("--tracking-uri", "--mlflow-tracking-uri", dest="tracking_uri",
-                   help="with a registry spec: default $MLFLOW_TRACKING_URI or sqlite under runs/mlflow")
+                   help="with a registry spec or a run: default $MLFLOW_TRACKING_URI or sqlite under runs/mlflow")
     p.add_argument("--json", action="store_true", help="also print the checked items as JSON")
     p.set_defaults(func=cmd_verify)
 
@@ -75,6 +83,8 @@ def cmd_verify(args) -> int:
 
 def plan_checks(target: str, tracking_uri: str | None, tmp: Path) -> tuple[str, list[Check]]:
     """(what ``target`` is, its checks); ``ValueError``/``FileNotFoundError`` when it is none of the forms."""
+    if target.startswith(RUN_PREFIX):
+        return _sweep_run_checks(target, tracking_uri, tmp)
     path = Path(target).expanduser()
     if path.is_dir():
         if has_manifest(path):
@@ -146,6 +156,39 @@ def _registry_checks(spec: str, tracking_uri: str | None, tmp: Path) -> tuple[st
         if not found:
             checks.append(Check(f"{model_copy}/…/{entry['dir']}", lambda e=entry: _missing(spec, e)))
     return f"{spec} (version {info['version']})", checks
+
+
+def _sweep_run_checks(target: str, tracking_uri: str | None, tmp: Path) -> tuple[str, list[Check]]:
+    """A sweep report run's files against its manifest, and the manifest against the run's tag."""
+    from mlflow.exceptions import MlflowException
+
+    from .artifact import file_sha256
+    from .mlflow_store import existing_store
+    from .registry import Registry
+    from .registry.sweep_report import SWEEP_MANIFEST_TAG
+
+    run_id = target.removeprefix(RUN_PREFIX).strip("/")
+    uri = existing_store(tracking_uri)
+    client = Registry(uri).client
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise FileNotFoundError(f"no run {run_id!r} in {uri}; allowed: runs:/RUN_ID of a sweep's report run "
+                                "(its sweep_run_id)") from None
+    recorded = run.data.tags.get(SWEEP_MANIFEST_TAG)
+    if not recorded:
+        raise ValueError(f"run {run_id} has no {SWEEP_MANIFEST_TAG} tag: not a sweep's report run, or one logged "
+                         "before sweep reports recorded digests; allowed: runs:/RUN_ID of a sweep's report run")
+    folder = Path(client.download_artifacts(run_id, "", str(tmp / "run")))
+    manifest = folder / MANIFEST_FILE
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{target}/{MANIFEST_FILE} is missing (the run's tag records its sha256)")
+    actual = file_sha256(manifest)
+    if actual != recorded:
+        raise ValueError(f"{target}/{MANIFEST_FILE} is damaged: its sha256 is {actual} but the run's "
+                         f"{SWEEP_MANIFEST_TAG} tag recorded {recorded}")
+    files = read_manifest(folder)
+    return f"sweep run {run_id}", [_file_check(folder, name, rec) for name, rec in sorted(files.items())]
 
 
 def _missing(spec: str, entry: dict) -> str:

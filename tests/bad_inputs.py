@@ -288,6 +288,9 @@ CLI_CASES = [
          "{tmp}/emptyweights/model.safetensors: not a readable safetensors file", "config.json, and weights of 0 bytes"),
     _cli("compress missing model", "compress /no/such/model --target-ratio 2 --out {tmp}/c",
          "model folder /no/such/model does not exist"),
+    _cli("verify unknown run", "verify runs:/0123abcd --tracking-uri sqlite:///{tmp}/mlflow.db",
+         "no run '0123abcd' in sqlite:///{tmp}/mlflow.db; allowed: runs:/RUN_ID of a sweep's report run", "an empty store",
+         store=True),
     _cli("sweep layers 99", "sweep --model {tiny} --datasets fever --layers 99",
          "layers: [99] out of range: this model has layers 0..1"),
     _cli("sweep grouping", "sweep --grouping x", "argument --grouping: invalid choice: 'x'"),
@@ -300,7 +303,7 @@ CLI_CASES = [
 ]
 
 CASES = SWEEP_CASES + CLI_CASES
-COMMANDS = ("sweep", "inspect", "decompose", "evaluate", "export", "models", "compress")
+COMMANDS = ("sweep", "inspect", "decompose", "evaluate", "export", "models", "compress", "verify")
 
 
 # ---- running a case --------------------------------------------------------------------------------

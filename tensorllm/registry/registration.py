@@ -40,7 +40,8 @@ class RegistrationMixin:
         """Log one run and create one version of ``registered_model`` for ``record``; returns the version.
 
         The run holds everything (params, metrics, all tags); the version carries only :data:`VERSION_TAGS`
-        (what it is, its identity and key) and is linked to the run's logged model both ways.
+        (what it is, its identity and key) and is linked to the run's logged model both ways. The metrics are
+        linked to that logged model too (MLflow 3's ``model_id`` on each metric), so its page shows them.
 
         Idempotent: if a version tagged ``variant_key == record.key`` exists, its number is returned and
         nothing is created. A run left behind by an earlier call that failed before the version was created
@@ -174,15 +175,15 @@ class RegistrationMixin:
     def _log_variant_run(self, record: VariantRecord, metas: list[dict], params: dict[str, str],
                          files: dict[str, Path], metrics: dict[str, float],
                          tags: dict[str, str]) -> tuple[str, str]:
-        """Create the run of ``record`` (params, metrics, ``variant/`` folder, files, pyfunc model); (run id, model id)."""
+        """Create the run of ``record`` (params, metrics, ``variant/`` folder, files, pyfunc model); (run id, model id).
+
+        The metrics are logged once the pyfunc model exists, each with its ``model_id``: they are then the run's
+        and the logged model's at once (one write; the run's values and history are as they were)."""
         run = self.client.create_run(self.experiment_id, run_name=record.name, tags={**tags, **owner_tag()})
         run_id = run.info.run_id
         try:
             for chunk in _chunks([Param(k, v) for k, v in params.items()], 100):
                 self.client.log_batch(run_id, params=chunk)
-            now = _now_ms()
-            for chunk in _chunks([Metric(k, v, now, 0) for k, v in metrics.items()], 1000):
-                self.client.log_batch(run_id, metrics=chunk)
             with tempfile.TemporaryDirectory(prefix="tensorllm-register-") as tmp:
                 folder = Path(tmp) / VARIANT_DIR
                 (folder / "artifacts").mkdir(parents=True)
@@ -204,6 +205,7 @@ class RegistrationMixin:
                 (folder / VARIANT_JSON).write_text(json.dumps(variant, indent=2, sort_keys=True))
                 self.client.log_artifacts(run_id, str(folder), VARIANT_DIR)
                 model_id = self._log_pyfunc(run_id, folder)
+                self._log_metrics(run_id, metrics, model_id)
                 if files:
                     extra = Path(tmp) / "files"
                     for rel, path in files.items():
@@ -261,16 +263,23 @@ class RegistrationMixin:
     # ------------------------------------------------------------------ update
 
     def update_metrics(self, registered_model: str, version: int, metrics: dict[str, float]) -> None:
-        """Log more metrics to the version's run (the version shows its run's metrics; nothing is copied to it)."""
+        """Log more metrics to the version's run and its logged model (the version shows its run's metrics;
+        nothing is copied to it)."""
         mv = self._get_version(registered_model, version)
         values = _float_metrics(metrics, "update_metrics")
         if not values:
             return
         if not mv.run_id:
             raise ValueError(f"{registered_model}/{version} has no run to log metrics to")
+        self._log_metrics(mv.run_id, values, _logged_model_id(mv))
+
+    def _log_metrics(self, run_id: str, metrics: dict[str, float], model_id: str | None) -> None:
+        """Log ``metrics`` (step 0, one timestamp) to run ``run_id`` and, with a ``model_id``, to that logged model:
+        MLflow 3 records a metric that names a model in the run's metrics and in the model's (its UI page's
+        "Metrics"), both from one ``log_batch``."""
         now = _now_ms()
-        for chunk in _chunks([Metric(k, v, now, 0) for k, v in values.items()], 1000):
-            self.client.log_batch(mv.run_id, metrics=chunk)
+        for chunk in _chunks([Metric(k, v, now, 0, model_id=model_id) for k, v in metrics.items()], 1000):
+            self.client.log_batch(run_id, metrics=chunk)
 
     def describe(self, registered_model: str, version: int, text: str) -> None:
         """Set the version's description (shown on its MLflow page): what the variant is and why it matters."""

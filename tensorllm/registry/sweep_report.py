@@ -1,8 +1,14 @@
-"""A sweep's own MLflow run: its summary, plots and report files."""
+"""A sweep's own MLflow run: its summary, plots and report files, with a manifest of their sha256.
+
+The run's files are listed, with size and sha256, in ``tensorllm_manifest.json`` (:mod:`tensorllm.manifest`), and
+the manifest's own sha256 is the run's tag :data:`SWEEP_MANIFEST_TAG` (kept in the tracking database, apart from
+the artifact store): ``tensorllm verify runs:/RUN_ID`` checks both.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,9 +16,14 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from .. import __version__
+from ..artifact import file_sha256
+from ..manifest import write_manifest
 from .names import NOTE_TAG, _check_name
 from .owner import OWNER_TAG, owner_gone, owner_tag
 from .values import _chunks, _now_ms, _param_value
+
+#: the sweep run's tag holding the sha256 of its ``tensorllm_manifest.json``
+SWEEP_MANIFEST_TAG = "tensorllm_manifest_sha256"
 
 
 class SweepReportMixin:
@@ -22,6 +33,8 @@ class SweepReportMixin:
                   description: str | None = None, params: dict | None = None) -> str:
         """One run named "sweep": scalar entries of ``summary`` as params (text) / metrics (numbers),
         the whole summary as ``summary.json``, and ``files`` (plots, tables) as artifacts; returns the run id.
+        The artifacts are listed with their sha256 in ``tensorllm_manifest.json``, whose own sha256 is the run's tag
+        :data:`SWEEP_MANIFEST_TAG` (checked by ``tensorllm verify runs:/RUN_ID``).
 
         ``description`` becomes the run's description (MLflow's tag ``mlflow.note.content``, shown on its page);
         ``params`` (the sweep's parameters) are logged as MLflow params, lists and dicts as JSON.
@@ -54,11 +67,13 @@ class SweepReportMixin:
             for chunk in _chunks(metrics, 1000):
                 self.client.log_batch(run_id, metrics=chunk)
             with tempfile.TemporaryDirectory(prefix="tensorllm-sweep-") as tmp:
-                summary_file = Path(tmp) / "summary.json"
-                summary_file.write_text(json.dumps(summary or {}, indent=2, sort_keys=True, default=str))
-                self.client.log_artifact(run_id, str(summary_file))
-            for p in paths:
-                self.client.log_artifact(run_id, str(p))
+                folder = Path(tmp)
+                (folder / "summary.json").write_text(json.dumps(summary or {}, indent=2, sort_keys=True, default=str))
+                for p in paths:  # as the run's files (a later file of the same name replaces an earlier one)
+                    shutil.copyfile(p, folder / p.name)
+                manifest = write_manifest(folder)
+                self.client.log_artifacts(run_id, str(folder))
+                self.client.set_tag(run_id, SWEEP_MANIFEST_TAG, file_sha256(manifest))
         except BaseException:
             self.client.set_terminated(run_id, status="FAILED")
             raise

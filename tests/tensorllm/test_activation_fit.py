@@ -28,15 +28,12 @@ from tensorllm.evaluation.splits import split_of
 from tensorllm.factorised import install_factorised
 from tensorllm.models import load_model
 from tensorllm.tucker import mode_dot, tucker_decompose
-from tensorllm.tiny_models import build_tiny, sample_input_ids, save_tiny_with_tokenizer, single_thread, tiny_tokenizer
+from tensorllm.tiny_models import build_tiny, sample_input_ids, save_tiny_with_tokenizer, tiny_tokenizer
 
 CALIB = Calibration(datasets=("fever",), n_prompts=8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 def reconstruct(core, factors):

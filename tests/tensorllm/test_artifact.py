@@ -34,7 +34,7 @@ from tensorllm.checkpoint import Checkpoint
 from tensorllm.decompose import decompose_layer, laser_layer
 from tensorllm.models import load_model
 from tensorllm.tucker import solver_settings
-from tensorllm.tiny_models import build_tiny, sample_input_ids, save_tiny_with_tokenizer, single_thread, tiny_tokenizer
+from tensorllm.tiny_models import build_tiny, sample_input_ids, save_tiny_with_tokenizer, tiny_tokenizer
 
 ARCHS = ["llama", "llama_gqa", "gpt2", "gpt_neox", "opt"]
 FULL = (1.0, 1.0, 1.0)
@@ -43,10 +43,7 @@ FULL_RANK_LOGITS_TOL = 1e-4  # the issue's requirement for full ranks in fp32
 CHANGED_LOGITS = 1e-2  # low ranks / rho = 0.1 move logits by >= 1.5e-2 on every tiny model (measured)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ from tensorllm.layouts import layout_for
 from tensorllm.models import load_model
 from tensorllm.tensorise import GROUPINGS, tensorise, untensorise
 from tensorllm.tucker import mode_dot, tucker_decompose
-from tensorllm.tiny_models import TINY_CONFIGS, build_tiny, sample_input_ids, save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import TINY_CONFIGS, build_tiny, sample_input_ids, save_tiny_with_tokenizer
 
 ALL = sorted(TINY_CONFIGS)  # every tiny family, including those added later
 #: artifact.check_architecture reads config.num_hidden_layers, which Gemma3Config (the multimodal wrapper) lacks
@@ -54,10 +54,7 @@ LAYER = 1
 UNBALANCE = {"q": 4.0, "k": 0.25, "v": 0.5, "o": 2.0}  # pushes the layer far from balance before saving
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 def logits(model):

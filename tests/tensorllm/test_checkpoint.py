@@ -17,13 +17,10 @@ from safetensors.torch import load_file, save_file
 from tensorllm.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint, tensors_digest
 from tensorllm.attention_shape import ATTENTION_KINDS
 from tensorllm.layouts import layout_for
-from tensorllm.tiny_models import N_LAYERS, save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import N_LAYERS, save_tiny_with_tokenizer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,10 @@ import torch
 
 from tensorllm.artifact import read_meta
 from tensorllm.cli import main, parse_ranks
-from tensorllm.tiny_models import save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import save_tiny_with_tokenizer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,13 @@ from tensorllm.export import WEIGHTS_FILE, export_variant, folder_bytes
 from tensorllm.factorised import factorised_cost, factorised_layers
 from tensorllm.attention_shape import AttentionShape
 from tensorllm.models import load_model
-from tensorllm.tiny_models import N_LAYERS, save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import N_LAYERS, save_tiny_with_tokenizer
 
 LOW = (0.5, 0.5, 0.5)
 FULL = (1.0, 1.0, 1.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from tensorllm.export import (
 )
 from tensorllm.factorised import FACTORS_MODULE, factorised_layers
 from tensorllm.models import load_model
-from tensorllm.tiny_models import sample_input_ids, save_tiny_with_tokenizer, single_thread, tiny_config, tiny_tokenizer
+from tensorllm.tiny_models import sample_input_ids, save_tiny_with_tokenizer, tiny_config, tiny_tokenizer
 
 NAMES = ["llama_gqa", "llama_gqa_tied", "gpt2", "gpt_neox"]
 TIED = {"llama_gqa_tied", "gpt2"}
@@ -41,10 +41,7 @@ MATCH_TOL = 1e-4  # exported-and-loaded vs the dense variant, fp32 (measured ~1e
 CHANGED = 1e-2  # the layer-1 edit moves logits by >= 5e-2 from the base (measured)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 def save_tied_llama_gqa(folder: Path) -> Path:

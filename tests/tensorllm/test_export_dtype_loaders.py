@@ -34,7 +34,7 @@ from tensorllm.decompose import decompose_layer
 from tensorllm.export import WEIGHTS_FILE, export_variant, folder_bytes, load_compressed, variant_model
 from tensorllm.factorised import factorised_layers
 from tensorllm.models import load_model
-from tensorllm.tiny_models import build_tiny, sample_input_ids, single_thread, tiny_tokenizer
+from tensorllm.tiny_models import build_tiny, sample_input_ids, tiny_tokenizer
 
 FAMILIES = ["llama_gqa", "qwen3", "gpt2", "gpt_neox"]
 REPO = Path(__file__).resolve().parents[2]
@@ -42,10 +42,7 @@ FP32_TOL = 1e-5  # from_pretrained vs load_compressed, fp32: the same tensors th
 BF16_TOL = 5e-2  # load_compressed (bf16) vs variant_model (bf16): products in another order, bf16 rounding (~1e-2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 def save_bf16(name: str, folder: Path) -> Path:

@@ -30,15 +30,12 @@ from tensorllm.cli import main
 from tensorllm.decompose import decompose_layer
 from tensorllm.export import WEIGHTS_FILE, export_variant, load_compressed
 from tensorllm.manifest import MANIFEST_FILE, verify_manifest
-from tensorllm.tiny_models import save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import save_tiny_with_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 @pytest.fixture(scope="module")

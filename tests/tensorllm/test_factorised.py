@@ -33,7 +33,7 @@ from tensorllm.factorised import (
 from tensorllm.attention_shape import AttentionShape
 from tensorllm.layouts import layout_for
 from tensorllm.models import load_model
-from tensorllm.tiny_models import build_tiny, sample_input_ids, single_thread, tiny_tokenizer
+from tensorllm.tiny_models import build_tiny, sample_input_ids, tiny_tokenizer
 
 # llama_mqa: one KV head; qwen3: per-head q/k norms; gemma2: head_dim != d_model / heads, MQA, soft-capping;
 # phi3: fused [Q | K | V] qkv_proj (GQA); falcon: fused query_key_value [Q_1..Q_4 | K | V] (MQA); falcon_gqa: grouped
@@ -56,10 +56,7 @@ CHANGED = 1e-2  # the edit moves logits from the base by >= 5.9e-2 on every fami
 BIAS_SCALE = 0.1  # comparable to the projections' outputs (weights ~N(0, 0.02^2), d_model 32-48)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 def attention_modules(model, layer: int) -> dict[str, str]:

@@ -24,7 +24,7 @@ from tensorllm.layout_detection import detect_layout
 from tensorllm.layouts import layout_for
 from tensorllm.models import load_model
 from tensorllm.tensorise import tensor_shape
-from tensorllm.tiny_models import NEW_FAMILIES, build_tiny, sample_input_ids, save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import NEW_FAMILIES, build_tiny, sample_input_ids, save_tiny_with_tokenizer
 
 FAMILIES = sorted(set(NEW_FAMILIES) | {"qwen3", "gemma2", "qwen2", "llama_mqa"})
 FULL = (1.0, 1.0, 1.0)
@@ -34,10 +34,7 @@ FULL_RANK_LOGITS_TOL = 1e-4  # full ranks in fp32 (the issue's bound); measured 
 WRAPPED = {"gemma3"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -29,16 +29,13 @@ from safetensors.torch import load_file
 from tensorllm.artifact import DIGEST_KEY, META_FILE, TENSORS_FILE, load_artifact, materialise, read_meta, save_artifact
 from tensorllm.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
 from tensorllm.decompose import decompose_layer
-from tensorllm.tiny_models import save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import save_tiny_with_tokenizer
 
 LOW = (4, 2, 1)  # any ranks do; small ones keep the decomposition instant
 LAYER = 1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,10 @@ import pytest
 import torch
 
 from tensorllm.laser import laser_rank, low_rank
-from tensorllm.tiny_models import single_thread
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 def matrix(m, n, seed=0, dtype=torch.float32):

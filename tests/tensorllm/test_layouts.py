@@ -32,7 +32,6 @@ from tensorllm.tiny_models import (
     TINY_CONFIGS,
     build_tiny,
     sample_input_ids,
-    single_thread,
     tiny_config,
 )
 
@@ -86,10 +85,7 @@ PREFIXES = {
 BIASED = {"qwen2", "gpt2", "gpt_neox", "opt", "bert", "roberta", "starcoder2", "falcon_gqa", "gpt_bigcode"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 @pytest.fixture(scope="module")

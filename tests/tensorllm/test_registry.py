@@ -254,6 +254,26 @@ def test_update_metrics(populated):
         registry.update_metrics(MODEL, 9, {"x": 1.0})
 
 
+def test_metrics_are_on_the_logged_model_too(populated):
+    """MLflow's UI shows a logged model's own metrics ("Metrics (N)"), not its run's: registration and
+    update_metrics link each metric to the version's logged model, and the run still holds each value once."""
+    registry, _ = populated
+    info = registry.version_info(MODEL, 2)
+
+    def on_model(version: int) -> dict[str, float]:
+        model_id = registry.version_info(MODEL, version)["source"].removeprefix("models:/")
+        return {m.key: m.value for m in registry.client.get_logged_model(model_id).metrics or []}
+
+    # make_record's metrics of variant A (its "not_computed": None is dropped, as on the run)
+    assert on_model(2) == pytest.approx({"val_accuracy": 0.55, "val_loss": 2.5, "compression_ratio": 3.0})
+    assert on_model(1)["val_accuracy"] == pytest.approx(0.50)  # each version's model has its own values
+    registry.update_metrics(MODEL, 2, {"test_accuracy": 0.61})
+    assert on_model(2)["test_accuracy"] == pytest.approx(0.61)
+    assert "test_accuracy" not in on_model(3)
+    history = registry.client.get_metric_history(info["run_id"], "val_accuracy")
+    assert [m.value for m in history] == [pytest.approx(0.55)]  # logged once, not once per place it shows
+
+
 def test_champion_promotion_and_decisions(populated):
     registry, _ = populated
     assert registry.champion(MODEL) is None
@@ -363,11 +383,42 @@ def test_log_sweep(populated, tmp_path):
     assert run.data.params["best"] == "layer001-mha-kv-r32x8x2"
     assert run.data.metrics["best_val_accuracy"] == pytest.approx(0.55)
     names = sorted(a.path for a in registry.client.list_artifacts(run_id))
-    assert names == ["accuracy_vs_cr.png", "summary.json"]
+    assert names == ["accuracy_vs_cr.png", "summary.json", "tensorllm_manifest.json"]
     assert registry.list_models()[0]["tags"]["last_sweep.run_id"] == run_id
     with pytest.raises(FileNotFoundError, match="nope.png"):
         registry.log_sweep(MODEL, {}, [tmp_path / "nope.png"])
     assert "mlflow.note.content" not in registry.client.get_run(registry.log_sweep(MODEL, {}, [])).data.tags
+
+
+def test_a_sweep_run_records_digests_that_verify_checks(registry, tmp_path, capsys):
+    """The sweep run's files are in its manifest, the manifest's sha256 is the run's tag (in the database, apart
+    from the artifact store), and ``tensorllm verify runs:/RUN_ID`` finds a changed byte in either."""
+    from tensorllm.artifact import file_sha256
+    from tensorllm.cli import main
+
+    plot = tmp_path / "plot.png"
+    plot.write_bytes(b"\x89PNG fake")
+    run_id = registry.log_sweep(MODEL, {"n_variants": 2}, [plot])
+    root = Path(registry.client.get_run(run_id).info.artifact_uri)
+    manifest = json.loads((root / "tensorllm_manifest.json").read_text())["files"]
+    assert sorted(manifest) == ["plot.png", "summary.json"]
+    assert manifest["plot.png"]["sha256"] == file_sha256(plot)
+    assert registry.client.get_run(run_id).data.tags["tensorllm_manifest_sha256"] == file_sha256(
+        root / "tensorllm_manifest.json")
+
+    verify = ["verify", f"runs:/{run_id}", "--tracking-uri", registry.tracking_uri]
+    assert main(verify) == 0
+    assert f"sweep run {run_id}: 2 items intact" in capsys.readouterr().out
+    summary = root / "summary.json"
+    summary.write_text(summary.read_text().replace("2", "3"))  # same size: only the digest tells
+    assert main(verify) == 2
+    assert "summary.json is damaged: its sha256 is" in capsys.readouterr().err
+    (root / "tensorllm_manifest.json").write_text(json.dumps({"format": "tensorllm-manifest/1", "files": {}}))
+    assert main(verify) == 2  # a manifest rewritten to hide the change no longer matches the run's tag
+    assert "tensorllm_manifest.json is damaged" in capsys.readouterr().err
+    bare = registry.client.create_run(registry.experiment_id).info.run_id
+    assert main(["verify", f"runs:/{bare}", "--tracking-uri", registry.tracking_uri]) == 2
+    assert "has no tensorllm_manifest_sha256 tag: not a sweep's report run" in capsys.readouterr().err
 
 
 def test_load_materialises_a_loadable_hf_folder(populated, setup, tmp_path):

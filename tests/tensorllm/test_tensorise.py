@@ -25,13 +25,10 @@ from tensorllm.tensorise import (
     written_rel_error,
 )
 from tensorllm.tucker import tucker_decompose
-from tensorllm.tiny_models import build_tiny, single_thread
+from tensorllm.tiny_models import build_tiny
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -32,17 +32,13 @@ from tensorllm.tucker import (
     tucker_sweep,
     unfold,
 )
-from tensorllm.tiny_models import single_thread
 
 tl = pytest.importorskip("tensorly")
 from tensorly.decomposition import partial_tucker  # noqa: E402
 from tensorly.tenalg import multi_mode_dot  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 # ---- helpers -------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from tensorllm.cli import main
 from tensorllm.decompose import decompose_layer
 from tensorllm.export import export_variant
 from tensorllm.models import load_model
-from tensorllm.tiny_models import save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import save_tiny_with_tokenizer
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "lm_eval"
 TASK = "tiny_choice"
@@ -27,13 +27,8 @@ N_DOCS = 6  # lines of tiny_choice.jsonl
 LL_TOL = 1e-4  # lm-eval's log-likelihoods vs ours, fp32 on the same model (batched vs one at a time: ~1e-6)
 MOVED = 1e-3  # the layer-1 edit at half ranks moves some choice's log-likelihood by more (measured >= 1e-2)
 
-pytestmark = pytest.mark.slow  # lm-eval indexes its ~15k task files (~10 s) for each TaskManager
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = [pytest.mark.slow,  # lm-eval indexes its ~15k task files (~10 s) for each TaskManager
+              pytest.mark.usefixtures("one_thread")]  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 def task_folder(folder: Path, yaml_name: str, data_name: str = "tiny_choice.jsonl", task: str | None = None) -> Path:

@@ -19,17 +19,14 @@ import torch
 
 from tensorllm.evaluation.perplexity import (DEFAULT_CORPUS, PerplexityResult, compare_perplexity, corpus_windows,
                                              load_corpus, perplexity, perplexity_of, t_interval, t_quantile_975)
-from tensorllm.tiny_models import MAX_POSITIONS, VOCAB, build_tiny, save_tiny_with_tokenizer, single_thread, \
+from tensorllm.tiny_models import MAX_POSITIONS, VOCAB, build_tiny, save_tiny_with_tokenizer, \
     tiny_tokenizer
 
 WINDOW = MAX_POSITIONS  # 64: the tiny models' context, so a 512-token window is capped to it
 N_WINDOWS = 12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 def abab(n_windows: int, seed: int) -> torch.Tensor:

@@ -7,13 +7,10 @@ import json
 import pytest
 
 from tensorllm.cli import main
-from tensorllm.tiny_models import save_tiny_with_tokenizer, single_thread
+from tensorllm.tiny_models import save_tiny_with_tokenizer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread (tests/tensorllm/conftest.py)
 
 
 @pytest.fixture(scope="module")
