@@ -19,8 +19,8 @@ from typing import Literal
 from prefect import flow
 
 from .batch import run_batch
-from .config import (DEFAULT_GROUPING, DEFAULT_RANKS, DEFAULT_TARGETS, ComposeStrategy, DatasetName, Grouping, LaserSpec, LayoutName,
-                     Objective, SelectionMetric)
+from .config import (DEFAULT_GROUPING, DEFAULT_RANKS, DEFAULT_TARGETS, PERPLEXITY_TOKENS, ComposeStrategy, DatasetName, Grouping,
+                     LaserSpec, LayoutName, Objective, SelectionMetric)
 from .parent_artifact import publish_decision
 from .runtime.ray_runner import ray_runner
 from .sweep import run_sweep
@@ -56,6 +56,7 @@ def compress_sweep(
     lm_eval_tasks: list[str] | None = None,
     lm_eval_include: str | None = None,
     lm_eval_limit: int | None = None,
+    perplexity_tokens: int = PERPLEXITY_TOKENS,
     registered_model: str | None = None,
     ray_address: str | None = None,
     mlflow_tracking_uri: str | None = None,

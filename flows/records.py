@@ -16,6 +16,7 @@ from tensorllm.evaluation.data.user_spec import dataset_label
 from tensorllm.identity import variant_key
 
 from .compose import COMPOSED_KINDS, ComposedPlan
+from .perplexity import summary_fields
 
 KINDS = ("baseline", "layer", *COMPOSED_KINDS)
 
@@ -197,15 +198,24 @@ def summary_row(v: Variant, metric: str) -> dict:
             **({"target_ratio": v.extra_metrics["allocation.target_ratio"]}
                if "allocation.target_ratio" in v.extra_metrics else {}),
             "guard_stopped": v.guard_stopped,
+            **summary_fields(v.extra_metrics),  # perplexity on held-out text, and its ratio to the base's
             **({f"test_{m}": mean_metric(v.test, m) for m in ("accuracy", "top1_accuracy", "loss")} if v.test else {}),
             **({"paired": v.paired_test} if v.paired_test else {})}
+
+
+def ratio_text(row: dict) -> str:
+    """A summary row's perplexity ratio to the base, marked where it is not shown within the margin ("-": not
+    measured)."""
+    if row.get("perplexity_ratio") is None:
+        return "-"
+    return f"{row['perplexity_ratio']:.3f}" + ("" if row.get("perplexity_within_margin") else " (over)")
 
 
 def markdown_table(rows: list[dict], metric: str) -> str:
     """The variants as a markdown table (the flow run's Prefect artifact)."""
     key = f"val_{metric}"
-    lines = [f"| variant | version | kind | layer CR | whole-model attention CR | {key} | val loss | test accuracy |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| variant | version | kind | layer CR | whole-model attention CR | {key} | val loss | test accuracy | "
+             "perplexity / base |", "|---|---|---|---|---|---|---|---|---|"]
 
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
@@ -213,5 +223,5 @@ def markdown_table(rows: list[dict], metric: str) -> str:
     for r in rows:
         lines.append(f"| {r['name']} | {fmt(r['version'], 'd')} | {r['kind']} | {fmt(r['compression_ratio'], '.2f')} | "
                      f"{fmt(r['whole_model_attention_cr'], '.3f')} | {fmt(r[key], '.4f')} | {fmt(r['val_loss'], '.4f')} | "
-                     f"{fmt(r.get('test_accuracy'), '.4f')} |")
+                     f"{fmt(r.get('test_accuracy'), '.4f')} | {ratio_text(r)} |")
     return "\n".join(lines)

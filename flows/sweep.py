@@ -11,6 +11,9 @@ DAG (one run)::
            and champion checking its drafts) ─> paired test stats ─> promote `champion` with one sentence ─> export the best composed model
         ─> sweep report (MLflow run + plots, Prefect markdown artifacts)
 
+    perplexity on held-out text (flows.perplexity): the base's submitted first, each composed variant's beside its
+    validation evaluations; recorded as metrics of their versions, shown in the summary (a report: no rule reads it)
+
 :func:`run_sweep` is this DAG, a sub-flow that :func:`flows.compress_sweep.compress_sweep` (the typed entry
 flow) starts on a ``RayTaskRunner``. Tasks exchange paths and small records only.
 """
@@ -48,6 +51,7 @@ from .guard import run_generation_guard
 from .holdout import half_mean, paired_half
 from .lm_eval import champion_lm_eval
 from .noninferiority import single_test
+from .perplexity import SweepPerplexity
 from .policy import (PAIRED_COLUMN, Candidate, comparable_champion, decide, decision_tags, guard_stopped,
                      higher_is_better, shortlist)
 from .records import (Variant, baseline_variant, composed_variant, evaluation_settings, flat_metrics, layer_variants,
@@ -95,9 +99,11 @@ def run_sweep(config: SweepConfig) -> dict:
 
     baseline = baseline_variant()
     guard = config.generate and not config.generate_for("val")  # (selecting on accuracy: every variant has it)
+    perplexity = SweepPerplexity(config, identity)  # held-out text: the base's once, each composed variant's
     with remote_options(**eval_request):
         # the baseline's full pass also caches the inputs of every sweep layer for the variants
         baseline_val = {d: evaluate(baseline, d, "val", fill_layers=layers) for d in config.datasets}
+        perplexity.submit(baseline)  # now: it runs beside the decompositions
     with remote_options(**decompose_request):
         decompositions = {layer: decompose_layer_task.submit(config.model, layer, rank_specs, config.grouping,
                                                              str(artifacts_dir), identity, layout=config.layout,
@@ -120,7 +126,8 @@ def run_sweep(config: SweepConfig) -> dict:
         baseline.val = {d: f.result() for d, f in baseline_val.items()}
         for v in variants:
             v.val = {d: val_futures[(v.name, d)].result() for d in config.datasets}
-        composed, allocation_note = _compose(config, variants, baseline, evaluate, metric)
+        composed, allocation_note = _compose(config, variants, baseline, evaluate, metric, perplexity)
+        perplexity.record([baseline])
 
     # ---- paired validation statistics, whole-model sizes, registration (flow process: one sqlite writer) --
     everything = [*variants, *composed]
@@ -135,8 +142,8 @@ def run_sweep(config: SweepConfig) -> dict:
                 "generate": config.generate, "model_identity": identity}
     # the registry key is content: the base identity, the artifacts' digests, the evaluation behind the metrics
     evaluation = evaluation_settings(config, data_digests)
-    for v in [baseline, *everything]:
-        v.key = registry_key(v, identity, evaluation)
+    for v in [baseline, *everything]:  # the variants that carry perplexity metrics: its settings too
+        v.key = registry_key(v, identity, {**evaluation, **(perplexity.settings() if v.kind != "layer" else {})})
         record = variant_record(v, config.model, config.datasets, config.val_limit, common, metric, config.generate)
         v.version = register_variant_task(uri, name, record)
 
@@ -236,6 +243,7 @@ def run_sweep(config: SweepConfig) -> dict:
     summary = _summary(config, name, baseline, everything, decision, champion_version, current, best, exported, metric)
     summary["best_composed_decision"] = (composed_decision.sentence if composed_decision else
                                          "No composed variant: compose is off or the sweep has fewer than 2 layers.")
+    summary["perplexity"] = perplexity.summary()  # corpus, budget and margin of the rows' perplexity columns
     summary["allocation"] = allocation_note  # what `allocate` made, and the targets it could not reach
     summary["generation_guard"] = guard_report.to_dict() if guard_report else None
     wait(guard_report.unused_futures if guard_report else [])  # speculative evaluations end before the flow does
@@ -305,7 +313,7 @@ def _candidate(v: Variant, metric: str) -> Candidate:
 
 
 def _compose(config: SweepConfig, variants: list[Variant], baseline: Variant, evaluate,
-             metric: str) -> tuple[list[Variant], str | None]:
+             metric: str, perplexity: SweepPerplexity) -> tuple[list[Variant], str | None]:
     """Whole-model variants from the per-layer Tucker edits (see :mod:`flows.compose`) and the allocation's summary
     line. The uniform plans and the allocated plans (one per target, :mod:`flows.allocated`: damages from the
     build half of the validation items) are evaluated in parallel; the greedy plan grows one layer at a time, on
@@ -328,6 +336,7 @@ def _compose(config: SweepConfig, variants: list[Variant], baseline: Variant, ev
     for v in out:  # submitted now, so that they run beside the greedy steps (gathered by _evaluate_composed)
         for d in config.datasets:
             evaluate(v, d, "val")
+        perplexity.submit(v)
     if "greedy" in config.compose and several_layers:
         # built on the build half of the validation items only; the rule tests it on the other half (flows.holdout)
         column = PAIRED_COLUMN.get(metric, "top1_correct")
@@ -347,18 +356,21 @@ def _compose(config: SweepConfig, variants: list[Variant], baseline: Variant, ev
                 kept = kept + [edit]
         if len(kept) >= 2:
             out.append(composed_variant(ComposedPlan(greedy_name(kept), "greedy", kept)))  # its evaluation is cached
-    _evaluate_composed(config, out, evaluate)
+    _evaluate_composed(config, out, evaluate, perplexity)
     return out, note
 
 
-def _evaluate_composed(config: SweepConfig, composed: list[Variant], evaluate) -> None:
+def _evaluate_composed(config: SweepConfig, composed: list[Variant], evaluate, perplexity: SweepPerplexity) -> None:
     """The one place where every composed variant's validation metrics are gathered (in parallel; an evaluation
     already run, such as the greedy's last step, is not run again: ``evaluate`` keys on content). A further
     whole-model metric of composed variants (perplexity on natural text) is submitted here and recorded in
-    ``v.extra_metrics``, which registration logs as they are."""
+    ``v.extra_metrics``, which registration logs as they are (flows.perplexity)."""
     futures = {(v.name, d): evaluate(v, d, "val") for v in composed for d in config.datasets}
     for v in composed:
+        perplexity.submit(v)  # beside the QA evaluations (a variant submitted before keeps its task)
+    for v in composed:
         v.val = {d: futures[(v.name, d)].result() for d in config.datasets}
+    perplexity.record(composed)
 
 
 def _summary(config: SweepConfig, name: str, baseline: Variant, variants: list[Variant], decision, champion_version,

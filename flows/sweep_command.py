@@ -20,6 +20,7 @@ import types
 from tensorllm.cli import one_line_error, emit_json
 from tensorllm.evaluation.data.user_spec import dataset_label
 
+from .records import ratio_text
 from .sweep_options import add_sweep_options, sweep_params
 
 
@@ -99,14 +100,24 @@ def print_sweep(summary: dict, tracking_uri: str, api_url: str) -> None:
     metric = summary["selection_metric"]
     key = f"val_{metric}"
     base = summary["baseline"]
-    print(f"\nBaseline {key} {base[key]:.4f} (loss {base['val_loss']:.4f}), registered as version {base['version']}")
-    print(f"{'variant':48s} {'ver':>4s} {'layer CR':>9s} {'model CR':>9s} {'rel_err':>8s} {key:>14s} {'val_loss':>9s}")
+    ppl = summary.get("perplexity")  # held-out text measured: a column of the ratio to the base's perplexity
+    base_ppl = f", perplexity {base['perplexity']:.3f}" if ppl and base.get("perplexity") is not None else ""
+    print(f"\nBaseline {key} {base[key]:.4f} (loss {base['val_loss']:.4f}{base_ppl}), registered as version "
+          f"{base['version']}")
+    print(f"{'variant':48s} {'ver':>4s} {'layer CR':>9s} {'model CR':>9s} {'rel_err':>8s} {key:>14s} {'val_loss':>9s}"
+          + (f" {'ppl / base':>14s}" if ppl else ""))
     for row in summary["variants"]:
         cr = f"{row['compression_ratio']:.1f}x" if row.get("compression_ratio") else "-"
         whole = f"{row['whole_model_attention_cr']:.3f}x" if row.get("whole_model_attention_cr") else "-"
         err = f"{row['rel_error']:.3f}" if row.get("rel_error") is not None else "-"
         print(f"{row['name'][:48]:48s} {row['version']:>4d} {cr:>9s} {whole:>9s} {err:>8s} {row[key]:>14.4f} "
-              f"{row['val_loss']:>9.4f}")
+              f"{row['val_loss']:>9.4f}" + (f" {ratio_text(row):>14s}" if ppl else ""))
+    if ppl:
+        over = [row["name"] for row in summary["variants"]
+                if row.get("perplexity_ratio") is not None and not row.get("perplexity_within_margin")]
+        print(f"Perplexity on held-out text ({ppl['corpus']}, {ppl['tokens']:,} tokens): composed variants / base, "
+              f"paired 95% interval; {len(over)} not shown within +{ppl['margin']:.0%}"
+              + (f" (over: language modelling worse, whatever their QA metrics): {', '.join(over)}" if over else ""))
     best = summary.get("best_composed")
     if best:
         print(f"\nBest composed model: {best['name']} (v{best['version']}): attention of the whole model "

@@ -73,6 +73,10 @@ def validate_sweep(params: dict) -> SweepConfig:
     from .lm_eval import check_lm_eval  # (flows.lm_eval imports this module's SweepInputError)
 
     check_lm_eval(config)
+    if config.evaluate != "none":
+        from .perplexity import check_perplexity  # (as lm_eval: it imports this module's SweepInputError)
+
+        check_perplexity(config)
     return config
 
 

@@ -35,6 +35,8 @@ LASER_MODULES = ("decompose.py", "laser.py", "layouts.py", "attention_shape.py",
 #: an evaluation: load the model, apply the artifacts (dense reconstruction), run and score the dataset
 EVALUATION_MODULES = ("evaluation", "artifact.py", "models.py", "checkpoint.py", "layouts.py", "attention_shape.py",
                       "layout_detection.py", "tensorise.py", "tucker.py", "subspace.py") + MODEL_LOADING
+#: a perplexity on held-out text: the model (with its artifacts, factorised as the export stores them) on the corpus
+PERPLEXITY_MODULES = EVALUATION_MODULES + ("export.py", "atomic_folder.py", "model_card.py")
 #: imported by the modules above, but nothing they compute depends on their code
 NOT_COMPUTING = {"progress.py": "progress bars", "provenance.py": "these keys",
                  "paths.py": "checks of path arguments (local folder or hub id, writable output)",
@@ -93,6 +95,11 @@ def artifact_code_version(kind: str, fit: str = "weights", root: Path | None = N
 def evaluation_code_version(root: Path | None = None) -> str:
     """The code and libraries an evaluation's numbers depend on: ``eval-<digest>+torch-...+transformers-...``."""
     return f"eval-{code_digest(EVALUATION_MODULES, root)}+{package_versions('torch', 'transformers')}"
+
+
+def perplexity_code_version(root: Path | None = None) -> str:
+    """The code and libraries a perplexity depends on: ``ppl-<digest>+torch-...+transformers-...``."""
+    return f"ppl-{code_digest(PERPLEXITY_MODULES, root)}+{package_versions('torch', 'transformers')}"
 
 
 def source_digest(*folders: Path) -> str:

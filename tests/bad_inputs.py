@@ -113,6 +113,11 @@ SWEEP_CASES = [
            "objective: unknown value 'best' (got 'best'); allowed: denoise, compress"),
     _sweep("compose all", {"compose": ["all"]}, "compose[0]: unknown value 'all' (got ['all']); allowed: uniform, allocate, greedy"),
     _sweep("targets 1", {"targets": [1.0, 2.0]}, "targets: must be finite ratios > 1 (2 = half the attention parameters); got [1.0]"),
+    _sweep("perplexity_tokens 100", {"perplexity_tokens": 100},
+           "perplexity_tokens: must be 0 (off) or at least 1024 (two windows of 512 tokens: the interval needs two); "
+           "got 100"),
+    _sweep("perplexity_tokens -1", {"perplexity_tokens": -1},
+           "perplexity_tokens: must be >= 0 (got -1); allowed: an integer >= 0"),
     _sweep("selection_metric f1", {"selection_metric": "f1"},
            "selection_metric: unknown value 'f1' (got 'f1'); allowed: accuracy, top1_accuracy, loss"),
     _sweep("laser rho 0", {"laser": [{"matrix": "fc_in", "rho": 0}]},

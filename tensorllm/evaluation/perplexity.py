@@ -71,12 +71,15 @@ class Corpus:
 
 
 def load_corpus(corpus: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None) -> Corpus:
-    """Read ``corpus``: a path relative to the data folder (default :data:`DEFAULT_CORPUS`) or any UTF-8 file."""
+    """Read ``corpus``: a path relative to the data folder (default :data:`DEFAULT_CORPUS`, read from the package's
+    own copy when a ``TENSORLLM_DATA_DIR`` of other data lacks it) or any UTF-8 file."""
     name = str(corpus) if corpus is not None else DEFAULT_CORPUS
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     path = Path(name).expanduser()
     if not path.is_file():
         path = root / name
+    if not path.is_file() and corpus is None and data_dir is None:  # a TENSORLLM_DATA_DIR of your own datasets
+        path = Path(__file__).resolve().parent / "data" / "files" / name  # need not copy the novel: the shipped one
     if not path.is_file():
         raise FileNotFoundError(f"perplexity corpus {name!r} not found (as a file, or under the data folder {root}); "
                                 f"the shipped one is {DEFAULT_CORPUS!r}")

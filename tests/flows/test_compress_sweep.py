@@ -70,7 +70,7 @@ def first_run(prefect_api, tiny_llm, workdir):
 ALL_TASK_RUNS: list = []  # every task run of the first sweep (first_run fills it)
 
 
-WORK_TASKS = ("decompose-layer", "evaluate", "export")
+WORK_TASKS = ("decompose-layer", "evaluate", "export", "perplexity")  # cached by content: a rerun computes none
 
 
 def test_sweep_registers_layer_and_composed_variants_with_whole_model_metrics(first_run):
@@ -173,6 +173,7 @@ def test_task_runs_name_their_variant_and_the_flow_run_shows_the_decision(first_
     assert {"decompose-layer-2", "decompose-layer-3", "evaluate-baseline-qa_wikidata-val"} <= names
     assert any(n.startswith("evaluate-layer002-mha-") and "-r16x8x2" in n for n in names)  # layer, grouping, ranks
     assert any(n.startswith("evaluate-uniform-") for n in names)
+    assert "perplexity-baseline" in names and any(n.startswith("perplexity-uniform-") for n in names)
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sweep-variants"])))
     assert artifacts, "no 'sweep-variants' markdown artifact"
@@ -190,7 +191,7 @@ def test_task_runs_name_their_variant_and_the_flow_run_shows_the_decision(first_
     every = [r.name for r in ALL_TASK_RUNS]
     assert every and not [n for n in every if "/" in n or len(n) > 80], every
     defaults = {"register-variant", "update-metrics", "current-champion", "apply-promotion", "log-sweep", "evaluate",
-                "export-factorised", "paired-comparison", "paired-validation", "decompose-layer", "laser-ffn"}
+                "export-factorised", "paired-comparison", "paired-validation", "decompose-layer", "laser-ffn", "perplexity"}
     assert not [n for n in every if re.fullmatch(r"[a-z-]+-[0-9a-f]{3}", n) and n[:-4] in defaults], every
     assert {"champion-of-tiny-e2e", "sweep-report-tiny-e2e"} <= set(every)
     assert any(re.fullmatch(r"metrics-v\d+", n) for n in every)

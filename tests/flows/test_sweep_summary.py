@@ -52,3 +52,23 @@ def test_the_allocation_line_is_printed_once(capsys):
     assert capsys.readouterr().out.splitlines().count(line) == 1
     print_sweep(summary({"dataset": None, "skipped": "no transfer_dataset"}), "sqlite:///x.db", "api")
     assert "allocate:" not in capsys.readouterr().out  # compose without allocate: no line
+
+
+def test_a_composed_variant_that_keeps_qa_but_wrecks_language_modelling_shows(capsys):
+    """With perplexity measured, the table has a column of the ratio to the base and names the variants over +10%."""
+    data = summary({"dataset": None, "skipped": "no transfer_dataset"})
+    data["baseline"]["perplexity"] = 12.345
+    data["variants"] = [{**data["variants"][0], "perplexity": 12.5, "perplexity_ratio": 1.0126,
+                         "perplexity_within_margin": True},
+                        {**data["variants"][0], "name": "allocated-1.5x", "version": 24, "val_top1_accuracy": 0.086,
+                         "perplexity": 40.1, "perplexity_ratio": 3.25, "perplexity_within_margin": False}]
+    data["perplexity"] = {"corpus": "austen/persuasion.txt", "tokens": 8192, "window": 512, "margin": 0.1}
+    print_sweep(data, "sqlite:///x.db", "api")
+    out = capsys.readouterr().out
+    assert "(loss 5.9374, perplexity 12.345)" in out and "ppl / base" in out
+    wrecked = next(line for line in out.splitlines() if line.startswith("allocated-1.5x"))
+    assert wrecked.endswith("3.250 (over)")  # the same top-1 as the base, three times its perplexity
+    assert next(line for line in out.splitlines() if line.startswith("uniform-")).endswith(" 1.013")
+    assert "1 not shown within +10% (over: language modelling worse, whatever their QA metrics): allocated-1.5x" in out
+    print_sweep(summary({"dataset": None, "skipped": "no transfer_dataset"}), "sqlite:///x.db", "api")
+    assert "ppl / base" not in capsys.readouterr().out  # perplexity_tokens 0: no column

@@ -15,7 +15,7 @@ import pytest
 
 from tensorllm import provenance
 from tensorllm.provenance import (CALIBRATION_MODULES, EVALUATION_MODULES, LASER_MODULES, LIBRARY_ROOT, NOT_COMPUTING,
-                                  TUCKER_MODULES, artifact_code_version, code_digest, evaluation_code_version,
+                                  PERPLEXITY_MODULES, TUCKER_MODULES, artifact_code_version, code_digest, evaluation_code_version,
                                   package_versions)
 
 
@@ -65,6 +65,7 @@ def _covered(name: str, listed: tuple[str, ...]) -> bool:
 @pytest.mark.parametrize("roots, listed", [
     (("decompose",), TUCKER_MODULES + CALIBRATION_MODULES + LASER_MODULES),
     (("evaluation.evaluate", "artifact", "models"), EVALUATION_MODULES),
+    (("evaluation.perplexity",), PERPLEXITY_MODULES),
 ])
 def test_every_module_the_code_imports_is_in_its_key(roots, listed):
     """A module imported (transitively) by the code that computes a result is in that result's key, or is
