@@ -22,6 +22,27 @@ def _fix_signs(left: torch.Tensor) -> torch.Tensor:
     return left * signs
 
 
+GRAM_BLOCK = 512  # row block of :func:`gram`; Grams at most this wide are one plain GEMM
+
+
+def gram(matrix: torch.Tensor) -> torch.Tensor:
+    """``matrix @ matrix.T`` with its lower triangle filled, which is all ``torch.linalg.eigh`` reads.
+
+    A wide Gram is computed by block columns below the diagonal (one GEMM per block of ``GRAM_BLOCK`` rows), which
+    skips ~44% of the FLOPs of the full product: on the start of a 7B layer at ranks (512, 64, 4), a 4096 x 8192
+    unfolding, 1.5e11 instead of 2.7e11 FLOPs (1.0 s instead of 1.7 s of one core). Above the diagonal blocks
+    the result is left zero (never read); the lower triangle equals the full product's.
+    """
+    m = matrix.shape[0]
+    if m <= 2 * GRAM_BLOCK:
+        return matrix @ matrix.T
+    out = torch.zeros(m, m, dtype=matrix.dtype, device=matrix.device)
+    for start in range(0, m, GRAM_BLOCK):
+        stop = min(m, start + GRAM_BLOCK)
+        out[start:, start:stop] = matrix[start:] @ matrix[start:stop].T
+    return out
+
+
 def leading_left_singular_vectors(matrix: torch.Tensor, rank: int) -> torch.Tensor:
     """Top-``rank`` left singular vectors of ``matrix`` (m x n) via the Gram of its smaller side + eigh.
 
@@ -31,10 +52,10 @@ def leading_left_singular_vectors(matrix: torch.Tensor, rank: int) -> torch.Tens
     """
     m, n = matrix.shape
     if m <= n:
-        _, vectors = torch.linalg.eigh(matrix @ matrix.T)
+        _, vectors = torch.linalg.eigh(gram(matrix))
         left = vectors[:, -rank:].flip(-1)
     else:
-        _, vectors = torch.linalg.eigh(matrix.T @ matrix)
+        _, vectors = torch.linalg.eigh(gram(matrix.T))
         left, _ = torch.linalg.qr(matrix @ vectors[:, -rank:].flip(-1))
     return _fix_signs(left)
 
@@ -81,7 +102,7 @@ def gram_eigenvectors(matrix: torch.Tensor) -> torch.Tensor:
     rank share them (:func:`tucker_sweep`), which saves the dense eigh, the one expensive step of a big mode.
     """
     m, n = matrix.shape
-    _, vectors = torch.linalg.eigh(matrix @ matrix.T if m <= n else matrix.T @ matrix)
+    _, vectors = torch.linalg.eigh(gram(matrix if m <= n else matrix.T))
     return vectors.flip(-1)
 
 

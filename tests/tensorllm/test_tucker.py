@@ -610,3 +610,61 @@ def test_solver_settings_name_the_algorithm():
     settings = tucker_module.solver_settings()
     assert settings["tol"] == 1e-4 and settings["n_iter_max"] == 25  # the defaults of tucker_decompose
     assert settings["big_mode"] == "exact-start+subspace-iteration" and settings["dense_max"] == 1024
+
+
+def test_gram_fills_the_lower_triangle_that_eigh_reads(monkeypatch):
+    monkeypatch.setattr(subspace_module, "GRAM_BLOCK", 8)  # 44 rows: blocked (5 block columns, the last one short)
+    a = gaussian((44, 30), seed=31, dtype=torch.float64)
+    low = subspace_module.gram(a)
+    full = a @ a.T
+    torch.testing.assert_close(torch.tril(low), torch.tril(full), atol=1e-12, rtol=0)  # same products, float64
+    assert torch.equal(torch.triu(low, 8), torch.zeros_like(low))  # above the diagonal blocks: never computed
+    # eigh reads the lower triangle only: the same spectrum and subspaces as from the full Gram
+    torch.testing.assert_close(torch.linalg.eigvalsh(low), torch.linalg.eigvalsh(full), atol=1e-10, rtol=0)
+    left = subspace_module.leading_left_singular_vectors(a, 5)
+    reference = torch.linalg.svd(a, full_matrices=False)[0][:, :5]
+    torch.testing.assert_close(projector(left), projector(reference), atol=1e-8, rtol=0)
+
+
+def low_rank_plus_noise(shape, ranks, noise, seed):
+    """A tensor of known multilinear rank plus Gaussian noise of relative size ``noise``."""
+    x = exact_multilinear_rank(shape, ranks, seed=seed)
+    n = gaussian(shape, seed=seed + 1)
+    return x + noise * n * (x.norm() / n.norm())
+
+
+@pytest.mark.parametrize("noise", [0.05, 0.5])
+def test_first_sweep_skips_the_big_mode_the_start_just_solved(small_dense_max, monkeypatch, noise):
+    """The start solves d_model exactly on the projection the first sweep would see again: skipping that update
+    saves one subspace step and leaves the result as it was, to rounding."""
+    shape, ranks = (96, 8, 4, 6), (8, 4, 4)
+    x = low_rank_plus_noise(shape, ranks, noise, seed=40)
+    assert tucker_module.start_solved_mode(shape) == 0  # d_model = 96 > DENSE_MAX = 16: solved last by the start
+    skipped = tucker_decompose(x, ranks, tol=0, n_iter_max=4)
+    assert len(small_dense_max) == 3  # 4 sweeps, the first without a d_model step
+    small_dense_max.clear()
+    monkeypatch.setattr(tucker_module, "start_solved_mode", lambda dims: None)  # the update done again
+    repeated = tucker_decompose(x, ranks, tol=0, n_iter_max=4)
+    assert len(small_dense_max) == 4
+    # the repeated update returns the same subspace up to float32 rounding, so every sweep's error agrees: to 1e-5
+    # in the history (the norm identity 1 - |G|^2/|X|^2 cancels in float32), to 1e-6 in the explicit final error
+    for a, b in zip(skipped.error_history, repeated.error_history):
+        assert a == pytest.approx(b, abs=1e-5)
+    assert skipped.rel_error == pytest.approx(repeated.rel_error, abs=1e-6)
+    for u, v in zip(skipped.factors, repeated.factors):
+        torch.testing.assert_close(projector(u), projector(v), atol=1e-4, rtol=0)
+    # and the known structure is found: the error is the noise's share, to 1e-3 (the noise's own projection)
+    assert skipped.rel_error == pytest.approx(noise / math.sqrt(1 + noise ** 2), abs=0.05 * noise)
+
+
+def test_no_mode_is_skipped_without_a_sequential_start(small_dense_max):
+    # DENSE_MAX = 16 here: modes up to 16 get their HOSVD factor; bigger ones are solved last, biggest last
+    assert tucker_module.start_solved_mode((12, 8, 4, 3)) is None  # no sequential step at all
+    assert tucker_module.start_solved_mode((20, 96, 4, 3)) is None  # d_head solved last: mode 0 was solved before it
+    assert tucker_module.start_solved_mode((96, 20, 4, 3)) == 0
+    x = decaying((96, 8, 4, 6), seed=41)
+    # an init= start was not solved on the current projection: every sweep steps d_model
+    warm = tucker_decompose(x, (8, 4, 4), init=tucker_decompose(x, (8, 4, 4)).factors, tol=0, n_iter_max=3)
+    small_dense_max.clear()
+    tucker_decompose(x, (8, 4, 4), init=warm.factors, tol=0, n_iter_max=3)
+    assert len(small_dense_max) == 3
