@@ -1,7 +1,7 @@
 """The sensitivity table of a model and the plan for one target ratio (allocation + whole-model size).
 
-:func:`measure` decomposes every layer at every configuration of the grid and measures each edit's damage
-(:mod:`.sensitivity`); :func:`plan` turns the table into one configuration per layer for a target ratio
+:func:`measure` decomposes every layer at every configuration of the grid (one :func:`tensorllm.tucker.tucker_sweep`
+per layer) and measures each edit's damage (:mod:`.sensitivity`; all edits of a layer together: :mod:`.layer_damage`); :func:`plan` turns the table into one configuration per layer for a target ratio
 (:mod:`.allocate`) and counts the result the way the export stores it (:func:`tensorllm.composed.whole_model_size`).
 One table serves every target: the benchmark measures once and plans five times.
 """
@@ -27,7 +27,8 @@ from ..tensorise import DEFAULT_GROUPING, Grouping
 from ..tucker import RankSpec
 from .allocate import Allocation, allocate
 from .grid import DEFAULT_GRID, LayerOption, layer_options
-from .sensitivity import calibration_sequences, edit_damage, record_reference
+from .layer_damage import layer_damages
+from .sensitivity import calibration_sequences, record_reference
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,8 @@ def measure(model: str, grid: Sequence[RankSpec] | None = None, *, grouping: Gro
                                   n_iter_max=n_iter_max, tol=tol)
         seconds["decompose"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        for option, record in zip(options[1:], records):
-            damage = edit_damage(net, reference, layer, record.artifact)
+        damages = layer_damages(net, reference, layer, [record.artifact for record in records])
+        for option, record, damage in zip(options[1:], records, damages):
             cells[layer].append(Cell(layer, option.ranks, option.params, damage, record.rel_error, record.artifact))
             progress.advance("sensitivity")
         seconds["damage"] += time.perf_counter() - t0
