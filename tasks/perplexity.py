@@ -41,7 +41,8 @@ def perplexity_key(model: str, artifacts: list[str], tokens: int, window: int, m
     """The content key of one perplexity (see the module docstring); ``variant`` and ``prefix_dir`` are not part
     of it."""
     replay = {"record_layer": record_layer, "prefix": (prefix or {}).get("prefix_identity")}
-    payload = {**({"replay": replay} if record_layer is not None or prefix is not None else {}),"model": str(model), "model_identity": model_identity,
+    payload = {**({"replay": replay} if record_layer is not None or prefix is not None else {}),  # off: as before
+               "model": str(model), "model_identity": model_identity,
                "artifacts": [artifact_digest(read_meta(p)) for p in artifacts],  # content, in apply order
                "tokens": int(tokens), "window": int(window), "corpus_digest": corpus_digest,
                "code": {"library": perplexity_code_version(), "task": code_digest(PERPLEXITY_TASK_MODULES, TASKS_ROOT)}}
