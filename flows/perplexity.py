@@ -7,6 +7,12 @@ model on a Ray worker with the evaluation's resources: :mod:`tasks.perplexity`).
 so it runs beside the decompositions; the variants' run in parallel beside their QA evaluations. A variant that
 shares its weights with another (two names, one content key) is measured once.
 
+The base's task also records the hidden states entering the sweep's first layer L0 (the lowest of
+``config.layers``) on the windows, into a content-keyed file under the evaluations' ``hidden-cache/perplexity``
+folder; each composed variant's task takes the base's result (its future: it waits for the base) and replays
+them, so it runs only layers L0.. (:mod:`tensorllm.evaluation.perplexity_prefix`; the same numbers as a full
+forward; families not verified for the replay run a full forward).
+
 Metrics on the version's MLflow run (:data:`BASE_METRICS` on the baseline; all of them on a composed variant):
 
 * ``perplexity``, ``perplexity_ci_low``, ``perplexity_ci_high``: exp of the mean per-token NLL and its 95%
@@ -81,8 +87,13 @@ class SweepPerplexity:
     ``submit`` inside the flow's ``remote_options`` block of the evaluations (their CPUs and GPUs); ``record``
     gathers the results into the variants' ``extra_metrics``, which registration logs."""
 
-    def __init__(self, config: SweepConfig, model_identity: str):
+    def __init__(self, config: SweepConfig, model_identity: str, layers: list[int] | None = None,
+                 prefix_dir: str | None = None):
+        """``layers``: the sweep's layers (the base records the inputs of the lowest, into ``prefix_dir``, and the
+        composed variants replay them); None or no ``prefix_dir``: every perplexity is a full forward."""
         self.tokens = config.perplexity_tokens
+        self.record_layer = min(layers) if layers and prefix_dir else None
+        self.prefix_dir = prefix_dir
         self.model, self.identity, self.window = config.model, model_identity, DEFAULT_WINDOW
         self.corpus = load_corpus() if self.tokens else None
         self._futures: dict[str, object] = {}  # content key -> future
@@ -102,9 +113,15 @@ class SweepPerplexity:
 
         params = dict(model=self.model, artifacts=v.artifacts, tokens=self.tokens, window=self.window,
                       model_identity=self.identity, corpus_digest=self.corpus.digest, variant=v.name)
-        key = perplexity_key(**params)
+        replay = self.record_layer is not None and v.artifacts and (v.first_layer or 0) >= self.record_layer
+        if self.record_layer is not None and not v.artifacts:
+            params.update(record_layer=self.record_layer, prefix_dir=self.prefix_dir)
+        key = perplexity_key(**params)  # within one sweep the prefix is the base's: one key for one weight set
         if key not in self._futures:
-            self._futures[key] = perplexity_task.submit(**params)
+            from .records import baseline_variant
+
+            prefix = {"prefix": self.submit(baseline_variant())} if replay else {}  # its result, once it is done
+            self._futures[key] = perplexity_task.submit(**params, **prefix)
         return self._futures[key]
 
     def record(self, variants: list[Variant]) -> None:

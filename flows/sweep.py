@@ -99,7 +99,8 @@ def run_sweep(config: SweepConfig) -> dict:
 
     baseline = baseline_variant()
     guard = config.generate and not config.generate_for("val")  # (selecting on accuracy: every variant has it)
-    perplexity = SweepPerplexity(config, identity)  # held-out text: the base's once, each composed variant's
+    perplexity = SweepPerplexity(config, identity, layers,  # held-out text: the base's once, each composed variant's
+                                 str(evals_dir / "hidden-cache" / "perplexity"))  # (which replays the base's prefix)
     with remote_options(**eval_request):
         # the baseline's full pass also caches the inputs of every sweep layer for the variants
         baseline_val = {d: evaluate(baseline, d, "val", fill_layers=layers) for d in config.datasets}

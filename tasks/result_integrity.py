@@ -96,7 +96,8 @@ def check_record(path: Path) -> Any:
 
 def check_files(value: Any) -> None:
     """Check the files a cached value names with their digests: ``{"examples": path, "examples_sha256": hex}``
-    (an evaluation's per-example file, which the paired statistics read back) and ``{"manifest": path}`` (an
+    (an evaluation's per-example file, which the paired statistics read back), ``{"prefix_file", "prefix_sha256"}``
+    (the base's recorded layer inputs that the variants' perplexities replay) and ``{"manifest": path}`` (an
     export folder, :mod:`tensorllm.manifest`). Raises ``ValueError`` (or ``OSError``) naming the file."""
     if isinstance(value, dict) and "manifest" in value:
         verify_manifest(Path(value["manifest"]).parent)
@@ -107,6 +108,10 @@ def check_files(value: Any) -> None:
         actual = file_sha256(path)
         if actual != value["examples_sha256"]:
             raise ValueError(f"{path}, which it names, has sha256 {actual}, recorded {value['examples_sha256']}")
+    if isinstance(value, dict) and value.get("prefix_file") and value.get("prefix_sha256"):  # a perplexity's prefix
+        path = Path(value["prefix_file"])
+        if not path.is_file() or file_sha256(path) != value["prefix_sha256"]:
+            raise ValueError(f"{path}, the perplexity prefix it names, is missing or changed")
 
 
 def discard_if_damaged(context: Any, key: str) -> bool:

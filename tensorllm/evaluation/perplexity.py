@@ -37,7 +37,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,9 @@ DEFAULT_WINDOW = 512
 #: the goal for a compressed model: perplexity at most 10% above the base's (upper end of the paired interval)
 DEFAULT_PPL_MARGIN = 0.10
 DEFAULT_BATCH = 2  # windows per forward pass: 2 x 512 x 49,152 float32 logits = 200 MB on SmolLM2
+
+#: entered around the forward of windows ``start:stop`` (see :func:`window_nll`)
+WindowHook = Callable[[int, int], AbstractContextManager]
 
 
 @dataclass(frozen=True)
@@ -134,8 +138,12 @@ def corpus_windows(tokenizer, corpus: Corpus, tokens: int = DEFAULT_TOKENS, wind
     return torch.tensor(ids[: n_windows * window], dtype=torch.long).view(n_windows, window), notes
 
 
-def window_nll(model, ids: torch.Tensor, batch_size: int = DEFAULT_BATCH) -> list[float]:
-    """Mean next-token NLL (nats) of each row of ``ids`` under ``model`` (float32 log-softmax, no padding)."""
+def window_nll(model, ids: torch.Tensor, batch_size: int = DEFAULT_BATCH, around: WindowHook | None = None
+               ) -> list[float]:
+    """Mean next-token NLL (nats) of each row of ``ids`` under ``model`` (float32 log-softmax, no padding).
+
+    ``around(start, stop)``, if given, is a context manager entered around the forward of rows ``start:stop``
+    (recording or replaying the hidden states entering a layer: :mod:`.perplexity_prefix`)."""
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     device = model_device(model)
@@ -144,7 +152,8 @@ def window_nll(model, ids: torch.Tensor, batch_size: int = DEFAULT_BATCH) -> lis
     with torch.inference_mode():
         for start in range(0, len(ids), batch_size):
             batch = ids[start: start + batch_size].to(device)
-            logits = model(input_ids=batch, use_cache=False).logits[:, :-1]
+            with around(start, start + len(batch)) if around is not None else nullcontext():
+                logits = model(input_ids=batch, use_cache=False).logits[:, :-1]
             targets = batch[:, 1:]
             nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
                                                     reduction="none")  # rows contiguous: 3x faster than (B, V, L)
@@ -231,6 +240,14 @@ class PerplexityResult:
     seconds: float
     model: str = ""
     notes: list[str] = field(default_factory=list)
+    #: layers ``< replayed_from_layer`` were not run: their output was replayed from the base's (None: full forward)
+    replayed_from_layer: int | None = None
+    #: the base's inputs to a layer recorded with this result (:mod:`.perplexity_prefix`): file, its sha256, the
+    #: content identity (what a variant's cache key names) and the layer; None when nothing was recorded
+    prefix_file: str | None = None
+    prefix_sha256: str | None = None
+    prefix_identity: str | None = None
+    prefix_layer: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -251,11 +268,14 @@ class PerplexityResult:
 
 def perplexity(model, tokenizer, *, tokens: int = DEFAULT_TOKENS, window: int = DEFAULT_WINDOW,
                corpus: str | os.PathLike | Corpus | None = None, batch_size: int = DEFAULT_BATCH,
-               label: str = "") -> PerplexityResult:
+               label: str = "", windows_hook: Callable[[torch.Tensor, str, int], WindowHook | None] | None = None
+               ) -> PerplexityResult:
     """Perplexity of a loaded ``model`` (any causal LM; evaluated where and in the dtype it is) on ``corpus``.
 
     ``tokens`` is the budget read (``tokens // window`` windows), ``window`` the window length (capped at the
     model's context, said in ``notes``), ``corpus`` a path or a :class:`Corpus` (default :data:`DEFAULT_CORPUS`).
+    ``windows_hook(ids, tokens_digest, batch_size)``, once the windows are cut, gives :func:`window_nll`'s
+    ``around`` (how :mod:`.perplexity_prefix` records or replays a layer's inputs; it checks the digest).
     """
     start = time.perf_counter()
     corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
@@ -267,11 +287,12 @@ def perplexity(model, tokenizer, *, tokens: int = DEFAULT_TOKENS, window: int = 
         window = context
     ids, more = corpus_windows(tokenizer, corpus, tokens, window)
     notes += more
-    values = window_nll(model, ids, batch_size)
+    digest = tokens_digest(ids)
+    values = window_nll(model, ids, batch_size, windows_hook(ids, digest, batch_size) if windows_hook else None)
     mean, (lo, hi) = t_interval(values)
     result = PerplexityResult(
         corpus=corpus.name, corpus_digest=corpus.digest,
-        tokens_digest=hashlib.sha256(ids.numpy().astype("<i8").tobytes()).hexdigest(), window=window,
+        tokens_digest=digest, window=window,
         n_windows=len(values), n_tokens=ids.numel(), scored_tokens=len(values) * (window - 1), mean_nll=mean,
         mean_nll_ci=(lo, hi), perplexity=_exp(mean), perplexity_ci=(_exp(lo), _exp(hi)), window_nll=values,
         dtype=str(model_dtype(model)).removeprefix("torch."), device=str(model_device(model)),
@@ -281,28 +302,47 @@ def perplexity(model, tokenizer, *, tokens: int = DEFAULT_TOKENS, window: int = 
     return result
 
 
+def tokens_digest(ids: torch.Tensor) -> str:
+    """sha256 of the token ids scored (little-endian int64, row by row): what pairs two results."""
+    return hashlib.sha256(ids.numpy().astype("<i8").tobytes()).hexdigest()
+
+
 def perplexity_of(model_folder: str | os.PathLike, artifact_paths: Sequence[str | os.PathLike] = (), *,
                   tokens: int = DEFAULT_TOKENS, window: int = DEFAULT_WINDOW,
                   corpus: str | os.PathLike | Corpus | None = None, dtype: torch.dtype | None = None,
-                  device: str = "cpu", batch_size: int = DEFAULT_BATCH) -> PerplexityResult:
+                  device: str = "cpu", batch_size: int = DEFAULT_BATCH, record_layer: int | None = None,
+                  prefix_dir: str | os.PathLike | None = None, prefix=None) -> PerplexityResult:
     """Perplexity of a model folder (a name such as ``smollm2-135m``, a base folder or an export) with
     ``artifact_paths`` applied (factorised where that pays off, as the export does; none: the model as it is).
 
     ``dtype`` defaults to float32 on the CPU (the base's dtype on a GPU), the same for a base and its variants,
-    so their results pair. The label of the result names the folder and the artifacts."""
+    so their results pair. The label of the result names the folder and the artifacts.
+
+    Prefix replay (:mod:`.perplexity_prefix`): ``record_layer=L`` with ``prefix_dir`` also saves the hidden
+    states entering layer ``L`` on these windows to a content-keyed file there (named in the result's
+    ``prefix_file`` / ``prefix_identity``); ``prefix`` (such a file, or a loaded
+    :class:`~.perplexity_prefix.PerplexityPrefix`) replays them, so a variant that edits only layers >= ``L``
+    runs only those layers, with the same numbers (``replayed_from_layer`` says so). A prefix recorded on other
+    tokens, dtype, device or prefix weights, or artifacts that edit a layer < ``L``, are refused."""
     from ..checkpoint import stored_dtype
     from ..export import variant_model
     from ..models import resolve_model
+    from .perplexity_prefix import measure_with_prefix, prepare_prefix
     from .runtime import default_dtype
 
     folder = resolve_model(model_folder)
     dtype = dtype or default_dtype(device, base=stored_dtype(folder))
+    if prefix is not None:  # refused before the model is loaded: other artifacts' layers, dtype, or a recording too
+        prefix = prepare_prefix(prefix, artifact_paths, dtype, record_layer)
     model, tokenizer, _ = variant_model(str(model_folder), list(artifact_paths), "factorised", device=device,
                                         dtype=dtype)
     label = str(model_folder) + "".join(f" + {Path(p).name}" for p in artifact_paths)
+    kwargs = dict(tokens=tokens, window=window, corpus=corpus, batch_size=batch_size, label=label)
     try:
-        return perplexity(model, tokenizer, tokens=tokens, window=window, corpus=corpus, batch_size=batch_size,
-                          label=label)
+        if record_layer is not None or prefix is not None:
+            return measure_with_prefix(model, tokenizer, record_layer=record_layer, prefix_dir=prefix_dir,
+                                       prefix=prefix, **kwargs)
+        return perplexity(model, tokenizer, **kwargs)
     finally:
         del model
 

@@ -35,6 +35,25 @@ def test_the_envelope_round_trips_and_refuses_a_changed_payload():
         serializer.loads(b"{not json")
 
 
+def test_a_cached_perplexity_whose_prefix_file_is_missing_or_changed_is_refused(tmp_path):
+    """A base perplexity names the layer inputs the variants replay: a cached one is used only while that file is
+    intact (else it is recomputed, which writes the file again)."""
+    from tensorllm.artifact import file_sha256
+    from tasks.result_integrity import check_files
+
+    prefix = tmp_path / "ppl-prefix-L2-abc.safetensors"
+    prefix.write_bytes(b"stored hidden states")
+    value = {"perplexity": 12.0, "prefix_file": str(prefix), "prefix_sha256": file_sha256(prefix)}
+    check_files(value)  # intact: accepted
+    check_files({"perplexity": 12.0, "prefix_file": None, "prefix_sha256": None})  # nothing recorded: nothing to check
+    prefix.write_bytes(b"stored hidden stateZ")
+    with pytest.raises(ValueError, match="the perplexity prefix it names, is missing or changed"):
+        check_files(value)
+    prefix.unlink()
+    with pytest.raises(ValueError, match="the perplexity prefix it names, is missing or changed"):
+        check_files(value)
+
+
 def _flip_float_bit(payload_b64: str, value: float) -> str:
     """The base64 pickle with the lowest bit of ``value``'s 8 bytes flipped: still a valid pickle, another float."""
     raw = bytearray(base64.decodebytes(payload_b64.encode()))

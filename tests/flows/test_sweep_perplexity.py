@@ -3,7 +3,8 @@ their MLflow versions; real Prefect, Ray and MLflow (sqlite), the tiny Llama, tw
 
 The logged numbers are recomputed here with the library's own call (``perplexity_of`` on the same artifacts, on
 one torch thread as the Ray worker ran it), so the sweep measured what it says; the base's task runs once (one
-task run for its content key); ``perplexity_tokens=0`` measures nothing and logs nothing.
+task run for its content key), and records the inputs of the lowest sweep layer that the composed variants'
+tasks replay; ``perplexity_tokens=0`` measures nothing and logs nothing.
 """
 
 from __future__ import annotations
@@ -118,6 +119,33 @@ def test_the_base_perplexity_is_computed_once_and_each_composed_variant_once(swe
     assert names.count("perplexity-baseline") == 1, names  # submitted early, reused by every variant's comparison
     assert len(names) == 3, names  # the base and the two composed variants; single-layer variants get none
     assert all(r.state.is_completed() for r in runs)
+
+
+def test_composed_variants_replay_the_bases_inputs_to_the_first_sweep_layer(swept):
+    """The base's task records the inputs of layer 2 (the lowest sweep layer) in the evaluations' hidden cache;
+    both composed variants' tasks replayed them (and still equal the full forward: the test above)."""
+    from tensorllm.evaluation.perplexity_prefix import load_prefix
+
+    params, _, runs = swept
+    results = {r.name: r.state.result() for r in runs}
+    base = results.pop("perplexity-baseline")
+    prefix_file = Path(base["prefix_file"])
+    assert prefix_file.parent == Path(params["artifacts_root"]).parent / "evaluations" / "hidden-cache" / "perplexity"
+    assert base["prefix_layer"] == 2 and base["replayed_from_layer"] is None
+    assert load_prefix(prefix_file).identity == base["prefix_identity"]
+    assert len(results) == 2 and all(r["replayed_from_layer"] == 2 for r in results.values()), results.keys()
+
+
+def test_a_variants_key_names_the_prefixs_content_not_its_path():
+    from tasks.perplexity import perplexity_key
+
+    common = dict(model="m", artifacts=[], tokens=1024, window=512, model_identity="id", corpus_digest="c")
+    here = perplexity_key(**common, prefix={"prefix_file": "/a/p.safetensors", "prefix_identity": "x"})
+    moved = perplexity_key(**common, prefix={"prefix_file": "/b/p.safetensors", "prefix_identity": "x"})
+    other = perplexity_key(**common, prefix={"prefix_file": "/a/p.safetensors", "prefix_identity": "y"})
+    assert here == moved != other != perplexity_key(**common)  # and a full forward is a third computation
+    recording = perplexity_key(**common, record_layer=2, prefix_dir="/a")
+    assert recording == perplexity_key(**common, record_layer=2, prefix_dir="/b") != perplexity_key(**common)
 
 
 def test_perplexity_tokens_0_measures_and_logs_nothing(prefect_api, tiny_llm, tmp_path_factory, swept):
