@@ -10,7 +10,7 @@ temporary folder. Afterwards the process reads back from the Prefect API the tas
 and of its sub-flow ``compress-sweep-on-ray`` (``read_task_runs`` filtered by the two flow-run ids; the
 parent's task run standing for the sub-flow call is left out) and the overhead is derived from them:
 
-* per kind of task (decompose-layer, evaluate, export-factorised, register-variant, paired-validation,
+* per kind of task (decompose-layer, evaluate, perplexity, export-factorised, register-variant, paired-validation,
   paired-comparison, update-metrics, other): the count, the final states and the summed run time
   (``total_run_time``, else end - start);
 * **wall**: the ``compress_sweep(...)`` call, timed in the process (imports excluded, reported apart);

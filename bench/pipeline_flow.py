@@ -12,12 +12,12 @@ from pathlib import Path
 
 from bench.common import REPO_ROOT
 
-# task-run name prefix -> kind, first match wins (the task_run_name templates in tasks/); the first four run
+# task-run name prefix -> kind, first match wins (the task_run_name templates in tasks/); the first five run
 # on Ray workers, the rest in the flow process
 KINDS = [("decompose-layer", "decompose-layer"), ("laser-", "laser-ffn"), ("evaluate-", "evaluate"),
-         ("export-", "export-factorised"), ("register-", "register-variant"), ("paired-val", "paired-validation"),
+         ("perplexity-", "perplexity"), ("export-", "export-factorised"), ("register-", "register-variant"), ("paired-val", "paired-validation"),
          ("paired-comparison", "paired-comparison"), ("update-metrics", "update-metrics")]
-WORK_KINDS = ("decompose-layer", "laser-ffn", "evaluate", "export-factorised")
+WORK_KINDS = ("decompose-layer", "laser-ffn", "evaluate", "perplexity", "export-factorised")
 KIND_ORDER = [kind for _, kind in KINDS] + ["other"]
 
 
