@@ -30,7 +30,7 @@ SelectionMetric = Literal["accuracy", "top1_accuracy", "loss"]
 LaserMatrix = Literal["fc_in", "fc_up", "fc_out"]
 
 #: the sweep's perplexity budget by default (SweepConfig.perplexity_tokens says why); windows of PERPLEXITY_WINDOW
-PERPLEXITY_TOKENS = 8192
+PERPLEXITY_TOKENS = 4096
 GENERATIVE_DATASETS = ("qa_wikidata", "hotpotqa", "counterfact")
 
 #: Default rank grid, fractions of (d_model, d_head, slices) so it fits any model, spanning the paper's range
@@ -154,10 +154,12 @@ class SweepConfig(BaseModel):
                                        "budget read for the base (once) and for every composed variant, logged as "
                                        "perplexity metrics with the paired ratio to the base and whether it is "
                                        "within +10%, so a compression that keeps QA accuracy but wrecks language "
-                                       "modelling shows; the default 8192 (16 windows) costs about 23 s of CPU "
-                                       "per model with SmolLM2-135M on one core and gives a paired ratio interval "
-                                       "of about +-2% (+-3.6% at 4096, half the cost), narrow enough to decide "
-                                       "the +10% goal for ratios up to ~1.08; 0: off; else at least "
+                                       "modelling shows; the default 4096 (8 windows) costs about 14 s of CPU for "
+                                       "the base and about 5 s for a composition (replayed from the lowest swept "
+                                       "layer) with SmolLM2-135M on one core, and gives a paired ratio interval of "
+                                       "about +-3.6% (+-2% at 8192, twice the cost): enough to show a wrecked "
+                                       "model, kept small because the sweep is waited for (tensorllm compress "
+                                       "verifies at 16384); 0: off; else at least "
                                        f"{2 * PERPLEXITY_WINDOW} (two windows: an interval needs two)")
     registered_model: str | None = Field(None, description="MLflow registered model name; None: derived from the "
                                                            "model (tensorllm-<model>, see default_registered_name)")

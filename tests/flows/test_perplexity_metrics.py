@@ -59,7 +59,7 @@ def test_a_wrecked_composed_variant_shows_in_the_summary_row_and_table():
 
 
 def test_the_budget_is_checked_before_anything_starts():
-    assert SweepConfig().perplexity_tokens == 8192  # the default the description argues
+    assert SweepConfig().perplexity_tokens == 4096  # the default the description argues
     assert SweepConfig(perplexity_tokens=0).perplexity_tokens == 0
     with pytest.raises(SweepInputError, match=r"^perplexity_tokens: must be 0 \(off\) or at least 1024 .*got 1000$"):
         build_config({"perplexity_tokens": 1000})  # one window: no interval
