@@ -24,7 +24,7 @@ EXAMPLES = [
     UserDatasetError("dataset 'mine.yaml': prompt_field: 'question' is not a field of mine.jsonl:1"),
 ]
 #: private control-flow exceptions that never leave the function that raises them
-INTERNAL = {"tensorllm.activation_fit._Done"}
+INTERNAL = {"tensorllm.activation_fit._Done", "tensorllm.compression.layer_damage._Stop"}
 
 
 def project_error_classes() -> set[str]:
