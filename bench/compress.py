@@ -16,11 +16,15 @@ What it does, through the real path (:mod:`tensorllm.compression`):
    *Persuasion*, ``--ppl-tokens`` tokens in windows of 512), paired: the ratio with its 95% interval, and whether
    it is within the +10% goal.
 
-The greedy composition of the sweep is not run here (it needs the sweep's per-layer evaluations).
+5. and the sweep's greedy composition, once (it ignores compression, so it lands at one ratio): every grid edit of
+   the sensitivity pass evaluated alone on the first ``--val`` validation items, then the sweep's greedy rule on
+   their build half (:mod:`bench.compress_greedy`); the composition it keeps is evaluated as the other rows.
+   ``--no-greedy`` skips it; its time is the row's ``greedy_s`` (the single-layer evaluations and the steps).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -79,6 +83,31 @@ def run_variant(base: str, cells, out: Path, base_evals: dict, args) -> dict:
     return row
 
 
+def greedy_row(base: str, table, root: Path, base_evals: dict, args) -> dict:
+    """The sweep's greedy composition over the sensitivity pass's edits, evaluated as the other rows."""
+    from bench.compress_greedy import greedy_composition
+
+    t0 = time.perf_counter()
+    result = greedy_composition(base, table, args.greedy_val or args.val, root / "greedy" / "evaluations")
+    greedy_s = time.perf_counter() - t0
+    damage = {c.artifact: c.damage for cells in table.cells for c in cells if c.artifact is not None}
+    configs = sorted({"x".join(map(str, e.ranks)) for e in result.kept})
+    row = {"target": None, "method": "greedy (sweep's rule)", "greedy_s": greedy_s,
+           "calibration_kl": sum(damage[e.artifact] for e in result.kept),
+           "configs": ", ".join(configs) if len(configs) <= 3 else f"{len(configs)} kinds",
+           "greedy": {**result.to_dict(), "val_items": args.greedy_val or args.val}}
+    if result.kept:
+        row.update(run_variant(base, result.kept, root / "greedy", base_evals, args))
+    else:  # nothing kept: the base itself
+        row.update(attention_ratio=1.0, total_ratio=1.0, layers=0, bytes=sum(
+            p.stat().st_size for p in Path(base).glob("*.safetensors")))
+    row["seconds"] = time.perf_counter() - t0 - greedy_s  # export + evaluations, as the other rows
+    (root / "greedy.json").write_text(json.dumps(row, indent=2, default=str))  # kept if a later row fails
+    print(f"greedy: {len(result.kept)} layers kept of {len(result.steps)} steps, {row['attention_ratio']:.3f}x, "
+          f"{result.evaluations} evaluations in {greedy_s:.0f} s", flush=True)
+    return row
+
+
 def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--val", type=int, default=None, help="validation items (default 100; quick 40)")
@@ -87,6 +116,9 @@ def main() -> None:
                         help="perplexity token budget (default 16,384; quick 2,048; 0 skips it)")
     parser.add_argument("--root", default=str(REPO_ROOT / "runs" / "bench-compress"))
     parser.add_argument("--model", help="another model folder instead of SmolLM2 in bf16 (to try the script)")
+    parser.add_argument("--no-greedy", action="store_true", help="skip the sweep's greedy composition")
+    parser.add_argument("--greedy-val", type=int, default=None,
+                        help="validation items the greedy is built on (default --val; its build half is about half)")
     args = parser.parse_args()
     setup_threads(args.threads)
     args.val = args.val or (40 if args.quick else 100)
@@ -105,6 +137,7 @@ def main() -> None:
     table = measure(base, GRID, skip=args.val, layers=layers, artifacts=root / "artifacts")
     sensitivity_s = table.seconds["total"]
     rows, base_evals, done = [], {}, {}
+    greedy = None if args.no_greedy else greedy_row(base, table, root, base_evals, args)
     for target in (QUICK_TARGETS if args.quick else TARGETS):
         for method in ("allocator", "uniform"):
             t0 = time.perf_counter()
@@ -126,6 +159,9 @@ def main() -> None:
             rows.append(row)
             print(f"{method} {target}x: {row['attention_ratio']:.2f}x, val {row['val_diff']:+.3f}, "
                   f"test {row['test_diff']:+.3f}", flush=True)
+    if greedy is not None:
+        greedy["sensitivity_s"] = sensitivity_s
+        rows = sorted(rows + [greedy], key=lambda r: r["target"] or r["attention_ratio"])  # stable: methods stay
     base_bytes = sum(p.stat().st_size for p in Path(base).glob("*.safetensors"))
     for row in rows:
         row["bytes_vs_base"] = row["bytes"] / base_bytes
@@ -133,13 +169,13 @@ def main() -> None:
                        ("bytes_vs_base", "{:.3f}", "bytes/base"), ("val_diff", "{:+.3f}", "val top1 diff"),
                        ("test_diff", "{:+.3f}", "test top1 diff"), ("test_loss_diff", "{:+.3f}", "test loss diff")]
                 + ([("ppl", "{:.2f}", "perplexity"), ("ppl_ratio", "{:.3f}", "ppl ratio")] if args.ppl_tokens else [])
-                + [("seconds", "{:.0f}", "s")], title="compress front, SmolLM2-135M bf16")
+                + [("seconds", "{:.0f}", "s"), ("greedy_s", "{:.0f}", "greedy s")], title="compress front, SmolLM2-135M bf16")
     finish("compress", rows, args, device="cpu",
            extra={"base": base, "base_bytes": base_bytes, "sensitivity_seconds": sensitivity_s,
                   "sensitivity_breakdown": table.seconds, "calibration": table.calibration, "notes": table.notes,
                   "val_items": args.val, "test_items": args.test, "ppl_tokens": args.ppl_tokens,
                   "ppl_base": (base_evals["perplexity"].to_dict() if "perplexity" in base_evals else None),
-                  "load_before": load_before,
+                  "greedy": greedy and greedy.pop("greedy"), "load_before": load_before,
                   "load_after": os.getloadavg()})
 
 
