@@ -31,7 +31,8 @@ def _killed_at(uri: str, where: str) -> None:
 
     from tensorllm.registry import Registry
 
-    method = {"variant-run": "log_artifacts", "version": "create_model_version", "sweep-run": "log_artifact"}[where]
+    # a sweep report is one folder (summary, files and their manifest): log_artifacts, as a variant's
+    method = {"variant-run": "log_artifacts", "version": "create_model_version", "sweep-run": "log_artifacts"}[where]
     original = getattr(MlflowClient, method)
 
     def die(self, *args, **kwargs):
